@@ -1,0 +1,67 @@
+"""rpc_protocol: the sans-I/O wire layer of the rpc stack.
+
+Bytes in, events out; events in, bytes out. This package owns the value codec, the frame
+layout, the handshake and the connection state machine. It performs no I/O and imports
+nothing outside the standard library (no socket, ssl, selectors or threading), so the
+folder can be vendored into another project as is. The byte-level specification lives in
+``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+from .__about__ import __version__
+from ._codec import BackRef, Buffer, CodecLimits, Ref, ValueDecoder, ValueEncoder
+from ._connection import Connection, ProtocolConfig
+from ._errors import (
+    EncodeError,
+    HandshakeError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    RPCError,
+)
+from ._events import Close, ErrorReply, Event, Hello, Op, Ping, Pong, Preface, Release, Reply, Request
+from ._frames import HEADER_SIZE, MAGIC, MAX_VERSION, MIN_VERSION, PREFACE_SIZE, FrameFlags, FrameType
+from ._states import State
+
+__all__ = [
+    "__version__",
+    # codec
+    "BackRef",
+    "Buffer",
+    "CodecLimits",
+    "Ref",
+    "ValueDecoder",
+    "ValueEncoder",
+    # connection
+    "Connection",
+    "ProtocolConfig",
+    "State",
+    # events
+    "Close",
+    "ErrorReply",
+    "Event",
+    "Hello",
+    "Op",
+    "Ping",
+    "Pong",
+    "Preface",
+    "Release",
+    "Reply",
+    "Request",
+    # frames
+    "FrameFlags",
+    "FrameType",
+    "HEADER_SIZE",
+    "MAGIC",
+    "MAX_VERSION",
+    "MIN_VERSION",
+    "PREFACE_SIZE",
+    # errors
+    "EncodeError",
+    "HandshakeError",
+    "LocalProtocolError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "RPCError",
+]

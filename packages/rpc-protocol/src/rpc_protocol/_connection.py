@@ -1,0 +1,257 @@
+"""The sans-I/O connection: bytes in, events out; events in, bytes out.
+
+Owns one side of a connection's protocol state: the handshake and version settlement, the
+framing of received bytes, the state table checks, and sequence-number bookkeeping
+(replies only to requests in flight, no duplicate request ids, a bound on requests in
+flight). It performs no I/O, starts no threads and is not thread-safe: the caller
+serialises ``send`` and ``receive_data``. Symmetric: after the handshake either side may
+send requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Final
+
+from ._codec import DEFAULT_LIMITS, Buffer, CodecLimits, ValueDecoder, ValueEncoder
+from ._codec import BoxHook, UnboxHook
+from ._errors import HandshakeError, LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._events import ErrorReply, Event, Hello, Ping, Pong, Preface, Reply, Request
+from ._frames import HEADER_SIZE, MAX_SEQ, PREFACE_SIZE, Header, pack_preface, parse_header, parse_preface
+from ._messages import decode_payload, encode_frame
+from ._states import RECV, SEND, TRANSITIONS, State
+
+__all__ = ["Connection", "ProtocolConfig"]
+
+_DEFAULT_MAX_FRAME: Final = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolConfig:
+    """Limits one side enforces on what it receives.
+
+    ``max_frame_size`` is checked against every header before its payload is read and is
+    announced to the peer in our Hello; ``max_pending`` bounds the peer's requests that
+    we have not answered yet.
+    """
+
+    max_frame_size: int = _DEFAULT_MAX_FRAME
+    max_pending: int = 1024
+    limits: CodecLimits = DEFAULT_LIMITS
+
+    def __post_init__(self) -> None:
+        if self.max_frame_size < 1024 or self.max_frame_size > 0xFFFFFFFF:
+            raise ValueError("max_frame_size must be between 1 KiB and 4 GiB - 1")
+        if self.max_pending < 1:
+            raise ValueError("max_pending must be at least 1")
+
+
+class Connection:
+    """One side of a connection, as a state machine.
+
+    ``box`` and ``unbox`` are the value codec's hooks (see :class:`ValueEncoder` and
+    :class:`ValueDecoder`): the service layer uses them to turn objects into references
+    and references into proxies.
+    """
+
+    def __init__(
+        self,
+        config: ProtocolConfig = ProtocolConfig(),
+        *,
+        box: BoxHook | None = None,
+        unbox: UnboxHook | None = None,
+    ) -> None:
+        self.config = config
+        self.state = State.START
+        self.version: int | None = None
+        self.peer_hello: Hello | None = None
+        self._our_range: tuple[int, int] | None = None
+        self._peer_range: tuple[int, int] | None = None
+        self._encoder = ValueEncoder(box, config.limits)
+        self._by_value_encoder = ValueEncoder(box, config.limits, containers_by_value=True)
+        self._decoder = ValueDecoder(unbox, config.limits)
+        self._buffer = bytearray()
+        self._header: Header | None = None
+        self._error: ProtocolError | None = None
+        self._pending_out: set[int] = set()
+        self._pending_in: dict[int, bool] = {}  # seq -> reply wanted by value
+        self._pings: set[int] = set()
+        self._next_seq = 1
+
+    def __repr__(self) -> str:
+        return f"<rpc_protocol.Connection state={self.state.value} version={self.version}>"
+
+    # -- sending ---------------------------------------------------------------------
+
+    def next_seq(self) -> int:
+        """A sequence number not used by any request or ping of ours still in flight."""
+        seq = self._next_seq
+        while seq in self._pending_out or seq in self._pings:
+            seq = seq % MAX_SEQ + 1
+        self._next_seq = seq % MAX_SEQ + 1
+        return seq
+
+    def send(self, event: Event) -> list[Buffer]:
+        """Return the buffers that put ``event`` on the wire, to be written in order."""
+        state = self._check(SEND, type(event))
+        if type(event) is Preface:
+            self._our_range = (event.min_version, event.max_version)
+            data = pack_preface(event.min_version, event.max_version)
+            if self._peer_range is not None:
+                self._settle()
+            self.state = state
+            return [data]
+        encoder = self._encoder
+        if type(event) is Request:
+            if event.seq in self._pending_out:
+                raise LocalProtocolError(f"request #{event.seq} is already in flight")
+        elif type(event) is Reply or type(event) is ErrorReply:
+            if event.seq not in self._pending_in:
+                raise LocalProtocolError(f"no request #{event.seq} of the peer's is waiting for a reply")
+            if self._pending_in[event.seq]:
+                encoder = self._by_value_encoder
+        elif type(event) is Hello:
+            event = replace(event, max_frame_size=self.config.max_frame_size)
+        peer_max = self.peer_hello.max_frame_size if self.peer_hello else _DEFAULT_MAX_FRAME
+        buffers = encode_frame(event, encoder, peer_max)
+        if type(event) is Request:
+            self._pending_out.add(event.seq)
+        elif type(event) is Reply or type(event) is ErrorReply:
+            del self._pending_in[event.seq]
+        elif type(event) is Ping:
+            self._pings.add(event.seq)
+        self.state = state
+        return buffers
+
+    def _check(self, direction: str, kind: type) -> State:
+        if self._error is not None and direction == SEND:
+            raise LocalProtocolError(f"the connection failed earlier: {self._error}")
+        try:
+            return TRANSITIONS[(self.state, direction, kind)]
+        except KeyError:
+            pass
+        if direction == SEND:
+            raise LocalProtocolError(f"cannot send {kind.__name__} in state {self.state.value}")
+        raise RemoteProtocolError(f"the peer sent {kind.__name__} in state {self.state.value}")
+
+    def _settle(self) -> None:
+        assert self._our_range is not None and self._peer_range is not None
+        (our_low, our_high), (peer_low, peer_high) = self._our_range, self._peer_range
+        version = min(our_high, peer_high)
+        if version < max(our_low, peer_low):
+            raise HandshakeError(
+                f"no protocol version in common: this side speaks {our_low}..{our_high}, "
+                f"the peer speaks {peer_low}..{peer_high}"
+            )
+        self.version = version
+
+    # -- receiving -------------------------------------------------------------------
+
+    @property
+    def bytes_needed(self) -> int:
+        """How many more bytes complete the next preface, header or frame (at least 1)."""
+        if self._peer_range is None:
+            want = PREFACE_SIZE
+        elif self._header is None:
+            want = HEADER_SIZE
+        else:
+            want = HEADER_SIZE + self._header.length
+        return max(1, want - len(self._buffer))
+
+    def receive_data(self, data: Buffer) -> list[Event]:
+        """Feed bytes read from the peer; return the events they complete.
+
+        ``b""`` means the peer closed its side. On malformed input this raises
+        :class:`RemoteProtocolError` (after first returning any events completed before
+        the bad bytes) and the connection is failed for good.
+        """
+        if self._error is not None:
+            raise self._error
+        if not data:
+            if self._buffer:
+                raise self._fail(RemoteProtocolError("the stream ended in the middle of a frame"))
+            self.state = State.CLOSED
+            return []
+        if self.state is State.CLOSED:
+            raise self._fail(RemoteProtocolError("the peer sent data after the connection closed"))
+        source: Buffer
+        if self._buffer:
+            self._buffer += data
+            source = self._buffer
+        else:
+            source = data
+        events: list[Event] = []
+        with memoryview(source) as view:
+            try:
+                pos = self._parse(view, events)
+            except ProtocolError as exc:
+                self._fail(exc)
+                if not events:
+                    raise
+                return events
+        if source is self._buffer:
+            del self._buffer[:pos]
+        elif pos < len(source):
+            self._buffer = bytearray(source[pos:])
+        return events
+
+    def _fail(self, error: ProtocolError) -> ProtocolError:
+        self._error = error
+        self.state = State.FAILED
+        self._buffer = bytearray()
+        return error
+
+    def _parse(self, view: memoryview, events: list[Event]) -> int:
+        pos = 0
+        end = len(view)
+        max_frame = self.config.max_frame_size
+        while pos < end:
+            event: Event
+            if self._peer_range is None:
+                if end - pos < PREFACE_SIZE:
+                    if view[pos] != 0x89:  # fail fast on a peer that is not speaking rpc
+                        parse_preface(bytes(view[pos:end]).ljust(PREFACE_SIZE, b"\0"))
+                    break
+                state = self._check(RECV, Preface)
+                self._peer_range = parse_preface(view[pos : pos + PREFACE_SIZE])
+                pos += PREFACE_SIZE
+                if self._our_range is not None:
+                    self._settle()
+                self.state = state
+                events.append(Preface(*self._peer_range))
+                continue
+            header = self._header
+            if header is None:
+                if end - pos < HEADER_SIZE:
+                    break
+                header = self._header = parse_header(view, pos, max_frame)
+            stop = pos + HEADER_SIZE + header.length
+            if stop > end:
+                break
+            event = decode_payload(header, view[pos + HEADER_SIZE : stop], self._decoder)
+            self._header = None
+            pos = stop
+            self._received(event)
+            events.append(event)
+        return pos
+
+    def _received(self, event: Event) -> None:
+        state = self._check(RECV, type(event))
+        if type(event) is Request:
+            if state is State.OPEN:
+                if event.seq in self._pending_in:
+                    raise RemoteProtocolError(f"the peer reused request id #{event.seq} while it was in flight")
+                if len(self._pending_in) >= self.config.max_pending:
+                    raise RemoteProtocolError(f"the peer has more than {self.config.max_pending} requests in flight")
+                self._pending_in[event.seq] = event.by_value
+        elif type(event) is Reply or type(event) is ErrorReply:
+            if event.seq not in self._pending_out:
+                raise RemoteProtocolError(f"the peer replied to request #{event.seq}, which is not in flight")
+            self._pending_out.discard(event.seq)
+        elif type(event) is Pong:
+            if event.seq not in self._pings:
+                raise RemoteProtocolError(f"the peer answered ping #{event.seq}, which was never sent")
+            self._pings.discard(event.seq)
+        elif type(event) is Hello:
+            self.peer_hello = event
+        self.state = state

@@ -1,0 +1,107 @@
+"""Frame layout: the connection preface and the fixed frame header.
+
+Owns the byte layout that precedes every payload (tables in ``docs/protocol.md``) and the
+validation of a header *before* its payload is read: known type, flags allowed for that
+type, reserved bits zero, length within the receiver's maximum. It knows nothing about
+payload contents, values or connection state.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum, IntFlag
+from typing import Final, NamedTuple
+
+from ._errors import HandshakeError, RemoteProtocolError
+
+__all__ = [
+    "MAGIC",
+    "MIN_VERSION",
+    "MAX_VERSION",
+    "PREFACE_SIZE",
+    "HEADER_SIZE",
+    "FrameType",
+    "FrameFlags",
+    "Header",
+    "pack_preface",
+    "parse_preface",
+    "parse_header",
+]
+
+MAGIC: Final = b"\x89RPC"
+MIN_VERSION: Final = 1
+MAX_VERSION: Final = 1
+
+_PREFACE = struct.Struct("<4sBBH")
+_HEADER = struct.Struct("<BBHII")
+PREFACE_SIZE: Final = _PREFACE.size  # 8
+HEADER_SIZE: Final = _HEADER.size  # 12
+MAX_SEQ: Final = 0xFFFFFFFF
+
+
+class FrameType(IntEnum):
+    """The first header byte: what the payload holds."""
+
+    HELLO = 1
+    REQUEST = 2
+    REPLY = 3
+    ERROR = 4
+    RELEASE = 5
+    PING = 6
+    PONG = 7
+    CLOSE = 8
+
+
+class FrameFlags(IntFlag):
+    """The second header byte."""
+
+    NONE = 0
+    BY_VALUE = 0x01  # REQUEST only: encode plain containers of the result by value
+
+
+_ALLOWED_FLAGS: Final = {kind: FrameFlags.BY_VALUE if kind is FrameType.REQUEST else FrameFlags.NONE for kind in FrameType}
+
+
+class Header(NamedTuple):
+    kind: FrameType
+    flags: FrameFlags
+    seq: int
+    length: int
+
+
+def pack_preface(min_version: int, max_version: int) -> bytes:
+    return _PREFACE.pack(MAGIC, min_version, max_version, 0)
+
+
+def parse_preface(data: bytes | memoryview) -> tuple[int, int]:
+    """Return the (min, max) protocol versions announced by an 8-byte preface."""
+    magic, low, high, reserved = _PREFACE.unpack(data)
+    if magic != MAGIC:
+        raise HandshakeError(f"the peer is not an rpc peer: it opened with {bytes(data[:4])!r}, not {MAGIC!r}")
+    if reserved or low > high or low == 0:
+        raise HandshakeError(f"malformed preface: versions {low}..{high}, reserved field {reserved}")
+    return low, high
+
+
+def pack_header(kind: FrameType, flags: int, seq: int, length: int) -> bytes:
+    return _HEADER.pack(kind, flags, 0, seq, length)
+
+
+def pack_header_into(buf: bytearray, kind: FrameType, flags: int, seq: int, length: int) -> None:
+    _HEADER.pack_into(buf, 0, kind, flags, 0, seq, length)
+
+
+def parse_header(data: bytes | bytearray | memoryview, pos: int, max_frame_size: int) -> Header:
+    """Validate and return the header at ``data[pos:pos + HEADER_SIZE]``."""
+    raw_kind, raw_flags, reserved, seq, length = _HEADER.unpack_from(data, pos)
+    try:
+        kind = FrameType(raw_kind)
+    except ValueError:
+        raise RemoteProtocolError(f"unknown frame type {raw_kind}") from None
+    if raw_flags & ~_ALLOWED_FLAGS[kind]:
+        raise RemoteProtocolError(f"flags 0x{raw_flags:02x} are not valid on a {kind.name} frame")
+    if reserved:
+        raise RemoteProtocolError("reserved header field is not zero")
+    if length > max_frame_size:
+        raise RemoteProtocolError(f"{kind.name} frame of {length} bytes exceeds the limit of {max_frame_size}")
+    return Header(kind, FrameFlags(raw_flags), seq, length)

@@ -1,0 +1,138 @@
+"""Message payloads: one event <-> the payload bytes of one frame.
+
+Owns the payload layout of each frame type (see ``docs/protocol.md``): values go through
+the value codec, fixed fields through ``struct``. It checks that decoded payloads have the
+right shape (a tuple of args, string keys, a whole number of release entries) and raises
+:class:`RemoteProtocolError` otherwise. It keeps no connection state: sequence numbers and
+legal orderings are the state machine's job.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final, TypeGuard
+
+from ._codec import Buffer, ValueDecoder, ValueEncoder
+from ._errors import EncodeError, RemoteProtocolError
+from ._events import Close, ErrorReply, Event, Hello, Op, Ping, Pong, Release, Reply, Request
+from ._frames import HEADER_SIZE, MAX_SEQ, FrameFlags, FrameType, Header, pack_header_into
+
+__all__ = ["encode_frame", "decode_payload"]
+
+_U32 = struct.Struct("<I")
+_RELEASE_ENTRY = struct.Struct("<QI")
+_OPS: Final = frozenset(Op)
+
+
+def encode_frame(event: Event, encoder: ValueEncoder, max_frame_size: int) -> list[Buffer]:
+    """Encode ``event`` (anything but a Preface) as a header followed by its payload."""
+    buf = bytearray(HEADER_SIZE)
+    flags = 0
+    seq = 0
+    kind: FrameType
+    encoder.start(buf)
+    if type(event) is Request:
+        kind, seq = FrameType.REQUEST, event.seq
+        if event.by_value:
+            flags = FrameFlags.BY_VALUE
+        buf.append(event.op)
+        encoder.write(event.target)
+        encoder.write(event.args)
+        encoder.write(tuple(item for pair in event.kwargs.items() for item in pair))
+    elif type(event) is Reply:
+        kind, seq = FrameType.REPLY, event.seq
+        encoder.write(event.value)
+    elif type(event) is ErrorReply:
+        kind, seq = FrameType.ERROR, event.seq
+        encoder.write((event.exc_module, event.exc_type, event.args, event.traceback))
+    elif type(event) is Hello:
+        kind = FrameType.HELLO
+        encoder.write((tuple(sorted(event.capabilities)), event.services, event.max_frame_size, event.root))
+    elif type(event) is Release:
+        kind = FrameType.RELEASE
+        buf += _U32.pack(len(event.refs))
+        try:
+            for oid, count in event.refs:
+                buf += _RELEASE_ENTRY.pack(oid, count)
+        except struct.error:
+            raise EncodeError("release entry out of range") from None
+    elif type(event) is Ping or type(event) is Pong:
+        kind, seq = (FrameType.PING if type(event) is Ping else FrameType.PONG), event.seq
+        buf += event.payload
+    elif type(event) is Close:
+        kind = FrameType.CLOSE
+        buf += event.reason.encode("utf-8", "surrogatepass")
+    else:
+        raise EncodeError(f"{type(event).__name__} is not a frame event")
+    parts = encoder.finish()
+    length = sum(map(len, parts)) - HEADER_SIZE
+    if length > max_frame_size:
+        raise EncodeError(f"{kind.name} frame of {length} bytes exceeds the peer's limit of {max_frame_size}")
+    if not 0 <= seq <= MAX_SEQ:
+        raise EncodeError(f"sequence number {seq} out of range")
+    pack_header_into(buf, kind, flags, seq, length)
+    return parts
+
+
+def decode_payload(header: Header, payload: memoryview, decoder: ValueDecoder) -> Event:
+    """Turn a validated header and its complete payload into an event."""
+    kind = header.kind
+    end = len(payload)
+    if kind is FrameType.REQUEST:
+        if not end or payload[0] not in _OPS:
+            raise RemoteProtocolError(f"unknown request operation {payload[0] if end else None}")
+        target, pos = decoder.decode_from(payload, 1, end)
+        args, pos = decoder.decode_from(payload, pos, end)
+        flat, pos = decoder.decode_from(payload, pos, end)
+        _expect_end(pos, end)
+        if type(args) is not tuple or type(flat) is not tuple or len(flat) % 2:
+            raise RemoteProtocolError("malformed request arguments")
+        keys = flat[::2]
+        if not all(type(key) is str for key in keys):
+            raise RemoteProtocolError("keyword argument names must be strings")
+        kwargs: dict[str, object] = dict(zip(keys, flat[1::2]))
+        by_value = bool(header.flags & FrameFlags.BY_VALUE)
+        return Request(header.seq, Op(payload[0]), target, args, kwargs, by_value)
+    if kind is FrameType.REPLY:
+        return Reply(header.seq, decoder.decode(payload))
+    if kind is FrameType.ERROR:
+        fields = decoder.decode(payload)
+        if (
+            type(fields) is not tuple
+            or len(fields) != 4
+            or not all(type(fields[i]) is want for i, want in ((0, str), (1, str), (2, tuple), (3, str)))
+        ):
+            raise RemoteProtocolError("malformed error reply")
+        return ErrorReply(header.seq, *fields)
+    if kind is FrameType.HELLO:
+        fields = decoder.decode(payload)
+        if type(fields) is not tuple or len(fields) != 4:
+            raise RemoteProtocolError("malformed hello")
+        capabilities, services, max_frame_size, root = fields
+        if not (_strings(capabilities) and _strings(services) and type(max_frame_size) is int and max_frame_size > 0):
+            raise RemoteProtocolError("malformed hello")
+        return Hello(services, frozenset(capabilities), max_frame_size, root)
+    if kind is FrameType.RELEASE:
+        if end < 4:
+            raise RemoteProtocolError("release frame truncated")
+        count = _U32.unpack_from(payload, 0)[0]
+        if end != 4 + count * _RELEASE_ENTRY.size:
+            raise RemoteProtocolError("release frame length does not match its entry count")
+        return Release(tuple(_RELEASE_ENTRY.iter_unpack(payload[4:])))
+    if kind is FrameType.PING:
+        return Ping(header.seq, bytes(payload))
+    if kind is FrameType.PONG:
+        return Pong(header.seq, bytes(payload))
+    try:
+        return Close(str(payload, "utf-8", "surrogatepass"))
+    except UnicodeDecodeError:
+        raise RemoteProtocolError("close reason is not UTF-8") from None
+
+
+def _strings(value: object) -> TypeGuard[tuple[str, ...]]:
+    return type(value) is tuple and all(type(item) is str for item in value)
+
+
+def _expect_end(pos: int, end: int) -> None:
+    if pos != end:
+        raise RemoteProtocolError(f"{end - pos} trailing bytes after the payload")

@@ -1,0 +1,90 @@
+"""rpc_service: Services, proxies, connections, factories and servers.
+
+A process exposes a :class:`Service`; the peer reaches it as ``conn.root``, and calls,
+attribute access, iteration and callbacks cross the connection as if local. Built on the
+sans-I/O ``rpc_protocol``; nothing else is required.
+
+    import rpc_service
+
+    class EchoService(rpc_service.Service):
+        def exposed_echo(self, text):
+            return text
+
+    with rpc_service.ThreadedServer(EchoService) as server:
+        server.start_in_thread()
+        with rpc_service.connect("127.0.0.1", server.port) as conn:
+            assert conn.root.echo("hi") == "hi"
+"""
+
+from __future__ import annotations
+
+from rpc_protocol import RPCError
+
+from .__about__ import __version__
+from ._async import AsyncResult, async_, timed
+from ._config import Config
+from ._connection import Connection
+from ._errors import (
+    AsyncResultTimeout,
+    AuthenticationError,
+    ConnectionClosedError,
+    ConnectionFailedError,
+    RemoteError,
+    ServiceNotFoundError,
+)
+from ._factories import connect, connect_pipes, connect_stream, connect_subproc, connect_thread, serve_stdio, unix_connect
+from ._helpers import BgServingThread, buffiter, restricted
+from ._hooks import Authenticator, Registrar
+from ._proxy import Proxy, is_proxy
+from ._server import OneShotServer, Server, ThreadedServer
+from ._server_pool import ForkingServer, ThreadPoolServer
+from ._service import Service, VoidService, exposed
+from ._streams import PipeStream, SocketStream, Stream, SubprocessStream
+
+__all__ = [
+    "__version__",
+    # services
+    "Service",
+    "VoidService",
+    "exposed",
+    # connections and factories
+    "Config",
+    "Connection",
+    "connect",
+    "connect_pipes",
+    "connect_stream",
+    "connect_subproc",
+    "connect_thread",
+    "serve_stdio",
+    "unix_connect",
+    # proxies and calls
+    "AsyncResult",
+    "BgServingThread",
+    "Proxy",
+    "async_",
+    "buffiter",
+    "is_proxy",
+    "restricted",
+    "timed",
+    # servers and hooks
+    "Authenticator",
+    "ForkingServer",
+    "OneShotServer",
+    "Registrar",
+    "Server",
+    "ThreadPoolServer",
+    "ThreadedServer",
+    # streams
+    "PipeStream",
+    "SocketStream",
+    "Stream",
+    "SubprocessStream",
+    # errors
+    "AsyncResultTimeout",
+    "AuthenticationError",
+    "ConnectionClosedError",
+    "ConnectionFailedError",
+    "RPCError",
+    "RemoteError",
+    "ServiceNotFoundError",
+]

@@ -1,0 +1,143 @@
+"""Asynchronous calls: :class:`AsyncResult`, :func:`async_` and :func:`timed`.
+
+Owns the slot a reply lands in. Every request, synchronous or not, waits on one of these;
+the connection fills it from whichever thread is reading. Waiting on a result serves the
+connection (so callbacks from the peer keep flowing) rather than sleeping.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from rpc_protocol import Op
+
+from ._errors import AsyncResultTimeout
+from ._proxy import Proxy
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+__all__ = ["AsyncResult", "async_", "timed"]
+
+
+class AsyncResult:
+    """The eventual result of a request: a value, or the exception the peer raised."""
+
+    __slots__ = ("_conn", "_ready", "_is_error", "_value", "_callbacks", "_deadline")
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._ready = False
+        self._is_error = False
+        self._value: Any = None
+        self._callbacks: list[Callable[[AsyncResult], object]] = []
+        self._deadline: float | None = None
+
+    def __repr__(self) -> str:
+        state = "error" if self.error else "ready" if self._ready else "expired" if self.expired else "pending"
+        return f"<AsyncResult {state}>"
+
+    def _set(self, value: Any, is_error: bool) -> None:
+        """Called by the connection's reading thread when the reply arrives."""
+        self._value = value
+        self._is_error = is_error
+        self._ready = True
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            self._conn._run_callback(callback, self)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the reply has arrived (serves pending input without blocking)."""
+        if not self._ready and not self._conn.closed:
+            self._conn.poll_all(0)
+        return self._ready
+
+    @property
+    def error(self) -> bool:
+        """Whether the reply has arrived and is an exception."""
+        return self._ready and self._is_error
+
+    @property
+    def expired(self) -> bool:
+        """Whether the expiry set with :meth:`set_expiry` passed with no reply."""
+        return not self._ready and self._deadline is not None and time.monotonic() > self._deadline
+
+    def set_expiry(self, timeout: float | None) -> None:
+        """Give up waiting ``timeout`` seconds from now (None: never)."""
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+
+    def add_callback(self, callback: Callable[[AsyncResult], object]) -> None:
+        """Call ``callback(result)`` once the reply arrives (at once if it already has)."""
+        if self._ready:
+            callback(self)
+        else:
+            self._callbacks.append(callback)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Serve the connection until the reply arrives; AsyncResultTimeout when it does not in time."""
+        if self._ready:
+            return
+        deadline = self._deadline
+        if timeout is not None:
+            end = time.monotonic() + timeout
+            deadline = end if deadline is None else min(deadline, end)
+        self._conn._wait(self, deadline)
+
+    @property
+    def value(self) -> Any:
+        """The returned value (waits for it); raises the remote exception if there was one."""
+        self.wait()
+        if self._is_error:
+            raise self._value
+        return self._value
+
+
+class _AsyncCall:
+    """The callable :func:`async_` returns."""
+
+    __slots__ = ("_conn", "_op", "_target", "_name")
+
+    def __init__(self, conn: Connection, op: Op, target: Proxy, name: str | None) -> None:
+        self._conn = conn
+        self._op = op
+        self._target = target
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"async_({self._target!r}{'.' + self._name if self._name else ''})"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        if self._name is not None:
+            args = (self._name, *args)
+        return self._conn._async_request(self._op, self._target, args, kwargs)
+
+
+def async_(proxy: Any) -> Callable[..., AsyncResult]:
+    """Wrap a remote callable so calling it returns an :class:`AsyncResult` at once.
+
+    Accepts a proxy of a remote callable or a method of a proxy (``conn.root.method``).
+    """
+    if isinstance(proxy, Proxy):
+        return _AsyncCall(proxy._rpc_conn, Op.CALL, proxy, None)
+    owner = getattr(proxy, "__self__", None)
+    name = getattr(getattr(proxy, "__func__", None), "_rpc_name", None)
+    if isinstance(owner, Proxy) and isinstance(name, str):
+        return _AsyncCall(owner._rpc_conn, Op.CALLATTR, owner, name)
+    raise TypeError(f"async_() needs a proxy of a remote callable, not {type(proxy).__name__}")
+
+
+def timed(proxy: Any, timeout: float) -> Callable[..., Any]:
+    """Wrap a remote callable so each call raises AsyncResultTimeout after ``timeout`` seconds."""
+    call = async_(proxy)
+
+    def timed_call(*args: Any, **kwargs: Any) -> Any:
+        result = call(*args, **kwargs)
+        result.set_expiry(timeout)
+        try:
+            return result.value
+        except AsyncResultTimeout:
+            raise AsyncResultTimeout(f"no reply within {timeout} s") from None
+
+    return timed_call

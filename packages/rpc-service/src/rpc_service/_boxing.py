@@ -1,0 +1,160 @@
+"""Boxing: turning objects into wire references and references back into objects.
+
+Owns the two tables of a connection: the local objects lent to the peer (each with the
+number of references sent, so an object lives exactly as long as the peer holds a proxy)
+and the proxies of the peer's objects (one live proxy per remote object, with the number
+of references received, released in batches once the proxy is garbage). Also assigns
+per-connection type ids and sends each type's descriptor once. It does no I/O: releases
+are queued here and sent by the connection with its next frame.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import deque
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from rpc_protocol import BackRef, RemoteProtocolError, Ref
+
+from ._exposure import Exposure
+from ._proxy import Proxy, make_proxy_class
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+__all__ = ["Boxer"]
+
+
+class Boxer:
+    """The box/unbox hooks of one connection, with the tables behind them."""
+
+    def __init__(self, conn: Connection, exposure: Exposure) -> None:
+        self._conn = conn
+        self._exposure = exposure
+        self._lock = threading.Lock()
+        # local objects lent to the peer: oid -> [object, references sent]
+        self._objects: dict[int, list[Any]] = {}
+        self._oid_of: dict[int, int] = {}  # id(object) -> oid, while lent
+        self._next_oid = 1
+        self._type_ids: dict[type, int] = {}
+        # what the frame being encoded added, to undo if encoding fails
+        self._lent_now: list[int] = []
+        self._typed_now: list[type] = []
+        # the peer's objects held here: oid -> [weakref to proxy, references received]
+        self._proxies: dict[int, list[Any]] = {}
+        self._proxy_classes: dict[int, type[Proxy]] = {}
+        self._releases: deque[tuple[int, int]] = deque()  # appended from any thread
+
+    # -- sending side ------------------------------------------------------------------
+
+    def box(self, obj: object) -> Ref | BackRef:
+        if isinstance(obj, Proxy) and obj._rpc_conn is self._conn:
+            return BackRef(obj._rpc_oid)
+        with self._lock:
+            oid = self._oid_of.get(id(obj))
+            if oid is None:
+                oid = self._next_oid
+                self._next_oid += 1
+                self._objects[oid] = [obj, 1]
+                self._oid_of[id(obj)] = oid
+            else:
+                self._objects[oid][1] += 1
+            self._lent_now.append(oid)
+            cls = type(obj)
+            type_id = self._type_ids.get(cls)
+            if type_id is not None:
+                return Ref(oid, type_id)
+            type_id = self._type_ids[cls] = len(self._type_ids) + 1
+            self._typed_now.append(cls)
+        return Ref(oid, type_id, self._exposure.describe(cls))
+
+    def commit(self) -> None:
+        """The frame being encoded went out: keep what it lent."""
+        self._lent_now.clear()
+        self._typed_now.clear()
+
+    def rollback(self) -> None:
+        """The frame being encoded failed: forget what it lent and which types it described."""
+        with self._lock:
+            for cls in self._typed_now:
+                del self._type_ids[cls]
+        self._typed_now.clear()
+        lent, self._lent_now = self._lent_now, []
+        for oid in lent:
+            self.release(oid, 1)
+
+    def local(self, oid: int) -> object:
+        entry = self._objects.get(oid)
+        if entry is None:
+            raise RemoteProtocolError(f"the peer referred to object #{oid}, which is not lent to it")
+        return entry[0]
+
+    def release(self, oid: int, count: int) -> None:
+        """The peer dropped ``count`` references to object ``oid``."""
+        with self._lock:
+            entry = self._objects.get(oid)
+            if entry is None:
+                return
+            entry[1] -= count
+            if entry[1] <= 0:
+                del self._objects[oid]
+                del self._oid_of[id(entry[0])]
+
+    @property
+    def lent(self) -> int:
+        """How many distinct local objects the peer currently holds."""
+        return len(self._objects)
+
+    # -- receiving side ----------------------------------------------------------------
+
+    def unbox(self, ref: Ref | BackRef) -> object:
+        if type(ref) is BackRef:
+            return self.local(ref.oid)
+        assert type(ref) is Ref
+        cls = self._proxy_classes.get(ref.type_id)
+        if cls is None:
+            if ref.info is None:
+                raise RemoteProtocolError(f"reference to an object of unknown type #{ref.type_id}")
+            cls = self._proxy_classes[ref.type_id] = make_proxy_class(ref.info)
+        entry = self._proxies.get(ref.oid)
+        proxy = entry[0]() if entry is not None else None
+        if proxy is not None:
+            entry[1] += 1  # type: ignore[index]  # entry is set when proxy is
+            return proxy
+        proxy = object.__new__(cls)
+        object.__setattr__(proxy, "_rpc_conn", self._conn)
+        object.__setattr__(proxy, "_rpc_oid", ref.oid)
+        entry = [None, 1]
+        entry[0] = weakref.ref(proxy, partial(self._proxy_died, ref.oid, entry))
+        self._proxies[ref.oid] = entry
+        return proxy
+
+    def _proxy_died(self, oid: int, entry: list[Any], _ref: object) -> None:
+        # Runs wherever the proxy became garbage: only atomic list/dict operations here.
+        if self._proxies.get(oid) is entry:
+            self._proxies.pop(oid, None)
+        self._releases.append((oid, entry[1]))
+
+    def take_releases(self) -> tuple[tuple[int, int], ...]:
+        """The queued releases, now owed to the peer."""
+        releases = []
+        pop = self._releases.popleft
+        while True:
+            try:
+                releases.append(pop())
+            except IndexError:
+                return tuple(releases)
+
+    @property
+    def held(self) -> int:
+        """How many distinct remote objects are held here through live proxies."""
+        return len(self._proxies)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._objects.clear()
+            self._oid_of.clear()
+        self._proxies.clear()
+        self._releases.clear()

@@ -1,0 +1,71 @@
+"""Connection configuration: the knobs of one connection, as a frozen value.
+
+Owns :class:`Config` and the conversion from the plain dicts users pass (``config=`` on
+every factory and ``protocol_config=`` on servers). Key names follow RPyC's where the
+meaning is the same. Unknown keys are an error, so a typo never silently weakens or
+loosens a setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping, Union
+
+__all__ = ["Config", "ConfigArg", "make_config"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """What this side of a connection allows and how it behaves.
+
+    Exposure: only ``exposed_``-prefixed (or ``@exposed``) attributes and a fixed set of
+    safe special methods (``__len__``, ``__iter__``, ``__getitem__``...) are reachable by the
+    peer unless ``allow_public_attrs`` (every name not starting with ``_``) or
+    ``allow_all_attrs`` (everything; classic mode) is set. Setting and deleting attributes
+    additionally need ``allow_setattr`` / ``allow_delattr``. ``allow_pickle`` must be set on
+    both sides before any pickled bytes are accepted.
+    """
+
+    allow_public_attrs: bool = False
+    allow_all_attrs: bool = False
+    allow_setattr: bool = False
+    allow_delattr: bool = False
+    allow_pickle: bool = False
+    exposed_prefix: str = "exposed_"
+    sync_request_timeout: float | None = 30.0
+    handshake_timeout: float = 10.0
+    include_local_traceback: bool = True
+    include_local_version: bool = True
+    max_frame_size: int = 64 * 1024 * 1024
+    max_pending_requests: int = 1024
+    max_depth: int = 64
+    iter_batch: int = 256
+    connid: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.exposed_prefix:
+            raise ValueError("exposed_prefix must not be empty")
+        if self.sync_request_timeout is not None and self.sync_request_timeout <= 0:
+            raise ValueError("sync_request_timeout must be positive or None")
+        if self.handshake_timeout <= 0:
+            raise ValueError("handshake_timeout must be positive")
+        if self.iter_batch < 1:
+            raise ValueError("iter_batch must be at least 1")
+
+
+ConfigArg = Union[Config, Mapping[str, Any], None]
+_KEYS = frozenset(field.name for field in fields(Config))
+
+
+def make_config(value: ConfigArg = None, **overrides: Any) -> Config:
+    """Build a :class:`Config` from None, a Config, or a plain dict (unknown keys raise)."""
+    if value is None:
+        config = Config()
+    elif isinstance(value, Config):
+        config = value
+    else:
+        unknown = set(value) - _KEYS
+        if unknown:
+            raise ValueError(f"unknown config keys {sorted(unknown)}; valid keys are {sorted(_KEYS)}")
+        config = Config(**value)
+    return replace(config, **overrides) if overrides else config

@@ -1,0 +1,127 @@
+"""Dispatch: carrying out the peer's requests on local objects, and exceptions both ways.
+
+Owns what each request operation does to its target (under the exposure rules), how a
+local exception is described to the peer (type, args that can cross, traceback text as
+the config allows) and how a remote exception description becomes a local exception.
+It never sends anything itself.
+"""
+
+from __future__ import annotations
+
+import builtins
+import pickle
+import sys
+import traceback
+from typing import Any, Callable, Final
+
+from rpc_protocol import ErrorReply, Op
+
+from .__about__ import __version__
+from ._config import Config
+from ._errors import RemoteError
+from ._exposure import Exposure
+
+__all__ = ["Dispatcher", "describe_exception", "rebuild_exception"]
+
+_PLAIN: Final = (type(None), bool, int, float, complex, str, bytes)
+# Remote exceptions of these builtin types arrive as RemoteError, never as themselves:
+# re-raising them here would stop or exit this process on the peer's say-so.
+_NOT_REBUILT: Final = frozenset({"SystemExit", "KeyboardInterrupt", "GeneratorExit"})
+
+Handler = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+class Dispatcher:
+    """Carries out request operations on local objects for one connection."""
+
+    def __init__(self, config: Config, exposure: Exposure) -> None:
+        self._config = config
+        self._exposure = exposure
+        self.handlers: dict[Op, Handler] = {
+            Op.CALL: self._call,
+            Op.CALLATTR: self._callattr,
+            Op.GETATTR: self._getattr,
+            Op.SETATTR: self._setattr,
+            Op.DELATTR: self._delattr,
+            Op.DIR: lambda target, args, kwargs: self._exposure.visible_names(target),
+            Op.HASH: lambda target, args, kwargs: hash(target),
+            Op.REPR: lambda target, args, kwargs: repr(target),
+            Op.STR: lambda target, args, kwargs: str(target),
+            Op.INSTANCECHECK: lambda target, args, kwargs: isinstance(args[0], target),
+            Op.ITER_NEXT: self._iter_next,
+            Op.INSPECT: lambda target, args, kwargs: self._exposure.describe(type(target)),
+            Op.PICKLE: self._pickle,
+        }
+
+    @staticmethod
+    def _call(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return target(*args, **kwargs)
+
+    def _callattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        name = self._exposure.resolve(target, args[0])
+        return getattr(target, name)(*args[1:], **kwargs)
+
+    def _getattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return getattr(target, self._exposure.resolve(target, args[0]))
+
+    def _setattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        name, value = args
+        setattr(target, self._exposure.resolve_for(target, name, self._config.allow_setattr, "setting"), value)
+
+    def _delattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        delattr(target, self._exposure.resolve_for(target, args[0], self._config.allow_delattr, "deleting"))
+
+    @staticmethod
+    def _iter_next(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], bool]:
+        """Up to ``args[0]`` items from the iterator ``target``, and whether it is exhausted."""
+        count = args[0]
+        if type(count) is not int or count < 1:
+            raise ValueError("ITER_NEXT needs a positive item count")
+        items = []
+        for item in target:
+            items.append(item)
+            if len(items) >= count:
+                return tuple(items), False
+        return tuple(items), True
+
+    def _pickle(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        if not self._config.allow_pickle:
+            raise ValueError("pickling is not allowed by the peer's config (allow_pickle)")
+        return pickle.dumps(target, args[0] if args else pickle.DEFAULT_PROTOCOL)
+
+
+def _crossable(value: object, depth: int = 0) -> bool:
+    if type(value) in _PLAIN:
+        return True
+    if type(value) in (tuple, frozenset) and depth < 8:
+        return all(_crossable(item, depth + 1) for item in value)  # type: ignore[attr-defined]  # tuple/frozenset
+    return False
+
+
+def describe_exception(seq: int, exc: BaseException, config: Config) -> ErrorReply:
+    """The error reply telling the peer that request ``seq`` raised ``exc``."""
+    cls = type(exc)
+    args = tuple(arg if _crossable(arg) else repr(arg) for arg in exc.args)
+    text = ""
+    if config.include_local_traceback:
+        text = "".join(traceback.format_exception(exc))
+        if config.include_local_version:
+            text = f"(peer: Python {sys.version.split()[0]}, rpc-service {__version__})\n{text}"
+    return ErrorReply(seq, cls.__module__, cls.__qualname__, args, text)
+
+
+def rebuild_exception(error: ErrorReply) -> BaseException:
+    """The local exception for a remote one: the builtin type itself, else RemoteError."""
+    if error.exc_module == "builtins" and error.exc_type not in _NOT_REBUILT:
+        cls = getattr(builtins, error.exc_type, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            try:
+                exc = cls(*error.args)
+            except Exception:
+                pass  # a constructor that wants other arguments: fall back to RemoteError
+            else:
+                exc.remote_traceback = error.traceback  # type: ignore[attr-defined]  # documented extra attribute
+                if error.traceback:
+                    exc.add_note("\n========= remote traceback =========\n" + error.traceback.rstrip())
+                return exc
+    return RemoteError(f"{error.exc_module}.{error.exc_type}", error.args, error.traceback)

@@ -1,0 +1,144 @@
+"""Exposure rules: which attributes of a local object the peer may reach.
+
+Owns the decision for every remote attribute access (get, set, delete, call-by-name, dir)
+and the *type descriptor* sent to the peer the first time an object of a type crosses
+(its exposed method names and the special methods it supports, so proxies call methods
+in one round trip). Private and dunder names are never reachable except for the fixed
+set of safe special methods, unless ``allow_all_attrs`` is set. It never calls anything
+on the objects beyond attribute lookup.
+"""
+
+from __future__ import annotations
+
+import builtins
+import types
+from typing import Final
+
+from ._config import Config
+from ._service import EXPOSED_MARK
+
+__all__ = ["Exposure", "SAFE_SPECIALS", "Descriptor"]
+
+# Special methods the peer may always invoke (they are what len(), iter(), x[i], x == y,
+# with-blocks and arithmetic need); attribute *values* behind them are never handed out.
+SAFE_SPECIALS: Final = frozenset(
+    """__abs__ __add__ __and__ __bool__ __call__ __complex__ __contains__ __delitem__
+    __divmod__ __enter__ __eq__ __exit__ __float__ __floordiv__ __format__ __ge__
+    __getitem__ __gt__ __hash__ __iadd__ __iand__ __ifloordiv__ __ilshift__ __imod__
+    __imul__ __index__ __int__ __invert__ __ior__ __ipow__ __irshift__ __isub__ __iter__
+    __itruediv__ __ixor__ __le__ __len__ __length_hint__ __lshift__ __lt__ __matmul__
+    __mod__ __mul__ __ne__ __neg__ __next__ __or__ __pos__ __pow__ __radd__ __rand__
+    __rdivmod__ __repr__ __reversed__ __rfloordiv__ __rlshift__ __rmod__ __rmul__ __ror__
+    __round__ __rpow__ __rrshift__ __rshift__ __rsub__ __rtruediv__ __rxor__ __setitem__
+    __str__ __sub__ __truediv__ __xor__""".split()
+)
+# Specials a proxy class defines only when the remote type has them (the rest of
+# SAFE_SPECIALS that every object has, like __eq__ and __repr__, live on the base proxy).
+OPTIONAL_SPECIALS: Final = SAFE_SPECIALS - {"__eq__", "__ne__", "__hash__", "__repr__", "__str__", "__format__"}
+
+_METHOD_TYPES: Final = (
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodDescriptorType,
+    types.ClassMethodDescriptorType,
+    classmethod,
+    staticmethod,
+)
+
+# (module, qualname, methods, specials, builtin class name or "")
+Descriptor = tuple[str, str, tuple[str, ...], tuple[str, ...], str]
+
+
+_MISSING: Final = object()
+
+
+def _static_lookup(obj: object, name: str) -> object:
+    """The attribute as stored in the class dicts (no descriptors run), or _MISSING."""
+    mro = obj.__mro__ if isinstance(obj, type) else type(obj).__mro__
+    for klass in mro:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return _MISSING
+
+
+def _is_marked(attr: object) -> bool:
+    target = getattr(attr, "__func__", None) or getattr(attr, "fget", None) or attr
+    return getattr(target, EXPOSED_MARK, False) is True
+
+
+def _builtin_class(cls: type) -> str:
+    for klass in cls.__mro__:
+        if klass is not object and getattr(builtins, klass.__name__, None) is klass:
+            name: str = klass.__name__
+            return name
+    return ""
+
+
+class Exposure:
+    """The exposure rules of one connection's config."""
+
+    __slots__ = ("_config", "_prefix")
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._prefix = config.exposed_prefix
+
+    def resolve(self, obj: object, name: object) -> str:
+        """The real attribute name behind the remote ``name``, or AttributeError."""
+        if type(name) is not str:
+            raise AttributeError("attribute names must be strings")
+        config = self._config
+        if config.allow_all_attrs or name in SAFE_SPECIALS:
+            return name
+        prefixed = self._prefix + name
+        if _static_lookup(obj, prefixed) is not _MISSING or prefixed in getattr(obj, "__dict__", ()):
+            return prefixed
+        if _is_marked(_static_lookup(obj, name)):
+            return name
+        if name.startswith("_"):
+            raise AttributeError(f"access to the private or special attribute {name!r} is denied")
+        if config.allow_public_attrs:
+            return name
+        raise AttributeError(f"{type(obj).__name__!r} object has no exposed attribute {name!r}")
+
+    def resolve_for(self, obj: object, name: object, allowed: bool, verb: str) -> str:
+        """Like :meth:`resolve`, for setting or deleting, which the config must allow."""
+        if not allowed and not self._config.allow_all_attrs:
+            raise AttributeError(f"{verb} attributes of remote objects is not allowed by this side's config")
+        return self.resolve(obj, name)
+
+    def visible_names(self, obj: object) -> tuple[str, ...]:
+        """What ``dir(proxy)`` shows the peer."""
+        names = set()
+        config = self._config
+        for name in dir(obj):
+            if config.allow_all_attrs:
+                names.add(name)
+            elif name.startswith(self._prefix):
+                names.add(name[len(self._prefix) :])
+            elif _is_marked(_static_lookup(obj, name)) or (config.allow_public_attrs and not name.startswith("_")):
+                names.add(name)
+            elif name in SAFE_SPECIALS:
+                names.add(name)
+        return tuple(sorted(names))
+
+    def describe(self, cls: type) -> Descriptor:
+        """The descriptor of ``cls`` sent with the first reference to one of its instances."""
+        config = self._config
+        methods = []
+        for attr_name in dir(cls):
+            if attr_name.startswith("__"):
+                continue
+            attr = _static_lookup(cls, attr_name)
+            if attr_name.startswith(self._prefix):
+                public = attr_name[len(self._prefix) :]
+            elif _is_marked(attr) or config.allow_all_attrs or (config.allow_public_attrs and not attr_name.startswith("_")):
+                public = attr_name
+            else:
+                continue
+            if isinstance(attr, _METHOD_TYPES) and public.isidentifier() and not public.startswith(("_rpc_", "__")):
+                methods.append(public)
+        specials = tuple(sorted(name for name in OPTIONAL_SPECIALS if _static_lookup(cls, name) not in (_MISSING, None)))
+        if isinstance(cls, type) and issubclass(cls, type):
+            specials = tuple(sorted({*specials, "__call__"}))
+        return (cls.__module__, cls.__qualname__, tuple(sorted(set(methods))), specials, _builtin_class(cls))

@@ -1,0 +1,141 @@
+"""Factories: the ways to open a connection (TCP, unix socket, stream, pipes, subprocess, thread).
+
+Owns turning an address or a pair of file descriptors into a stream, and a stream into a
+handshaken :class:`Connection`. Every factory takes ``service=`` (this side's service,
+:class:`VoidService` by default) and ``config=``. Socket errors while connecting become
+:class:`ConnectionFailedError`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+from typing import IO, Any, Sequence, Union
+
+from ._config import ConfigArg
+from ._connection import Connection
+from ._errors import ConnectionFailedError
+from ._service import Service, VoidService, instantiate
+from ._streams import PipeStream, SocketStream, Stream, SubprocessStream
+
+__all__ = ["connect", "unix_connect", "connect_stream", "connect_pipes", "connect_subproc", "connect_thread"]
+
+ServiceArg = Union[type[Service], Service]
+
+
+def connect_stream(stream: Stream, service: ServiceArg = VoidService, config: ConfigArg = None, *, credentials: Any = None) -> Connection:
+    """Run the handshake over an already-open stream and return the connection."""
+    conn = Connection(instantiate(service), stream, config, credentials=credentials)
+    conn._handshake()
+    return conn
+
+
+def connect(
+    host: str,
+    port: int,
+    service: ServiceArg = VoidService,
+    config: ConfigArg = None,
+    *,
+    ipv6: bool = False,
+    timeout: float | None = 10.0,
+) -> Connection:
+    """Connect over TCP (``ipv6=True`` insists on IPv6; otherwise any family ``host`` resolves to)."""
+    try:
+        if ipv6:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            sock.settimeout(timeout)
+            try:
+                sock.connect((host, port))
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise ConnectionFailedError(f"cannot connect to {host}:{port}: {exc}") from exc
+    sock.settimeout(None)
+    return _over_socket(sock, service, config)
+
+
+def unix_connect(path: str, service: ServiceArg = VoidService, config: ConfigArg = None, *, timeout: float | None = 10.0) -> Connection:
+    """Connect to a server listening on a unix socket."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise ConnectionFailedError(f"cannot connect to {path}: {exc}") from exc
+    sock.settimeout(None)
+    return _over_socket(sock, service, config)
+
+
+def _over_socket(sock: socket.socket, service: ServiceArg, config: ConfigArg) -> Connection:
+    stream = SocketStream(sock)
+    try:
+        return connect_stream(stream, service, config)
+    except BaseException:
+        stream.close()
+        raise
+
+
+def _fd(obj: IO[bytes] | int) -> int:
+    return obj if isinstance(obj, int) else obj.fileno()
+
+
+def connect_pipes(input: IO[bytes] | int, output: IO[bytes] | int, service: ServiceArg = VoidService, config: ConfigArg = None) -> Connection:
+    """Connect over two pipes: read from ``input``, write to ``output`` (file objects or fds).
+
+    The connection owns the descriptors from now on and closes them when it closes.
+    """
+    return connect_stream(PipeStream(_fd(input), _fd(output)), service, config)
+
+
+def connect_subproc(args: Sequence[str], service: ServiceArg = VoidService, config: ConfigArg = None, **popen: Any) -> Connection:
+    """Start ``args`` as a child process and connect to it over its stdin/stdout.
+
+    The child must serve a connection on its stdio; closing the connection closes the
+    pipes and reaps the child.
+    """
+    process = subprocess.Popen(list(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE, **popen)
+    stream = SubprocessStream(process)
+    try:
+        return connect_stream(stream, service, config)
+    except BaseException:
+        stream.close()
+        raise
+
+
+def connect_thread(
+    service: ServiceArg = VoidService,
+    config: ConfigArg = None,
+    remote_service: ServiceArg = VoidService,
+    remote_config: ConfigArg = None,
+) -> Connection:
+    """An in-process pair: ``remote_service`` is served by a daemon thread over a socketpair."""
+    ours, theirs = socket.socketpair()
+    remote = SocketStream(theirs)
+
+    def serve() -> None:
+        try:
+            conn = connect_stream(remote, remote_service, remote_config)
+        except Exception:
+            remote.close()
+            return
+        conn.serve_all()
+
+    threading.Thread(target=serve, name="rpc-connect-thread", daemon=True).start()
+    return _over_socket(ours, service, config)
+
+
+def serve_stdio(service: ServiceArg, config: ConfigArg = None) -> None:
+    """Serve one connection over this process's stdin/stdout until it closes (the
+    counterpart of :func:`connect_subproc`). Nothing else may write to stdout meanwhile."""
+    read_fd, write_fd = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)  # stray prints can no longer corrupt the stream
+    os.close(null)
+    connect_stream(PipeStream(read_fd, write_fd), service, config).serve_all()

@@ -1,0 +1,38 @@
+"""Hooks the upper layers implement: :class:`Registrar` and :class:`Authenticator`.
+
+Declared here, as protocols, so ``rpc_service`` never imports the packages that implement
+them (``rpc_registry`` provides registrars, ``rpc_tls`` an authenticator).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+__all__ = ["Authenticator", "Registrar"]
+
+
+@runtime_checkable
+class Registrar(Protocol):
+    """Announces a server's service names to a registry (leases refreshed periodically)."""
+
+    REREGISTER_INTERVAL: float
+
+    def register(self, aliases: Sequence[str], port: int, interface: str = "") -> bool:
+        """Register (or refresh) ``aliases`` as served on ``port``; True when acknowledged."""
+        ...
+
+    def unregister(self, port: int) -> None:
+        """Withdraw every name registered for ``port``."""
+        ...
+
+
+class Authenticator(Protocol):
+    """Called on each accepted socket, off the accept loop, before the protocol handshake.
+
+    Returns the socket to use from then on (possibly wrapped, e.g. in TLS) and the peer's
+    credentials, which the service sees as ``conn.credentials``. Raises
+    :class:`AuthenticationError` (or any exception) to refuse the peer.
+    """
+
+    def __call__(self, sock: socket.socket) -> tuple[socket.socket, Any]: ...

@@ -1,0 +1,153 @@
+"""Proxies: local stand-ins for objects that live on the peer.
+
+Owns the :class:`Proxy` base class and the per-type proxy classes built from the type
+descriptors the peer sends (exposed method names become real methods, so
+``proxy.method(...)`` is one round trip; special methods are defined only where the
+remote type has them, so ``len()``/``iter()``/``in`` behave as they would locally). A
+proxy holds only its connection and object id; every operation is a request on that
+connection. Proxies never unpickle anything unless this side's config allows pickle.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import TYPE_CHECKING, Any, Callable, Final
+
+from rpc_protocol import Op, RemoteProtocolError
+
+from ._exposure import OPTIONAL_SPECIALS
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+__all__ = ["Proxy", "make_proxy_class", "is_proxy"]
+
+_INTERNAL: Final = frozenset({"_rpc_conn", "_rpc_oid"})
+_NO_KWARGS: Final[dict[str, Any]] = {}
+# Builtin classes a proxy may report as its __class__ (so isinstance(proxy, list) works).
+_BUILTIN_CLASSES: Final = frozenset(
+    name for name in dir(builtins) if isinstance(getattr(builtins, name), type) and not name.startswith("_")
+)
+
+
+class Proxy:
+    """A reference to an object on the peer; every operation on it crosses the connection."""
+
+    __slots__ = ("_rpc_conn", "_rpc_oid", "__weakref__")
+    _rpc_type: tuple[str, str] = ("", "")  # (module, qualname) of the remote type
+    _rpc_builtin: type | None = None
+
+    _rpc_conn: Connection
+    _rpc_oid: int
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _INTERNAL or name.startswith("__") and name.endswith("__"):
+            # not set yet, or a special method the remote type lacks (copy, pickle probes)
+            raise AttributeError(name)
+        return self._rpc_conn._request(Op.GETATTR, self, (name,))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _INTERNAL:
+            object.__setattr__(self, name, value)
+        else:
+            self._rpc_conn._request(Op.SETATTR, self, (name, value))
+
+    def __delattr__(self, name: str) -> None:
+        self._rpc_conn._request(Op.DELATTR, self, (name,))
+
+    def __dir__(self) -> list[str]:
+        return list(self._rpc_conn._request(Op.DIR, self))
+
+    def __hash__(self) -> int:
+        value = self._rpc_conn._request(Op.HASH, self)
+        if type(value) is not int:
+            raise TypeError("the peer returned a non-integer hash")
+        return value
+
+    def __eq__(self, other: object) -> Any:
+        return self._rpc_conn._request(Op.CALLATTR, self, ("__eq__", other))
+
+    def __ne__(self, other: object) -> Any:
+        return self._rpc_conn._request(Op.CALLATTR, self, ("__ne__", other))
+
+    def __repr__(self) -> str:
+        conn = self._rpc_conn
+        if conn.closed:
+            module, name = self._rpc_type
+            return f"<proxy of {module}.{name} #{self._rpc_oid} on a closed connection>"
+        return str(conn._request(Op.REPR, self))
+
+    def __str__(self) -> str:
+        return str(self._rpc_conn._request(Op.STR, self))
+
+    def __format__(self, spec: str) -> str:
+        return str(self._rpc_conn._request(Op.CALLATTR, self, ("__format__", spec)))
+
+    def __instancecheck__(self, obj: object) -> bool:
+        return bool(self._rpc_conn._request(Op.INSTANCECHECK, self, (obj,)))
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return self._rpc_conn._reduce_proxy(self, protocol)
+
+    @property  # type: ignore[misc]  # deliberately shadows __class__ so isinstance(proxy, list) works
+    def __class__(self) -> type:
+        return self._rpc_builtin or type(self)
+
+
+def is_proxy(obj: object) -> bool:
+    """True when ``obj`` is a proxy of a remote object (``isinstance`` is fooled on purpose)."""
+    return isinstance(type(obj), type) and issubclass(type(obj), Proxy)
+
+
+def _method(name: str) -> Callable[..., Any]:
+    def method(self: Proxy, *args: Any, **kwargs: Any) -> Any:
+        return self._rpc_conn._request(Op.CALLATTR, self, (name, *args), kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method._rpc_name = name  # type: ignore[attr-defined]  # read by async_() to call it by name
+    return method
+
+
+def _special(name: str) -> Callable[..., Any]:
+    def special(self: Proxy, *args: Any) -> Any:
+        return self._rpc_conn._request(Op.CALLATTR, self, (name, *args), _NO_KWARGS)
+
+    special.__name__ = special.__qualname__ = name
+    return special
+
+
+def _call(self: Proxy, *args: Any, **kwargs: Any) -> Any:
+    return self._rpc_conn._request(Op.CALL, self, args, kwargs)
+
+
+def _iter(self: Proxy) -> Any:
+    return self._rpc_conn._iterate(self)
+
+
+def _check_descriptor(info: object) -> tuple[str, str, tuple[str, ...], tuple[str, ...], str]:
+    if (
+        type(info) is tuple
+        and len(info) == 5
+        and type(info[0]) is str
+        and type(info[1]) is str
+        and type(info[2]) is tuple
+        and type(info[3]) is tuple
+        and type(info[4]) is str
+        and all(type(name) is str and name.isidentifier() and not name.startswith(("_rpc_", "__")) for name in info[2])
+        and all(name in OPTIONAL_SPECIALS for name in info[3])
+    ):
+        return info
+    raise RemoteProtocolError(f"malformed type descriptor {info!r:.200}")
+
+
+def make_proxy_class(info: object) -> type[Proxy]:
+    """Build the proxy class for one remote type from its descriptor."""
+    module, qualname, methods, specials, builtin_name = _check_descriptor(info)
+    namespace: dict[str, Any] = {"__slots__": (), "_rpc_type": (module, qualname)}
+    if builtin_name in _BUILTIN_CLASSES:
+        namespace["_rpc_builtin"] = getattr(builtins, builtin_name)
+    for name in methods:
+        namespace[name] = _method(name)
+    for name in specials:
+        namespace[name] = _call if name == "__call__" else _iter if name == "__iter__" else _special(name)
+    return type(f"Proxy[{module}.{qualname}]", (Proxy,), namespace)

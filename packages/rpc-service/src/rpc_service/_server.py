@@ -1,0 +1,291 @@
+"""Servers: accept connections and serve a Service on each.
+
+Owns the listening socket, the accept loop, authentication and handshake of each client
+off the accept loop under a deadline, the registry lease (register, refresh, unregister),
+and orderly shutdown (``close()`` closes every client and joins every thread it started).
+``ThreadedServer`` serves each client on its own thread; ``OneShotServer`` serves a single
+client then stops. The pooled and forking variants live in ``_server_pool``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from typing import Any, Union
+
+from ._config import ConfigArg, make_config
+from ._connection import Connection
+from ._hooks import Authenticator, Registrar
+from ._service import Service, instantiate
+from ._streams import SocketStream
+
+__all__ = ["Server", "ThreadedServer", "OneShotServer"]
+
+ServiceArg = Union[type[Service], Service]
+
+
+class Server:
+    """The common machinery of every server; use a subclass.
+
+    Binds at construction (so ``port`` is known at once): 127.0.0.1 unless ``hostname``
+    says otherwise, port 0 picks a free port, ``socket_path`` listens on a unix socket
+    instead, ``ipv6`` uses an IPv6 socket (``hostname`` then defaults to ``::1``).
+    """
+
+    def __init__(
+        self,
+        service: ServiceArg,
+        hostname: str | None = None,
+        port: int = 0,
+        socket_path: str | None = None,
+        ipv6: bool = False,
+        authenticator: Authenticator | None = None,
+        registrar: Registrar | None = None,
+        auto_register: bool | None = None,
+        protocol_config: ConfigArg = None,
+        logger: logging.Logger | None = None,
+        *,
+        backlog: int = 128,
+    ) -> None:
+        if not (isinstance(service, Service) or (isinstance(service, type) and issubclass(service, Service))):
+            raise TypeError(f"service must be a Service subclass or instance, not {service!r}")
+        self.service = service
+        self.authenticator = authenticator
+        self.registrar = registrar
+        self.auto_register = registrar is not None if auto_register is None else auto_register
+        if self.auto_register and registrar is None:
+            raise ValueError("auto_register needs a registrar")
+        self.protocol_config = make_config(protocol_config)
+        self.logger = logger or logging.getLogger(f"rpc_service.{type(self).__name__}")
+        self.socket_path = socket_path
+        if socket_path is not None:
+            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address: Any = socket_path
+        else:
+            family = socket.AF_INET6 if ipv6 else socket.AF_INET
+            self.listener = socket.socket(family, socket.SOCK_STREAM)
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            address = (hostname or ("::1" if ipv6 else "127.0.0.1"), port)
+        try:
+            self.listener.bind(address)
+            self.listener.listen(backlog)
+        except OSError:
+            self.listener.close()
+            raise
+        self.host: str = ""
+        self.port: int = 0
+        if socket_path is None:
+            self.host, self.port = self.listener.getsockname()[:2]
+        self._active = False
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._clients: set[Connection] = set()
+        self._pending: set[socket.socket] = set()  # accepted, not yet handshaken
+        self._threads: set[threading.Thread] = set()
+
+    def __repr__(self) -> str:
+        where = self.socket_path or f"{self.host}:{self.port}"
+        return f"<{type(self).__name__} {where}>"
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def clients(self) -> frozenset[Connection]:
+        with self._lock:
+            return frozenset(self._clients)
+
+    # -- running -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Accept and serve clients until :meth:`close` (blocks)."""
+        if self._closed.is_set():
+            raise RuntimeError("the server is closed")
+        self._active = True
+        self.logger.info("serving %s on %s", self._service_names(), self)
+        if self.auto_register:
+            self._spawn(self._lease_loop, "rpc-registrar")
+        try:
+            self._accept_loop()
+        finally:
+            self.close()
+
+    def start_in_thread(self) -> threading.Thread:
+        """Run :meth:`start` on a daemon thread; returns once the server accepts."""
+        thread = threading.Thread(target=self.start, name=f"rpc-{type(self).__name__}", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        """Stop accepting, close every client, unregister, and join the threads started."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._active = False
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        except OSError:
+            pass
+        self.listener.close()
+        if self.socket_path is not None:
+            try:
+                os.unlink(self.socket_path)
+            except OSError:
+                pass
+        with self._lock:
+            clients, pending = list(self._clients), list(self._pending)
+        for sock in pending:
+            _shutdown_socket(sock)
+        for conn in clients:
+            conn.close()
+        self._join_threads()
+        if self.auto_register and self.registrar is not None:
+            try:
+                self.registrar.unregister(self.port)
+            except Exception as exc:
+                self.logger.warning("could not unregister from the registry: %s", exc)
+
+    def _join_threads(self) -> None:
+        current = threading.current_thread()
+        for _ in range(3):  # threads may start others while we join (bounded)
+            with self._lock:
+                threads = [thread for thread in self._threads if thread is not current]
+            if not threads:
+                return
+            for thread in threads:
+                thread.join(timeout=5)
+                if thread.is_alive():
+                    self.logger.warning("thread %s did not stop within 5 s", thread.name)
+
+    def _accept_loop(self) -> None:
+        while self._active:
+            try:
+                sock, address = self.listener.accept()
+            except OSError:
+                if self._active and not self._closed.is_set():
+                    self.logger.exception("accept() failed")
+                    continue
+                return
+            self.logger.debug("accepted %s", address)
+            self._accepted(sock, address)
+
+    def _accepted(self, sock: socket.socket, address: Any) -> None:
+        """Hand an accepted socket over to be served (subclasses decide how)."""
+        raise NotImplementedError
+
+    def _spawn(self, target: Any, name: str, *args: Any) -> threading.Thread:
+        def run() -> None:
+            try:
+                target(*args)
+            finally:
+                with self._lock:
+                    self._threads.discard(thread)
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+        return thread
+
+    # -- one client --------------------------------------------------------------------
+
+    def _open(self, sock: socket.socket, address: Any) -> Connection | None:
+        """Authenticate and handshake one client under the handshake deadline."""
+        with self._lock:
+            if self._closed.is_set():
+                _shutdown_socket(sock)
+                return None
+            self._pending.add(sock)
+        config = self.protocol_config
+        try:
+            credentials = None
+            if self.authenticator is not None:
+                sock.settimeout(config.handshake_timeout)
+                try:
+                    sock, credentials = self.authenticator(sock)
+                finally:
+                    sock.settimeout(None)
+            conn = Connection(instantiate(self.service), SocketStream(sock), config, credentials=credentials)
+            conn._handshake()
+        except Exception as exc:
+            self.logger.info("dropped client %s before serving it: %s: %s", address, type(exc).__name__, exc)
+            _shutdown_socket(sock)
+            return None
+        finally:
+            with self._lock:
+                self._pending.discard(sock)
+        with self._lock:
+            if self._closed.is_set():
+                conn.close()
+                return None
+            self._clients.add(conn)
+        return conn
+
+    def _serve_client(self, sock: socket.socket, address: Any) -> None:
+        conn = self._open(sock, address)
+        if conn is None:
+            return
+        try:
+            conn.serve_all()
+        except Exception as exc:
+            self.logger.info("client %s dropped: %s: %s", address, type(exc).__name__, exc)
+        finally:
+            conn.close()
+            with self._lock:
+                self._clients.discard(conn)
+
+    # -- registry lease ----------------------------------------------------------------
+
+    def _service_names(self) -> tuple[str, ...]:
+        return self.service.get_service_aliases()
+
+    def _lease_loop(self) -> None:
+        registrar = self.registrar
+        assert registrar is not None
+        interval = float(getattr(registrar, "REREGISTER_INTERVAL", 60.0))
+        while not self._closed.is_set():
+            try:
+                registrar.register(self._service_names(), self.port, self.host if self.host not in ("0.0.0.0", "::") else "")
+            except Exception as exc:
+                self.logger.warning("could not register with the registry: %s", exc)
+            self._closed.wait(interval)
+
+
+def _shutdown_socket(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+class ThreadedServer(Server):
+    """Serves each client on a thread of its own."""
+
+    def _accepted(self, sock: socket.socket, address: Any) -> None:
+        self._spawn(self._serve_client, f"rpc-client-{address}", sock, address)
+
+
+class OneShotServer(Server):
+    """Serves exactly one client, on the thread that called :meth:`start`, then closes."""
+
+    def _accept_loop(self) -> None:
+        while self._active:
+            try:
+                sock, address = self.listener.accept()
+            except OSError:
+                return
+            conn = self._open(sock, address)
+            if conn is None:
+                continue  # a client that failed the handshake does not use up the shot
+            try:
+                conn.serve_all()
+            finally:
+                with self._lock:
+                    self._clients.discard(conn)
+            return

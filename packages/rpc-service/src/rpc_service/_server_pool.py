@@ -1,0 +1,178 @@
+"""Servers that do not dedicate a thread to each client: pooled and forking.
+
+``ThreadPoolServer`` parks idle connections in one poller thread and hands a connection
+that has input to one of a fixed number of workers, which serves what is ready and gives
+it back. ``ForkingServer`` serves each client in a child process of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import selectors
+import signal
+import socket
+from functools import partial
+from typing import Any, Callable
+
+from ._connection import Connection
+from ._server import Server
+
+__all__ = ["ThreadPoolServer", "ForkingServer"]
+
+
+class ThreadPoolServer(Server):
+    """Serves many clients with ``nbthreads`` worker threads (authentication and handshakes
+    run on the workers too, under the handshake deadline)."""
+
+    def __init__(self, *args: Any, nbthreads: int = 20, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if nbthreads < 1:
+            raise ValueError("nbthreads must be at least 1")
+        self.nbthreads = nbthreads
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._parked: queue.SimpleQueue[Connection] = queue.SimpleQueue()
+
+    def start(self) -> None:
+        for index in range(self.nbthreads):
+            self._spawn(self._worker, f"rpc-pool-{index}")
+        self._spawn(self._poll_loop, "rpc-pool-poller")
+        super().start()
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        for _ in range(self.nbthreads):
+            self._jobs.put(None)
+        super().close()  # sets _closed, closes clients, joins workers and poller
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _accepted(self, sock: socket.socket, address: Any) -> None:
+        self._jobs.put(lambda: self._admit(sock, address))
+
+    def _admit(self, sock: socket.socket, address: Any) -> None:
+        conn = self._open(sock, address)
+        if conn is not None:
+            self._park(conn)
+
+    def _worker(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                job()
+            except Exception:
+                self.logger.exception("a pool job failed")
+
+    def _park(self, conn: Connection) -> None:
+        """Give an idle connection back to the poller."""
+        if conn.closed:
+            self._forget(conn)
+            return
+        self._parked.put(conn)
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            conn.close()
+
+    def _forget(self, conn: Connection) -> None:
+        with self._lock:
+            self._clients.discard(conn)
+
+    def _serve_ready(self, conn: Connection) -> None:
+        try:
+            while conn.serve(0):
+                pass
+        except Exception as exc:
+            self.logger.info("client %r dropped: %s: %s", conn, type(exc).__name__, exc)
+            conn.close()
+        self._park(conn)
+
+    def _poll_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                ready = self._selector.select(timeout=1.0)
+            except (OSError, ValueError):
+                return  # closed under us
+            for key, _ in ready:
+                conn: Connection | None = key.data
+                if conn is None:
+                    self._drain_wakeups()
+                    continue
+                self._selector.unregister(key.fileobj)
+                self._jobs.put(partial(self._serve_ready, conn))
+
+    def _drain_wakeups(self) -> None:
+        try:
+            self._wake_r.recv(4096)
+        except OSError:
+            return
+        while True:
+            try:
+                conn = self._parked.get_nowait()
+            except queue.Empty:
+                return
+            if conn.closed:
+                self._forget(conn)
+                continue
+            try:
+                self._selector.register(conn.fileno(), selectors.EVENT_READ, conn)
+            except (OSError, ValueError, KeyError):
+                conn.close()
+                self._forget(conn)
+
+
+class ForkingServer(Server):
+    """Serves each client in a forked child process (POSIX only).
+
+    The child inherits the service class and serves one connection, then exits; the
+    parent keeps accepting. ``close()`` terminates children still running.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if not hasattr(os, "fork"):
+            raise OSError("ForkingServer needs os.fork")
+        super().__init__(*args, **kwargs)
+        self._children: set[int] = set()
+
+    def _accepted(self, sock: socket.socket, address: Any) -> None:
+        self._reap()
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 0
+            try:
+                self.listener.close()
+                self._serve_client(sock, address)
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        sock.close()
+        self._children.add(pid)
+
+    def _reap(self) -> None:
+        for pid in list(self._children):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self._children.discard(pid)
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        super().close()
+        for pid in list(self._children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        self._children.clear()

@@ -1,0 +1,206 @@
+"""Streams: the byte pipes connections run over (sockets, OS pipes, subprocess stdio).
+
+Owns the I/O boundary: reading into caller-provided buffers with an optional timeout,
+writing lists of buffers without concatenating them (``sendmsg``/``writev`` on
+memoryviews, advancing past partial writes instead of re-slicing each chunk), and closing.
+``OSError`` is translated into :class:`ConnectionClosedError` here; timeouts into the
+builtin :class:`TimeoutError`. Streams know nothing about frames.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import subprocess
+import threading
+from typing import Protocol, Sequence
+
+from rpc_protocol import Buffer
+
+from ._errors import ConnectionClosedError
+
+__all__ = ["Stream", "SocketStream", "PipeStream", "SubprocessStream"]
+
+_IOV_MAX = 1024
+
+
+class Stream(Protocol):
+    """What a connection needs from its transport."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def read_into(self, buffer: memoryview, timeout: float | None) -> int:
+        """Read at least one byte into ``buffer``; 0 means end of stream. TimeoutError on timeout."""
+        ...
+
+    def write(self, buffers: Sequence[Buffer]) -> None:
+        """Write every buffer, in order, completely."""
+        ...
+
+    def close(self) -> None: ...
+
+    def fileno(self) -> int: ...
+
+
+def _advance(views: list[memoryview], sent: int) -> list[memoryview]:
+    """Drop ``sent`` bytes from the front of ``views`` (slicing at most one view)."""
+    index = 0
+    while index < len(views) and sent >= len(views[index]):
+        sent -= len(views[index])
+        index += 1
+    rest = views[index:]
+    if sent:
+        rest[0] = rest[0][sent:]
+    return rest
+
+
+class _PollingReader:
+    """Waits for readability with poll() so the descriptor itself can stay blocking."""
+
+    def __init__(self, fd: int) -> None:
+        self._poll = select.poll()
+        self._poll.register(fd, select.POLLIN | select.POLLPRI)
+
+    def wait(self, timeout: float | None) -> None:
+        if timeout is None:
+            return
+        if not self._poll.poll(max(0, int(timeout * 1000 + 0.999))):
+            raise TimeoutError("timed out waiting for data")
+
+
+class SocketStream:
+    """A connected socket (TCP with TCP_NODELAY, unix, or a socketpair end)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(True)
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+        self._poller = _PollingReader(sock.fileno())
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        try:
+            peer = self.sock.getpeername()
+        except OSError:
+            peer = "?"
+        return f"<SocketStream {peer}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def read_into(self, buffer: memoryview, timeout: float | None) -> int:
+        if self._closed:
+            raise ConnectionClosedError("the stream is closed")
+        try:
+            self._poller.wait(timeout)
+            return self.sock.recv_into(buffer)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            raise ConnectionClosedError(f"connection lost: {exc}") from exc
+
+    def write(self, buffers: Sequence[Buffer]) -> None:
+        if self._closed:
+            raise ConnectionClosedError("the stream is closed")
+        try:
+            if len(buffers) == 1:
+                self.sock.sendall(buffers[0])
+                return
+            views = [memoryview(buf) for buf in buffers]
+            while views:
+                sent = self.sock.sendmsg(views[:_IOV_MAX])
+                views = _advance(views, sent)
+        except OSError as exc:
+            raise ConnectionClosedError(f"connection lost: {exc}") from exc
+
+    def close(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+class PipeStream:
+    """A pair of OS pipe descriptors: one read from, one written to."""
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self.read_fd = read_fd
+        self.write_fd = write_fd
+        self._poller = _PollingReader(read_fd)
+        self._closed = False
+        self._close_lock = threading.Lock()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def fileno(self) -> int:
+        return self.read_fd
+
+    def read_into(self, buffer: memoryview, timeout: float | None) -> int:
+        if self._closed:
+            raise ConnectionClosedError("the stream is closed")
+        try:
+            self._poller.wait(timeout)
+            return os.readv(self.read_fd, [buffer])
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            raise ConnectionClosedError(f"pipe closed: {exc}") from exc
+
+    def write(self, buffers: Sequence[Buffer]) -> None:
+        if self._closed:
+            raise ConnectionClosedError("the stream is closed")
+        views = [memoryview(buf) for buf in buffers]
+        try:
+            while views:
+                written = os.writev(self.write_fd, views[:_IOV_MAX])
+                views = _advance(views, written)
+        except OSError as exc:
+            raise ConnectionClosedError(f"pipe closed: {exc}") from exc
+
+    def close(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        for fd in {self.read_fd, self.write_fd}:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class SubprocessStream(PipeStream):
+    """The stdio of a child process; closing it closes the pipes and reaps the child."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None and process.stdin is not None
+        super().__init__(process.stdout.fileno(), process.stdin.fileno())
+        self.process = process
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        assert self.process.stdout is not None and self.process.stdin is not None
+        self.process.stdin.close()  # EOF lets a well-behaved child exit on its own
+        super().close()
+        self.process.stdout.close()
+        try:
+            self.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)

@@ -1,0 +1,1 @@
+"""Tests of ``rpc_protocol``, the sans-I/O wire layer."""

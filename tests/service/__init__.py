@@ -1,0 +1,1 @@
+"""Tests of ``rpc_service``: services, proxies, connections, factories and servers."""

@@ -1,0 +1,1 @@
+"""Cross-package checks: layering, vendorability, and built distributions that install alone."""
