@@ -201,7 +201,8 @@ class ValueEncoder:
         elif _INT64_MIN <= value <= _INT64_MAX:
             self._buf += _TAG_I64.pack(INT64, value)
         else:
-            data = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+            # minimal two's complement: a negative v needs the bits of ~v plus a sign bit
+            data = value.to_bytes(((value if value >= 0 else ~value).bit_length() + 8) // 8, "little", signed=True)
             self._buf += _TAG_U32.pack(BIGINT, len(data))
             self._buf += data
 

@@ -95,10 +95,16 @@ class Connection:
         """Return the buffers that put ``event`` on the wire, to be written in order."""
         state = self._check(SEND, type(event))
         if type(event) is Preface:
+            if not 1 <= event.min_version <= event.max_version <= 0xFF:
+                raise LocalProtocolError(f"invalid version range {event.min_version}..{event.max_version}")
             self._our_range = (event.min_version, event.max_version)
             data = pack_preface(event.min_version, event.max_version)
             if self._peer_range is not None:
-                self._settle()
+                try:
+                    self._settle()
+                except HandshakeError as exc:
+                    self._fail(exc)
+                    raise
             self.state = state
             return [data]
         encoder = self._encoder
@@ -189,6 +195,10 @@ class Connection:
                 if not events:
                     raise
                 return events
+            except BaseException:
+                # raised by the unbox hook: the stream position is lost along with this call
+                self._fail(LocalProtocolError("an exception in the unbox hook left the stream unreadable"))
+                raise
         if source is self._buffer:
             del self._buffer[:pos]
         elif pos < len(source):

@@ -59,12 +59,16 @@ class FrameFlags(IntFlag):
     BY_VALUE = 0x01  # REQUEST only: encode plain containers of the result by value
 
 
-_ALLOWED_FLAGS: Final = {kind: FrameFlags.BY_VALUE if kind is FrameType.REQUEST else FrameFlags.NONE for kind in FrameType}
+# Indexed by the raw type byte: the FrameType, and the flag bits allowed on it.
+_KINDS: Final = tuple(FrameType(n) if n in FrameType._value2member_map_ else None for n in range(256))
+_ALLOWED_FLAGS: Final = tuple(
+    int(FrameFlags.BY_VALUE) if kind is FrameType.REQUEST else 0 for kind in _KINDS
+)
 
 
 class Header(NamedTuple):
     kind: FrameType
-    flags: FrameFlags
+    flags: int  # FrameFlags bits
     seq: int
     length: int
 
@@ -93,15 +97,14 @@ def pack_header_into(buf: bytearray, kind: FrameType, flags: int, seq: int, leng
 
 def parse_header(data: bytes | bytearray | memoryview, pos: int, max_frame_size: int) -> Header:
     """Validate and return the header at ``data[pos:pos + HEADER_SIZE]``."""
-    raw_kind, raw_flags, reserved, seq, length = _HEADER.unpack_from(data, pos)
-    try:
-        kind = FrameType(raw_kind)
-    except ValueError:
-        raise RemoteProtocolError(f"unknown frame type {raw_kind}") from None
-    if raw_flags & ~_ALLOWED_FLAGS[kind]:
-        raise RemoteProtocolError(f"flags 0x{raw_flags:02x} are not valid on a {kind.name} frame")
+    raw_kind, flags, reserved, seq, length = _HEADER.unpack_from(data, pos)
+    kind = _KINDS[raw_kind]
+    if kind is None:
+        raise RemoteProtocolError(f"unknown frame type {raw_kind}")
+    if flags & ~_ALLOWED_FLAGS[raw_kind]:
+        raise RemoteProtocolError(f"flags 0x{flags:02x} are not valid on a {kind.name} frame")
     if reserved:
         raise RemoteProtocolError("reserved header field is not zero")
     if length > max_frame_size:
         raise RemoteProtocolError(f"{kind.name} frame of {length} bytes exceeds the limit of {max_frame_size}")
-    return Header(kind, FrameFlags(raw_flags), seq, length)
+    return Header(kind, flags, seq, length)

@@ -21,7 +21,8 @@ __all__ = ["encode_frame", "decode_payload"]
 
 _U32 = struct.Struct("<I")
 _RELEASE_ENTRY = struct.Struct("<QI")
-_OPS: Final = frozenset(Op)
+_OPS: Final = tuple(Op(n) if n in Op._value2member_map_ else None for n in range(256))
+_BY_VALUE: Final = int(FrameFlags.BY_VALUE)
 
 
 def encode_frame(event: Event, encoder: ValueEncoder, max_frame_size: int) -> list[Buffer]:
@@ -34,7 +35,7 @@ def encode_frame(event: Event, encoder: ValueEncoder, max_frame_size: int) -> li
     if type(event) is Request:
         kind, seq = FrameType.REQUEST, event.seq
         if event.by_value:
-            flags = FrameFlags.BY_VALUE
+            flags = _BY_VALUE
         buf.append(event.op)
         encoder.write(event.target)
         encoder.write(event.args)
@@ -79,7 +80,8 @@ def decode_payload(header: Header, payload: memoryview, decoder: ValueDecoder) -
     kind = header.kind
     end = len(payload)
     if kind is FrameType.REQUEST:
-        if not end or payload[0] not in _OPS:
+        op = _OPS[payload[0]] if end else None
+        if op is None:
             raise RemoteProtocolError(f"unknown request operation {payload[0] if end else None}")
         target, pos = decoder.decode_from(payload, 1, end)
         args, pos = decoder.decode_from(payload, pos, end)
@@ -91,8 +93,7 @@ def decode_payload(header: Header, payload: memoryview, decoder: ValueDecoder) -
         if not all(type(key) is str for key in keys):
             raise RemoteProtocolError("keyword argument names must be strings")
         kwargs: dict[str, object] = dict(zip(keys, flat[1::2]))
-        by_value = bool(header.flags & FrameFlags.BY_VALUE)
-        return Request(header.seq, Op(payload[0]), target, args, kwargs, by_value)
+        return Request(header.seq, op, target, args, kwargs, bool(header.flags & _BY_VALUE))
     if kind is FrameType.REPLY:
         return Reply(header.seq, decoder.decode(payload))
     if kind is FrameType.ERROR:

@@ -43,8 +43,13 @@ class AsyncResult:
         self._value = value
         self._is_error = is_error
         self._ready = True
-        callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
+        # Each callback is claimed by exactly one pop() here or remove() in add_callback.
+        callbacks = self._callbacks
+        while callbacks:
+            try:
+                callback = callbacks.pop(0)
+            except IndexError:
+                break
             self._conn._run_callback(callback, self)
 
     @property
@@ -70,10 +75,16 @@ class AsyncResult:
 
     def add_callback(self, callback: Callable[[AsyncResult], object]) -> None:
         """Call ``callback(result)`` once the reply arrives (at once if it already has)."""
-        if self._ready:
-            callback(self)
-        else:
-            self._callbacks.append(callback)
+        if not self._ready:
+            callbacks = self._callbacks
+            callbacks.append(callback)
+            if not self._ready:
+                return  # _set() will run it
+            try:  # the reply arrived meanwhile: run it here unless _set() already took it
+                callbacks.remove(callback)
+            except ValueError:
+                return
+        callback(self)
 
     def wait(self, timeout: float | None = None) -> None:
         """Serve the connection until the reply arrives; AsyncResultTimeout when it does not in time."""

@@ -34,6 +34,8 @@ __all__ = ["Connection"]
 log = logging.getLogger("rpc_service")
 _READ_SIZE: Final = 64 * 1024
 _NO_KWARGS: Final[dict[str, Any]] = {}
+# protocol states in which only Close may still be sent
+_ENDED: Final = frozenset({wire.State.CLOSE_SENT, wire.State.CLOSE_RECEIVED, wire.State.CLOSED, wire.State.FAILED})
 
 
 class Connection:
@@ -125,13 +127,24 @@ class Connection:
 
     def ping(self, data: bytes = b"", timeout: float | None = None) -> None:
         """A round trip; raises if the peer does not answer (in ``timeout`` seconds)."""
+        if self._closed:
+            raise ConnectionClosedError("the connection is closed")
         slot = AsyncResult(self)
         with self._send_lock:
             seq = self._proto.next_seq()
             self._slots[seq] = slot
-            self._send_locked(wire.Ping(seq, data))
+            try:
+                self._send_locked(wire.Ping(seq, data))
+            except BaseException:
+                self._slots.pop(seq, None)
+                raise
         slot.set_expiry(timeout)
-        if slot.value != data:
+        try:
+            value = slot.value
+        except AsyncResultTimeout:
+            self._forget(slot)  # a late pong is dropped by _deliver
+            raise AsyncResultTimeout(f"the peer did not answer a ping within {timeout} s") from None
+        if value != data:
             raise RemoteProtocolError("the peer answered a ping with other data")
 
     def serve(self, timeout: float | None = 1.0) -> bool:
@@ -187,7 +200,11 @@ class Connection:
         """Send a request and wait for its reply (the hot path of every proxy operation)."""
         slot = self._async_request(op, target, args, kwargs)
         timeout = self._config.sync_request_timeout
-        self._wait(slot, None if timeout is None else time.monotonic() + timeout)
+        try:
+            self._wait(slot, None if timeout is None else time.monotonic() + timeout)
+        except AsyncResultTimeout:
+            self._forget(slot)  # a late reply is dropped by _deliver
+            raise AsyncResultTimeout(f"the peer did not reply within sync_request_timeout ({timeout} s)") from None
         if slot._is_error:
             raise slot._value
         return slot._value
@@ -202,7 +219,7 @@ class Connection:
             try:
                 self._send_locked(wire.Request(seq, op, target, args, kwargs, by_value))
             except BaseException:
-                del self._slots[seq]
+                self._slots.pop(seq, None)  # (a failed write may have closed and emptied _slots)
                 raise
         return slot
 
@@ -238,15 +255,22 @@ class Connection:
         releases = boxer.take_releases()
         try:
             buffers = self._proto.send(event)
-        except BaseException:
+        except BaseException as exc:
             boxer.rollback()
+            if isinstance(exc, wire.LocalProtocolError) and self._proto.state in _ENDED:
+                # closing (either side) raced with this send: report it as closed
+                raise ConnectionClosedError("the connection is closed") from None
             if releases:
                 self._stream.write(self._proto.send(wire.Release(releases)))
             raise
         boxer.commit()
         if releases:
             buffers = [*self._proto.send(wire.Release(releases)), *buffers]
-        self._stream.write(buffers)
+        try:
+            self._stream.write(buffers)
+        except ConnectionClosedError:
+            self._shutdown(notify=self._root is not None)  # the stream is unusable: close for everyone
+            raise
 
     # -- the reader role ---------------------------------------------------------------
 
@@ -296,11 +320,15 @@ class Connection:
                     self._drop_reader()
 
     def _expire(self, slot: AsyncResult) -> None:
+        # The slot stays registered: an AsyncResult may still be collected later. Callers
+        # that abandon the request (synchronous calls, ping) _forget it.
+        raise AsyncResultTimeout("the peer did not reply in time")
+
+    def _forget(self, slot: AsyncResult) -> None:
         with self._send_lock:
             for seq, pending in list(self._slots.items()):
                 if pending is slot:
-                    del self._slots[seq]  # a late reply is dropped by _deliver
-        raise AsyncResultTimeout("the peer did not reply in time (sync_request_timeout)")
+                    del self._slots[seq]
 
     def _step(self, deadline: float | None) -> bool:
         """Dispatch one event, reading first if none is queued. False on timeout."""
@@ -382,8 +410,8 @@ class Connection:
         if slot is None:
             return  # its waiter gave up (timeout)
         slot._set(value, is_error)
-        if self._waiting:
-            with self._cond:
+        with self._cond:  # read _waiting under the lock: a waiter between its check and wait() counts
+            if self._waiting:
                 self._cond.notify_all()
 
     def _serve_request(self, request: wire.Request) -> None:
@@ -391,7 +419,7 @@ class Connection:
         try:
             value = self._handlers[request.op](request.target, request.args, request.kwargs)
             reply = wire.Reply(request.seq, value)
-        except (Exception, SystemExit) as exc:
+        except (Exception, SystemExit, GeneratorExit) as exc:  # the method's, for the caller (Ctrl-C still stops us)
             reply = describe_exception(request.seq, exc, self._config)
         try:
             self._send(reply)

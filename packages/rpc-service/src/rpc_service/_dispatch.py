@@ -121,7 +121,7 @@ def rebuild_exception(error: ErrorReply) -> BaseException:
                 pass  # a constructor that wants other arguments: fall back to RemoteError
             else:
                 exc.remote_traceback = error.traceback  # type: ignore[attr-defined]  # documented extra attribute
-                if error.traceback:
+                if error.traceback and hasattr(exc, "add_note"):  # Python 3.11+
                     exc.add_note("\n========= remote traceback =========\n" + error.traceback.rstrip())
                 return exc
     return RemoteError(f"{error.exc_module}.{error.exc_type}", error.args, error.traceback)

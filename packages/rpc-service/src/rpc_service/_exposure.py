@@ -63,7 +63,10 @@ def _static_lookup(obj: object, name: str) -> object:
 
 def _is_marked(attr: object) -> bool:
     target = getattr(attr, "__func__", None) or getattr(attr, "fget", None) or attr
-    return getattr(target, EXPOSED_MARK, False) is True
+    # Only a mark set on the object itself counts: instances and subclasses of an @exposed
+    # class would otherwise inherit it through ordinary attribute lookup.
+    own = getattr(target, "__dict__", None)
+    return isinstance(own, (dict, types.MappingProxyType)) and own.get(EXPOSED_MARK) is True
 
 
 def _builtin_class(cls: type) -> str:
@@ -88,12 +91,12 @@ class Exposure:
         if type(name) is not str:
             raise AttributeError("attribute names must be strings")
         config = self._config
-        if config.allow_all_attrs or name in SAFE_SPECIALS:
+        if name in SAFE_SPECIALS:
             return name
         prefixed = self._prefix + name
         if _static_lookup(obj, prefixed) is not _MISSING or prefixed in getattr(obj, "__dict__", ()):
-            return prefixed
-        if _is_marked(_static_lookup(obj, name)):
+            return prefixed  # also under allow_all_attrs: the proxy's `name` method means exposed_<name>
+        if config.allow_all_attrs or _is_marked(_static_lookup(obj, name)):
             return name
         if name.startswith("_"):
             raise AttributeError(f"access to the private or special attribute {name!r} is denied")
@@ -105,6 +108,9 @@ class Exposure:
         """Like :meth:`resolve`, for setting or deleting, which the config must allow."""
         if not allowed and not self._config.allow_all_attrs:
             raise AttributeError(f"{verb} attributes of remote objects is not allowed by this side's config")
+        if type(name) is str and name in SAFE_SPECIALS and not self._config.allow_all_attrs:
+            # the safe specials may be invoked, never replaced (a planted __eq__ would run for every peer)
+            raise AttributeError(f"{verb} the special attribute {name!r} is denied")
         return self.resolve(obj, name)
 
     def visible_names(self, obj: object) -> tuple[str, ...]:
@@ -114,7 +120,7 @@ class Exposure:
         for name in dir(obj):
             if config.allow_all_attrs:
                 names.add(name)
-            elif name.startswith(self._prefix):
+            if name.startswith(self._prefix):
                 names.add(name[len(self._prefix) :])
             elif _is_marked(_static_lookup(obj, name)) or (config.allow_public_attrs and not name.startswith("_")):
                 names.add(name)

@@ -25,9 +25,24 @@ __all__ = ["connect", "unix_connect", "connect_stream", "connect_pipes", "connec
 ServiceArg = Union[type[Service], Service]
 
 
-def connect_stream(stream: Stream, service: ServiceArg = VoidService, config: ConfigArg = None, *, credentials: Any = None) -> Connection:
-    """Run the handshake over an already-open stream and return the connection."""
-    conn = Connection(instantiate(service), stream, config, credentials=credentials)
+def connect_stream(
+    stream: Stream,
+    service: ServiceArg = VoidService,
+    config: ConfigArg = None,
+    *,
+    credentials: Any = None,
+    connection_class: type[Connection] = Connection,
+) -> Connection:
+    """Run the handshake over an already-open stream and return the connection.
+
+    ``connection_class`` (every factory takes it) lets an upper layer return a subclass
+    of :class:`Connection`, e.g. classic mode's connection with its shortcuts.
+    """
+    try:
+        conn = connection_class(instantiate(service), stream, config, credentials=credentials)
+    except BaseException:
+        stream.close()  # e.g. a bad config: the stream is ours, as when the handshake fails
+        raise
     conn._handshake()
     return conn
 
@@ -40,6 +55,7 @@ def connect(
     *,
     ipv6: bool = False,
     timeout: float | None = 10.0,
+    connection_class: type[Connection] = Connection,
 ) -> Connection:
     """Connect over TCP (``ipv6=True`` insists on IPv6; otherwise any family ``host`` resolves to)."""
     try:
@@ -56,10 +72,17 @@ def connect(
     except OSError as exc:
         raise ConnectionFailedError(f"cannot connect to {host}:{port}: {exc}") from exc
     sock.settimeout(None)
-    return _over_socket(sock, service, config)
+    return _over_socket(sock, service, config, connection_class)
 
 
-def unix_connect(path: str, service: ServiceArg = VoidService, config: ConfigArg = None, *, timeout: float | None = 10.0) -> Connection:
+def unix_connect(
+    path: str,
+    service: ServiceArg = VoidService,
+    config: ConfigArg = None,
+    *,
+    timeout: float | None = 10.0,
+    connection_class: type[Connection] = Connection,
+) -> Connection:
     """Connect to a server listening on a unix socket."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -69,31 +92,54 @@ def unix_connect(path: str, service: ServiceArg = VoidService, config: ConfigArg
         sock.close()
         raise ConnectionFailedError(f"cannot connect to {path}: {exc}") from exc
     sock.settimeout(None)
-    return _over_socket(sock, service, config)
+    return _over_socket(sock, service, config, connection_class)
 
 
-def _over_socket(sock: socket.socket, service: ServiceArg, config: ConfigArg) -> Connection:
+def _over_socket(
+    sock: socket.socket, service: ServiceArg, config: ConfigArg, connection_class: type[Connection] = Connection
+) -> Connection:
     stream = SocketStream(sock)
     try:
-        return connect_stream(stream, service, config)
+        return connect_stream(stream, service, config, connection_class=connection_class)
     except BaseException:
         stream.close()
         raise
 
 
 def _fd(obj: IO[bytes] | int) -> int:
-    return obj if isinstance(obj, int) else obj.fileno()
+    if isinstance(obj, int):
+        return obj
+    # Take the descriptor over from the file object: a copy the stream owns, the object
+    # closed (otherwise its close or garbage collection closes the stream's fd under it).
+    fd = os.dup(obj.fileno())
+    obj.close()
+    return fd
 
 
-def connect_pipes(input: IO[bytes] | int, output: IO[bytes] | int, service: ServiceArg = VoidService, config: ConfigArg = None) -> Connection:
+def connect_pipes(
+    input: IO[bytes] | int,
+    output: IO[bytes] | int,
+    service: ServiceArg = VoidService,
+    config: ConfigArg = None,
+    *,
+    connection_class: type[Connection] = Connection,
+) -> Connection:
     """Connect over two pipes: read from ``input``, write to ``output`` (file objects or fds).
 
-    The connection owns the descriptors from now on and closes them when it closes.
+    The connection owns the descriptors from now on and closes them when it closes (file
+    objects are closed at once; the connection keeps a duplicate of their descriptor).
     """
-    return connect_stream(PipeStream(_fd(input), _fd(output)), service, config)
+    return connect_stream(PipeStream(_fd(input), _fd(output)), service, config, connection_class=connection_class)
 
 
-def connect_subproc(args: Sequence[str], service: ServiceArg = VoidService, config: ConfigArg = None, **popen: Any) -> Connection:
+def connect_subproc(
+    args: Sequence[str],
+    service: ServiceArg = VoidService,
+    config: ConfigArg = None,
+    *,
+    connection_class: type[Connection] = Connection,
+    **popen: Any,
+) -> Connection:
     """Start ``args`` as a child process and connect to it over its stdin/stdout.
 
     The child must serve a connection on its stdio; closing the connection closes the
@@ -102,7 +148,7 @@ def connect_subproc(args: Sequence[str], service: ServiceArg = VoidService, conf
     process = subprocess.Popen(list(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE, **popen)
     stream = SubprocessStream(process)
     try:
-        return connect_stream(stream, service, config)
+        return connect_stream(stream, service, config, connection_class=connection_class)
     except BaseException:
         stream.close()
         raise
@@ -113,6 +159,8 @@ def connect_thread(
     config: ConfigArg = None,
     remote_service: ServiceArg = VoidService,
     remote_config: ConfigArg = None,
+    *,
+    connection_class: type[Connection] = Connection,
 ) -> Connection:
     """An in-process pair: ``remote_service`` is served by a daemon thread over a socketpair."""
     ours, theirs = socket.socketpair()
@@ -127,7 +175,7 @@ def connect_thread(
         conn.serve_all()
 
     threading.Thread(target=serve, name="rpc-connect-thread", daemon=True).start()
-    return _over_socket(ours, service, config)
+    return _over_socket(ours, service, config, connection_class)
 
 
 def serve_stdio(service: ServiceArg, config: ConfigArg = None) -> None:

@@ -79,6 +79,7 @@ class Server:
         if socket_path is None:
             self.host, self.port = self.listener.getsockname()[:2]
         self._active = False
+        self._serving = threading.Event()  # start() is running (see start_in_thread)
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._clients: set[Connection] = set()
@@ -107,6 +108,7 @@ class Server:
         if self._closed.is_set():
             raise RuntimeError("the server is closed")
         self._active = True
+        self._serving.set()
         self.logger.info("serving %s on %s", self._service_names(), self)
         if self.auto_register:
             self._spawn(self._lease_loop, "rpc-registrar")
@@ -119,6 +121,11 @@ class Server:
         """Run :meth:`start` on a daemon thread; returns once the server accepts."""
         thread = threading.Thread(target=self.start, name=f"rpc-{type(self).__name__}", daemon=True)
         thread.start()
+        # Wait for start() to be under way, so that a close() right after this returns can
+        # no longer make start() fail on the thread ("the server is closed"); bounded by
+        # the thread ending early.
+        while not self._serving.wait(0.05) and thread.is_alive():
+            pass
         return thread
 
     def close(self) -> None:
@@ -187,20 +194,21 @@ class Server:
                     self._threads.discard(thread)
 
         thread = threading.Thread(target=run, name=name, daemon=True)
-        with self._lock:
+        with self._lock:  # started under the lock: close() must never join an unstarted thread
             self._threads.add(thread)
-        thread.start()
+            thread.start()
         return thread
 
     # -- one client --------------------------------------------------------------------
 
     def _open(self, sock: socket.socket, address: Any) -> Connection | None:
         """Authenticate and handshake one client under the handshake deadline."""
+        raw = sock
         with self._lock:
             if self._closed.is_set():
                 _shutdown_socket(sock)
                 return None
-            self._pending.add(sock)
+            self._pending.add(raw)
         config = self.protocol_config
         try:
             credentials = None
@@ -218,7 +226,7 @@ class Server:
             return None
         finally:
             with self._lock:
-                self._pending.discard(sock)
+                self._pending.discard(raw)
         with self._lock:
             if self._closed.is_set():
                 conn.close()

@@ -48,9 +48,18 @@ class ThreadPoolServer(Server):
         for _ in range(self.nbthreads):
             self._jobs.put(None)
         super().close()  # sets _closed, closes clients, joins workers and poller
+        with self._lock:
+            self._clients.clear()  # parked connections closed above are never handed back
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
+
+    def _join_threads(self) -> None:
+        try:
+            self._wake_w.send(b"\0")  # the poller sees _closed now, not after its 1 s select
+        except OSError:
+            pass
+        super()._join_threads()
 
     def _accepted(self, sock: socket.socket, address: Any) -> None:
         self._jobs.put(lambda: self._admit(sock, address))
@@ -58,7 +67,9 @@ class ThreadPoolServer(Server):
     def _admit(self, sock: socket.socket, address: Any) -> None:
         conn = self._open(sock, address)
         if conn is not None:
-            self._park(conn)
+            # not _park: the handshake may have read the client's first requests already,
+            # and events waiting in the connection never make its socket readable again
+            self._serve_ready(conn)
 
     def _worker(self) -> None:
         while True:

@@ -193,12 +193,20 @@ class SubprocessStream(PipeStream):
         self.process = process
 
     def close(self) -> None:
-        if self.closed:
-            return
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
         assert self.process.stdout is not None and self.process.stdin is not None
-        self.process.stdin.close()  # EOF lets a well-behaved child exit on its own
-        super().close()
-        self.process.stdout.close()
+        # The pipe objects own read_fd/write_fd: close each descriptor exactly once, through
+        # them (closing the fds here as well double-closed them: EBADF, or worse, closing a
+        # descriptor another thread had just been given). stdin first: EOF lets a
+        # well-behaved child exit on its own.
+        for pipe in (self.process.stdin, self.process.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
         try:
             self.process.wait(timeout=2)
         except subprocess.TimeoutExpired:
