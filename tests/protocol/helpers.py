@@ -184,14 +184,17 @@ scalars: st.SearchStrategy[object] = st.one_of(
     st.binary(max_size=40) | st.sampled_from([255, 256]).map(lambda n: b"\xff" * n),
 )
 
+back_refs: st.SearchStrategy[object] = st.builds(p.BackRef, st.integers(0, (1 << 64) - 1))
 refs: st.SearchStrategy[object] = st.one_of(
-    st.builds(p.BackRef, st.integers(0, (1 << 64) - 1)),
+    back_refs,
     st.builds(p.Ref, st.integers(0, (1 << 64) - 1), st.integers(0, (1 << 32) - 1)),
     st.builds(p.Ref, st.integers(0, (1 << 64) - 1), st.integers(0, (1 << 32) - 1), st.tuples(texts, texts)),
 )
 
+# Set elements and dict keys: never a Ref (hashing a proxy on arrival would be a remote call),
+# but a BackRef is fine (the receiver hashes its own object). See test_hashed_refs.py.
 hashables: st.SearchStrategy[object] = st.recursive(
-    scalars | refs,
+    scalars | back_refs,
     lambda kids: st.lists(kids, max_size=4).map(tuple) | st.frozensets(kids, max_size=4),
     max_leaves=12,
 )

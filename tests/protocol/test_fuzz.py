@@ -10,7 +10,7 @@ The example budget is kept small so the module runs in well under a minute on a 
 machine. For a long fuzzing run, raise it per test with the environment variable
 ``RPC_FUZZ_EXAMPLES``, for example::
 
-    RPC_FUZZ_EXAMPLES=50000 python -m pytest tests/protocol/test_fuzz.py -p no:timeout
+    RPC_FUZZ_EXAMPLES=20000 python -m pytest tests/protocol/test_fuzz.py -o timeout=0
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@ waiter with ConnectionClosedError. Every wait here is bounded in count and time.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import threading
 import time
-from types import SimpleNamespace
+from types import FrameType, SimpleNamespace
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -379,3 +380,39 @@ def test_reply_delivered_while_its_waiter_is_between_check_and_wait(
     victims[0].join(5)
     assert victim_done, "the victim never got its reply"
     assert victim_done[0] - started < 2, "the victim was not woken when its reply arrived"
+
+
+def test_close_from_another_thread_while_the_reader_dispatches(connect_to: ConnectTo, service: WorkService) -> None:
+    """Regression: close() on another thread empties the inbox; a reader that had just
+    seen it non-empty then failed with IndexError instead of ConnectionClosedError.
+
+    Forced with a line tracer: on the reader's dispatch line in ``_step``, the connection
+    is closed from another thread before the reader goes on.
+    """
+    conn = connect_to(service)
+    root: Any = conn.root
+    code = _connection.Connection._step.__code__
+    lines, first = inspect.getsourcelines(_connection.Connection._step)
+    dispatch_lines = {first + index for index, line in enumerate(lines) if "popleft" in line}
+    assert dispatch_lines
+    closed_meanwhile: list[bool] = []
+
+    def local(frame: FrameType, event: str, arg: object) -> Any:
+        if event == "line" and frame.f_lineno in dispatch_lines and not closed_meanwhile and conn._inbox:
+            closer = threading.Thread(target=conn.close)
+            closer.start()
+            closer.join(5)
+            closed_meanwhile.append(conn.closed)
+        return local
+
+    def tracer(frame: FrameType, event: str, arg: object) -> Any:
+        return local if frame.f_code is code else None
+
+    previous = sys.gettrace()  # e.g. coverage's tracer: put it back afterwards
+    sys.settrace(tracer)
+    try:
+        with pytest.raises(ConnectionClosedError):
+            root.echo("x")
+    finally:
+        sys.settrace(previous)
+    assert closed_meanwhile == [True]

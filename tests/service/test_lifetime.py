@@ -10,6 +10,7 @@ piggybacked on the next frame the holder sends, so every check first sends one w
 from __future__ import annotations
 
 import gc
+import threading
 import time
 import weakref
 from typing import Any, Callable
@@ -260,3 +261,32 @@ def test_closing_clears_both_tables(connect_to: ConnectTo) -> None:
     with pytest.raises(rpc_service.ConnectionClosedError):
         things[0].get()
     assert "closed connection" in repr(things[0])
+
+
+def test_threads_creating_and_dropping_proxies_leave_no_trace(connect_to: ConnectTo) -> None:
+    """Proxies of the same object die on one thread while another receives it again."""
+    conn = connect_to(OwnerService)
+    root: Any = conn.root
+    baseline = _lent_on_server(conn)
+    failures: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        try:
+            for call in range(200):
+                if call % 2:
+                    assert root.kept_thing().get() == 7
+                else:
+                    things = root.make_many(10, call)
+                    assert things[3].get() == call + 3
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not any(thread.is_alive() for thread in threads)
+    assert failures == []
+    assert _lent_on_server(conn) == baseline
+    assert conn._boxer.held == 1  # only the peer's root service

@@ -170,12 +170,18 @@ class ValueEncoder:
         """Append ``value`` to the encoding under way."""
         writer = self._writers.get(type(value))
         if writer is None:
-            boxed = self._box(value)
-            if type(boxed) is not Ref and type(boxed) is not BackRef:
-                raise EncodeError(f"box hook returned {type(boxed).__qualname__}, not a reference")
-            writer = self._writers[type(boxed)]
-            value = boxed
-        writer(value, depth)
+            self._write_boxed(value, depth)
+        else:
+            writer(value, depth)
+
+    def _write_boxed(self, value: object, depth: int) -> None:
+        boxed = self._box(value)
+        if type(boxed) is Ref:
+            self._ref(boxed, depth)
+        elif type(boxed) is BackRef:
+            self._backref(boxed, depth)
+        else:
+            raise EncodeError(f"box hook returned {type(boxed).__qualname__}, not a reference")
 
     def finish(self) -> list[Buffer]:
         """Close the encoding under way and return its buffers."""
@@ -250,6 +256,11 @@ class ValueEncoder:
             write(item, depth)
 
     def _container(self, value: frozenset[object] | list[object] | set[object], depth: int) -> None:
+        if type(value) is not list and not all(map(_plain, value)):
+            # Set elements must be hashed on arrival; a proxy would hash by a remote call
+            # from inside the decoder. Such a set crosses as a reference instead.
+            self._write_boxed(value, depth)
+            return
         n = len(value)
         depth = self._enter(n, depth)
         self._buf += _TAG_U32.pack(_CONTAINER_TAGS[type(value)], n)
@@ -258,6 +269,9 @@ class ValueEncoder:
             write(item, depth)
 
     def _dict(self, value: dict[object, object], depth: int) -> None:
+        if not all(map(_plain, value)):  # keys, as for set elements
+            self._write_boxed(value, depth)
+            return
         n = len(value)
         depth = self._enter(n, depth)
         self._buf += _TAG_U32.pack(DICT, n)
@@ -290,6 +304,20 @@ class ValueEncoder:
 
 
 _CONTAINER_TAGS: Final = {frozenset: FROZENSET, list: LIST, dict: DICT, set: SET}
+# BackRef counts: the receiver hashes its own, local object. Ref does not (see _container).
+_PLAIN_SCALARS: Final = frozenset(
+    {type(None), bool, int, float, complex, str, bytes, type(...), type(NotImplemented), BackRef}
+)
+
+
+def _plain(value: object, depth: int = 0) -> bool:
+    """Whether ``value`` can be hashed on arrival without a remote call (no Ref inside)."""
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return True
+    if (kind is tuple or kind is frozenset) and depth < DEFAULT_LIMITS.max_depth:
+        return all(_plain(item, depth + 1) for item in value)  # type: ignore[attr-defined]  # tuple or frozenset
+    return False
 
 
 class _HookFailed(Exception):
@@ -311,7 +339,7 @@ class ValueDecoder:
     or the original object); by default the references themselves are returned.
     """
 
-    __slots__ = ("_unbox", "_limits", "_readers")
+    __slots__ = ("_unbox", "_limits", "_readers", "_hashed")
 
     def __init__(self, unbox: UnboxHook | None = None, limits: CodecLimits = DEFAULT_LIMITS) -> None:
         self._unbox = unbox or _identity
@@ -329,6 +357,7 @@ class ValueDecoder:
         ):
             readers[tag] = reader
         self._readers = tuple(readers)
+        self._hashed = 0  # > 0 while reading a set element or dict key
 
     def decode(self, data: Buffer) -> object:
         """Decode exactly one value that must fill ``data`` completely."""
@@ -340,6 +369,7 @@ class ValueDecoder:
 
     def decode_from(self, view: memoryview, pos: int, end: int) -> tuple[object, int]:
         """Decode one value from ``view[pos:end]``; return it and the position after it."""
+        self._hashed = 0
         try:
             return self._read(view, pos, end, 0)
         except RemoteProtocolError:
@@ -417,16 +447,20 @@ class ValueDecoder:
         self, view: memoryview, pos: int, end: int, depth: int, count: struct.Struct, per_item: int = 1
     ) -> tuple[list[object], int]:
         """Read an item count, then that many values (``per_item`` values per item)."""
+        n, start = self._count(view, pos, end, depth, count, per_item)
+        return self._values(view, start, end, depth + 1, n * per_item)
+
+    def _count(self, view: memoryview, pos: int, end: int, depth: int, count: struct.Struct, per_item: int) -> tuple[int, int]:
+        """Read and check an item count; return it and the position after it."""
         if depth >= self._limits.max_depth:
             raise RemoteProtocolError(f"value nested deeper than {self._limits.max_depth} levels")
         start = _need(pos, count.size, end)
         n: int = count.unpack_from(view, pos)[0]
         if n > self._limits.max_items:
             raise RemoteProtocolError(f"container of {n} items exceeds the limit of {self._limits.max_items}")
-        n *= per_item
-        if n > end - start:  # every value takes at least one byte
+        if n * per_item > end - start:  # every value takes at least one byte
             raise RemoteProtocolError("container truncated")
-        return self._values(view, start, end, depth + 1, n)
+        return n, start
 
     def _values(self, view: memoryview, pos: int, end: int, depth: int, n: int) -> tuple[list[object], int]:
         read = self._read
@@ -446,19 +480,31 @@ class ValueDecoder:
         return tuple(items), pos
 
     def _frozenset(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
+        self._hashed += 1
         items, pos = self._items(view, pos, end, depth, _U32)
+        self._hashed -= 1
         return frozenset(items), pos
 
     def _list(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
         return self._items(view, pos, end, depth, _U32)
 
     def _set(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
+        self._hashed += 1
         items, pos = self._items(view, pos, end, depth, _U32)
+        self._hashed -= 1
         return set(items), pos
 
     def _dict(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
-        items, pos = self._items(view, pos, end, depth, _U32, 2)
-        return dict(zip(items[::2], items[1::2])), pos
+        n, pos = self._count(view, pos, end, depth, _U32, 2)
+        depth += 1
+        read = self._read
+        result: dict[object, object] = {}
+        for _ in range(n):
+            self._hashed += 1
+            key, pos = read(view, pos, end, depth)
+            self._hashed -= 1
+            result[key], pos = read(view, pos, end, depth)
+        return result, pos
 
     def _slice(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
         if depth >= self._limits.max_depth:
@@ -472,12 +518,18 @@ class ValueDecoder:
         except Exception as exc:
             raise _HookFailed(exc) from exc
 
+    def _no_hashed_refs(self) -> None:
+        if self._hashed:
+            raise RemoteProtocolError("a reference to a remote object cannot be a set element or dict key")
+
     def _ref(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
+        self._no_hashed_refs()
         stop = _need(pos, 12, end)
         oid, type_id = _REF.unpack_from(view, pos)
         return self._unboxed(Ref(oid, type_id)), stop
 
     def _ref_typed(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
+        self._no_hashed_refs()
         stop = _need(pos, 12, end)
         oid, type_id = _REF.unpack_from(view, pos)
         if depth >= self._limits.max_depth:

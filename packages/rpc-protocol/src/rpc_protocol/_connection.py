@@ -17,7 +17,7 @@ from ._codec import DEFAULT_LIMITS, Buffer, CodecLimits, ValueDecoder, ValueEnco
 from ._codec import BoxHook, UnboxHook
 from ._errors import HandshakeError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import ErrorReply, Event, Hello, Ping, Pong, Preface, Reply, Request
-from ._frames import HEADER_SIZE, MAX_SEQ, PREFACE_SIZE, Header, pack_preface, parse_header, parse_preface
+from ._frames import HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, PREFACE_SIZE, Header, pack_preface, parse_header, parse_preface
 from ._messages import decode_payload, encode_frame
 from ._states import RECV, SEND, TRANSITIONS, State
 
@@ -40,7 +40,7 @@ class ProtocolConfig:
     limits: CodecLimits = DEFAULT_LIMITS
 
     def __post_init__(self) -> None:
-        if self.max_frame_size < 1024 or self.max_frame_size > 0xFFFFFFFF:
+        if self.max_frame_size < MIN_FRAME_LIMIT or self.max_frame_size > 0xFFFFFFFF:
             raise ValueError("max_frame_size must be between 1 KiB and 4 GiB - 1")
         if self.max_pending < 1:
             raise ValueError("max_pending must be at least 1")

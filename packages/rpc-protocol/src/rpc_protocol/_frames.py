@@ -37,6 +37,7 @@ _HEADER = struct.Struct("<BBHII")
 PREFACE_SIZE: Final = _PREFACE.size  # 8
 HEADER_SIZE: Final = _HEADER.size  # 12
 MAX_SEQ: Final = 0xFFFFFFFF
+MIN_FRAME_LIMIT: Final = 1024  # no side may announce a smaller maximum frame size
 
 
 class FrameType(IntEnum):

@@ -15,7 +15,7 @@ from typing import Final, TypeGuard
 from ._codec import Buffer, ValueDecoder, ValueEncoder
 from ._errors import EncodeError, RemoteProtocolError
 from ._events import Close, ErrorReply, Event, Hello, Op, Ping, Pong, Release, Reply, Request
-from ._frames import HEADER_SIZE, MAX_SEQ, FrameFlags, FrameType, Header, pack_header_into
+from ._frames import HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, FrameFlags, FrameType, Header, pack_header_into
 
 __all__ = ["encode_frame", "decode_payload"]
 
@@ -110,7 +110,7 @@ def decode_payload(header: Header, payload: memoryview, decoder: ValueDecoder) -
         if type(fields) is not tuple or len(fields) != 4:
             raise RemoteProtocolError("malformed hello")
         capabilities, services, max_frame_size, root = fields
-        if not (_strings(capabilities) and _strings(services) and type(max_frame_size) is int and max_frame_size > 0):
+        if not (_strings(capabilities) and _strings(services) and type(max_frame_size) is int and max_frame_size >= MIN_FRAME_LIMIT):
             raise RemoteProtocolError("malformed hello")
         return Hello(services, frozenset(capabilities), max_frame_size, root)
     if kind is FrameType.RELEASE:
