@@ -269,7 +269,8 @@ class Connection:
         try:
             self._stream.write(buffers)
         except ConnectionClosedError:
-            self._shutdown(notify=self._root is not None)  # the stream is unusable: close for everyone
+            # the stream is unusable: close for everyone (on_disconnect only if the handshake was done)
+            self._shutdown(notify=self._proto.peer_hello is not None)
             raise
 
     # -- the reader role ---------------------------------------------------------------
@@ -339,7 +340,11 @@ class Connection:
             except TimeoutError:
                 return False
         if self._inbox:
-            self._dispatch(self._inbox.popleft())
+            try:
+                event = self._inbox.popleft()
+            except IndexError:  # emptied by a close() on another thread: the next read reports it
+                return True
+            self._dispatch(event)
         return True
 
     def _read(self, timeout: float | None) -> None:

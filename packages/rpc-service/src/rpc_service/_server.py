@@ -24,6 +24,7 @@ from ._streams import SocketStream
 __all__ = ["Server", "ThreadedServer", "OneShotServer"]
 
 ServiceArg = Union[type[Service], Service]
+_RETRY_UNACKNOWLEDGED = 5.0  # seconds between registration attempts until one is acknowledged
 
 
 class Server:
@@ -256,12 +257,15 @@ class Server:
         registrar = self.registrar
         assert registrar is not None
         interval = float(getattr(registrar, "REREGISTER_INTERVAL", 60.0))
+        interface = self.host if self.host not in ("0.0.0.0", "::") else ""
         while not self._closed.is_set():
             try:
-                registrar.register(self._service_names(), self.port, self.host if self.host not in ("0.0.0.0", "::") else "")
+                acknowledged = registrar.register(self._service_names(), self.port, interface)
             except Exception as exc:
                 self.logger.warning("could not register with the registry: %s", exc)
-            self._closed.wait(interval)
+                acknowledged = False
+            # until the registry acknowledges, retry soon: it may simply not be up yet
+            self._closed.wait(interval if acknowledged else min(interval, _RETRY_UNACKNOWLEDGED))
 
 
 def _shutdown_socket(sock: socket.socket) -> None:
@@ -293,7 +297,10 @@ class OneShotServer(Server):
                 continue  # a client that failed the handshake does not use up the shot
             try:
                 conn.serve_all()
+            except Exception as exc:  # a bad peer: log it, as the other servers do, not raise from start()
+                self.logger.info("client %s dropped: %s: %s", address, type(exc).__name__, exc)
             finally:
+                conn.close()
                 with self._lock:
                     self._clients.discard(conn)
             return

@@ -22,8 +22,9 @@ __all__ = ["ThreadPoolServer", "ForkingServer"]
 
 
 class ThreadPoolServer(Server):
-    """Serves many clients with ``nbthreads`` worker threads (authentication and handshakes
-    run on the workers too, under the handshake deadline)."""
+    """Serves many clients with ``nbthreads`` worker threads. Authentication and handshakes
+    run on short-lived threads of their own, under the handshake deadline, so that silent
+    peers cannot tie up the workers."""
 
     def __init__(self, *args: Any, nbthreads: int = 20, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -62,14 +63,15 @@ class ThreadPoolServer(Server):
         super()._join_threads()
 
     def _accepted(self, sock: socket.socket, address: Any) -> None:
-        self._jobs.put(lambda: self._admit(sock, address))
+        # not a worker: nbthreads silent peers would otherwise stall everyone for handshake_timeout
+        self._spawn(self._admit, f"rpc-handshake-{address}", sock, address)
 
     def _admit(self, sock: socket.socket, address: Any) -> None:
         conn = self._open(sock, address)
         if conn is not None:
             # not _park: the handshake may have read the client's first requests already,
             # and events waiting in the connection never make its socket readable again
-            self._serve_ready(conn)
+            self._jobs.put(partial(self._serve_ready, conn))
 
     def _worker(self) -> None:
         while True:

@@ -100,7 +100,7 @@ class SocketStream:
         if self._closed:
             raise ConnectionClosedError("the stream is closed")
         try:
-            self._poller.wait(timeout)
+            self._poller.wait(None if getattr(self.sock, "pending", int)() else timeout)  # TLS: decrypted bytes poll() can't see
             return self.sock.recv_into(buffer)
         except TimeoutError:
             raise
