@@ -90,3 +90,23 @@ def test_a_hello_announcing_a_tiny_frame_limit_is_refused() -> None:
     hello[index + 1 : index + 9] = (100).to_bytes(8, "little")
     with pytest.raises(p.RemoteProtocolError, match="malformed hello"):
         b.receive_data(bytes(hello))
+
+
+def test_an_unsolicited_reply_is_refused_before_its_payload_is_unboxed() -> None:
+    unboxed: list[object] = []
+
+    def unbox(ref: p.Ref | p.BackRef) -> object:
+        unboxed.append(ref)
+        return ref
+
+    a, b = p.Connection(), p.Connection(unbox=unbox)
+    b.receive_data(b"".join(a.send(p.Preface())))
+    a.receive_data(b"".join(b.send(p.Preface())))
+    b.receive_data(b"".join(a.send(p.Hello())))
+    a.receive_data(b"".join(b.send(p.Hello())))
+    # a forged REPLY #9 (never requested) whose value is a typed reference
+    payload = bytes([0x21]) + (5).to_bytes(8, "little") + (1).to_bytes(4, "little") + bytes([0x10, 1]) + b"T"
+    header = bytes([3, 0, 0, 0]) + (9).to_bytes(4, "little") + len(payload).to_bytes(4, "little")
+    with pytest.raises(p.RemoteProtocolError, match="not in flight"):
+        b.receive_data(header + payload)
+    assert unboxed == []

@@ -190,6 +190,7 @@ def test_factory_rejects_unknown_config_keys(open_peer: Opener) -> None:
 # -- TCP and unix ----------------------------------------------------------------------------
 
 
+@pytest.fixture
 def refusing_port() -> Iterator[int]:
     """A loopback port bound by us but not listening: connecting to it is refused."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -198,11 +199,6 @@ def refusing_port() -> Iterator[int]:
         yield sock.getsockname()[1]
     finally:
         sock.close()
-
-
-@pytest.fixture(name="refusing_port")
-def refusing_port_fixture() -> Iterator[int]:
-    yield from refusing_port()
 
 
 def test_connect_refused_raises_connection_failed(refusing_port: int) -> None:
@@ -310,7 +306,6 @@ def test_connect_pipes_over_two_os_pipes(no_thread_leak: None) -> None:
     thread.start()
     try:
         with rpc_service.connect_pipes(to_client_r, to_server_w, service=ClientService) as conn:
-            assert conn.root.echo([1, 2, 3]) is not None
             assert list(conn.root.echo([1, 2, 3])) == [1, 2, 3]
             assert conn.root.ask_client() == "client"
     finally:
@@ -385,7 +380,7 @@ def test_connect_subproc_calls_the_child_then_reaps_it() -> None:
     assert process.returncode == 0, "the child did not exit on its own when its stdin closed"
 
 
-def test_connect_subproc_to_a_child_that_does_not_serve(tmp_path: Path) -> None:
+def test_connect_subproc_to_a_child_that_does_not_serve() -> None:
     start = time.monotonic()
     with pytest.raises(rpc_protocol.RPCError):
         rpc_service.connect_subproc([sys.executable, "-c", "pass"], config={"handshake_timeout": 5})

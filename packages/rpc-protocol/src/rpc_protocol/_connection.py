@@ -16,14 +16,24 @@ from typing import Final
 from ._codec import DEFAULT_LIMITS, Buffer, CodecLimits, ValueDecoder, ValueEncoder
 from ._codec import BoxHook, UnboxHook
 from ._errors import HandshakeError, LocalProtocolError, ProtocolError, RemoteProtocolError
-from ._events import ErrorReply, Event, Hello, Ping, Pong, Preface, Reply, Request
-from ._frames import HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, PREFACE_SIZE, Header, pack_preface, parse_header, parse_preface
+from ._events import Close, ErrorReply, Event, Hello, Ping, Pong, Preface, Release, Reply, Request
+from ._frames import HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, PREFACE_SIZE, FrameType, Header, pack_preface, parse_header, parse_preface
 from ._messages import decode_payload, encode_frame
 from ._states import RECV, SEND, TRANSITIONS, State
 
 __all__ = ["Connection", "ProtocolConfig"]
 
 _DEFAULT_MAX_FRAME: Final = 64 * 1024 * 1024
+_EVENT_OF: Final[dict[FrameType, type]] = {
+    FrameType.HELLO: Hello,
+    FrameType.REQUEST: Request,
+    FrameType.REPLY: Reply,
+    FrameType.ERROR: ErrorReply,
+    FrameType.RELEASE: Release,
+    FrameType.PING: Ping,
+    FrameType.PONG: Pong,
+    FrameType.CLOSE: Close,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,29 +248,44 @@ class Connection:
             stop = pos + HEADER_SIZE + header.length
             if stop > end:
                 break
+            state = self._admit(header)  # state and sequence checks come before decoding
             event = decode_payload(header, view[pos + HEADER_SIZE : stop], self._decoder)
             self._header = None
             pos = stop
-            self._received(event)
+            self._commit(event, state)
             events.append(event)
         return pos
 
-    def _received(self, event: Event) -> None:
-        state = self._check(RECV, type(event))
-        if type(event) is Request:
+    def _admit(self, header: Header) -> State:
+        """Check, from the header alone, that this frame may arrive now; return the next state.
+
+        Done before the payload is decoded, so a frame out of place never reaches the unbox
+        hook (no proxies are made for an unsolicited reply).
+        """
+        state = self._check(RECV, _EVENT_OF[header.kind])
+        kind, seq = header.kind, header.seq
+        if kind is FrameType.REQUEST:
             if state is State.OPEN:
-                if event.seq in self._pending_in:
-                    raise RemoteProtocolError(f"the peer reused request id #{event.seq} while it was in flight")
+                if seq in self._pending_in:
+                    raise RemoteProtocolError(f"the peer reused request id #{seq} while it was in flight")
                 if len(self._pending_in) >= self.config.max_pending:
                     raise RemoteProtocolError(f"the peer has more than {self.config.max_pending} requests in flight")
+        elif kind is FrameType.REPLY or kind is FrameType.ERROR:
+            if seq not in self._pending_out:
+                raise RemoteProtocolError(f"the peer replied to request #{seq}, which is not in flight")
+        elif kind is FrameType.PONG:
+            if seq not in self._pings:
+                raise RemoteProtocolError(f"the peer answered ping #{seq}, which was never sent")
+        return state
+
+    def _commit(self, event: Event, state: State) -> None:
+        """Record a received, admitted event."""
+        if type(event) is Request:
+            if state is State.OPEN:
                 self._pending_in[event.seq] = event.by_value
         elif type(event) is Reply or type(event) is ErrorReply:
-            if event.seq not in self._pending_out:
-                raise RemoteProtocolError(f"the peer replied to request #{event.seq}, which is not in flight")
             self._pending_out.discard(event.seq)
         elif type(event) is Pong:
-            if event.seq not in self._pings:
-                raise RemoteProtocolError(f"the peer answered ping #{event.seq}, which was never sent")
             self._pings.discard(event.seq)
         elif type(event) is Hello:
             self.peer_hello = event

@@ -12,6 +12,7 @@ import queue
 import selectors
 import signal
 import socket
+import time
 from functools import partial
 from typing import Any, Callable
 
@@ -182,9 +183,19 @@ class ForkingServer(Server):
         if self._closed.is_set():
             return
         super().close()
-        for pid in list(self._children):
+        for pid in self._children:
             try:
                 os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while self._children and time.monotonic() < deadline:
+            self._reap()
+            if self._children:
+                time.sleep(0.05)  # shutdown path only: children get up to 5 s to exit
+        for pid in self._children:  # ignored SIGTERM: no longer waited for politely
+            try:
+                os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
