@@ -47,7 +47,8 @@ LAYERS: dict[str, Layer] = {
     "rpc_service": Layer(may_import=frozenset({"rpc_protocol"})),
     "rpc_registry": Layer(may_import=frozenset({"rpc_protocol", "rpc_service"})),
     "rpc_tls": Layer(may_import=frozenset({"rpc_protocol", "rpc_service"})),
-    "rpc_classic": Layer(may_import=frozenset({"rpc_protocol", "rpc_service", "rpc_tls"})),
+    # rpc_tls and rpc_registry are optional extras of rpc-classic, imported lazily
+    "rpc_classic": Layer(may_import=frozenset({"rpc_protocol", "rpc_service", "rpc_tls", "rpc_registry"})),
 }
 
 STDLIB = frozenset(sys.stdlib_module_names)

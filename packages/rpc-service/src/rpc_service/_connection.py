@@ -53,7 +53,7 @@ class Connection:
         *,
         credentials: Any = None,
     ) -> None:
-        self._config = config = make_config(config)
+        self._config = config = service.connection_config(make_config(config))
         self._service = service
         self._stream = stream
         self.credentials = credentials

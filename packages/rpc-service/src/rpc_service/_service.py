@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence, TypeVar
 
 if TYPE_CHECKING:
+    from ._config import Config
     from ._connection import Connection
 
 __all__ = ["Service", "VoidService", "exposed", "EXPOSED_MARK"]
@@ -47,6 +48,12 @@ class Service:
     """
 
     ALIASES: ClassVar[Sequence[str]] = ()
+
+    def connection_config(self, config: Config) -> Config:
+        """The config of this side of a new connection, given the one the factory or server
+        was asked for. The default keeps it; a service that needs more (classic mode's
+        unrestricted attribute access) returns a changed copy."""
+        return config
 
     def on_connect(self, conn: Connection) -> None:
         """Called once the connection is up, before any request of the peer is served."""

@@ -1,0 +1,159 @@
+"""The ``rpc-classic`` command, run as ``python -m rpc_classic``: stdio (through
+``connect_subproc``), oneshot, threaded and forking modes, unix sockets, the bind warning,
+option errors and registration with a registry."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import rpc_classic
+from rpc_classic._cli import bind_warning, main
+
+from .conftest import READY_TIMEOUT, child_env, finish, first_line, start_cli
+
+@pytest.fixture
+def cli_processes() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=5)
+
+
+def test_connect_subproc_runs_the_cli_in_stdio_mode() -> None:
+    with rpc_classic.connect_subproc(env=child_env()) as conn:
+        pid = conn.modules.os.getpid()
+        assert pid != os.getpid()
+        assert rpc_classic.obtain(conn.modules.sys.argv)[1:] == ["--mode", "stdio", "--quiet"]
+        process = conn._stream.process  # type: ignore[attr-defined]  # the SubprocessStream's child
+    assert process.poll() is not None  # closing the connection reaped the child
+
+
+def test_oneshot_prints_host_and_port_then_serves_one_client(cli_processes: list[subprocess.Popen[str]]) -> None:
+    proc = start_cli("--mode", "oneshot", "--port", "0", "--quiet")
+    cli_processes.append(proc)
+    host, port = first_line(proc).split("\t")
+    assert host == "127.0.0.1"
+    with rpc_classic.connect(host, int(port)) as conn:
+        assert conn.modules.os.getpid() == proc.pid
+        conn.execute("x = 1")
+    code, err = finish(proc)
+    assert code == 0, err
+    assert "WARNING" not in err
+
+
+def test_oneshot_on_a_unix_socket(tmp_path: Path, cli_processes: list[subprocess.Popen[str]]) -> None:
+    path = str(tmp_path / "classic.sock")
+    proc = start_cli("--mode", "oneshot", "--socket-path", path, "--quiet")
+    cli_processes.append(proc)
+    assert first_line(proc) == path
+    with rpc_classic.unix_connect(path) as conn:
+        assert conn.eval("2 + 2") == 4
+    assert finish(proc)[0] == 0
+
+
+def test_binding_all_interfaces_without_tls_warns_loudly(cli_processes: list[subprocess.Popen[str]]) -> None:
+    proc = start_cli("--mode", "oneshot", "--host", "0.0.0.0", "--port", "0", "--quiet")
+    cli_processes.append(proc)
+    _, port = first_line(proc).split("\t")
+    with rpc_classic.connect("127.0.0.1", int(port)) as conn:
+        conn.ping()
+    code, err = finish(proc)
+    assert code == 0
+    assert "WITHOUT TLS" in err and "!!!!" in err
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def connect_when_up(port: int) -> rpc_classic.ClassicConnection:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        try:
+            return rpc_classic.connect("127.0.0.1", port, timeout=2)
+        except ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("mode", ["threaded", "forking"])
+def test_threaded_and_forking_servers(mode: str, cli_processes: list[subprocess.Popen[str]]) -> None:
+    port = free_port()
+    proc = start_cli("--mode", mode, "--port", str(port), "--quiet")
+    cli_processes.append(proc)
+    with connect_when_up(port) as first, rpc_classic.connect("127.0.0.1", port) as second:
+        first.execute("who = 'first'")
+        pids = {first.modules.os.getpid(), second.modules.os.getpid()}
+        if mode == "threaded":
+            assert pids == {proc.pid}
+            assert second.eval("'who' in globals()") is False  # a namespace per connection
+        else:
+            assert len(pids) == 2 and proc.pid not in pids  # a child process per client
+    proc.terminate()
+    code, err = finish(proc)
+    assert code == 0, err
+
+
+def test_bind_warning() -> None:
+    for host in (None, "", "127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"):
+        assert bind_warning(host, tls=False, ca_certs=False) is None, host
+    assert "WITHOUT TLS" in (bind_warning("0.0.0.0", tls=False, ca_certs=False) or "")
+    assert "WITHOUT TLS" in (bind_warning("example.org", tls=False, ca_certs=False) or "")
+    assert "any client" in (bind_warning("0.0.0.0", tls=True, ca_certs=False) or "")
+    assert bind_warning("0.0.0.0", tls=True, ca_certs=True) is None
+    assert bind_warning("0.0.0.0", tls=False, ca_certs=False, socket_path="/tmp/x.sock") is None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--mode", "stdio", "--port", "5"],
+        ["--mode", "stdio", "--certfile", "c.pem"],
+        ["--certfile", "c.pem"],
+        ["--ca-certs", "ca.pem"],
+        ["--register", "--registry-type", "tcp"],
+        ["--mode", "nonsense"],
+    ],
+)
+def test_option_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "rpc-classic" in capsys.readouterr().err
+
+
+def test_registers_with_a_registry(cli_processes: list[subprocess.Popen[str]]) -> None:
+    rpc_registry = pytest.importorskip("rpc_registry", reason="rpc-registry is not importable")
+    registry = rpc_registry.TCPRegistryServer(host="127.0.0.1", port=0)
+    registry.start_in_thread()
+    try:
+        proc = start_cli(
+            "--mode", "oneshot", "--port", "0", "--quiet",
+            "--register", "--registry-type", "tcp", "--registry-host", "127.0.0.1", "--registry-port", str(registry.port),
+        )  # fmt: skip
+        cli_processes.append(proc)
+        host, port = first_line(proc).split("\t")
+        client = rpc_registry.TCPRegistryClient("127.0.0.1", registry.port)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while (host, int(port)) not in client.discover("SLAVE"):
+            assert time.monotonic() < deadline, "the server never registered"
+            time.sleep(0.05)
+        assert (host, int(port)) in client.discover("classic")
+        with rpc_classic.connect(host, int(port)) as conn:
+            assert conn.eval("'found'") == "found"
+        assert finish(proc)[0] == 0
+    finally:
+        registry.close()
