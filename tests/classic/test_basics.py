@@ -137,15 +137,16 @@ def test_adopt_gives_a_plain_connection_the_shortcuts(classic_server: rpc_servic
         assert ClassicConnection.adopt(conn) is conn
 
 
-def test_slave_served_with_a_restricted_config_warns(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_plain_threaded_server_serves_a_slave_fully(caplog: pytest.LogCaptureFixture) -> None:
+    """SlaveService widens its own side's config (Service.connection_config), so a server
+    given no protocol_config still serves classic mode, without the restricted-config warning."""
     with rpc_service.ThreadedServer(SlaveService) as server:
         server.start_in_thread()
         with caplog.at_level(logging.WARNING, logger="rpc_classic"):
             with rpc_classic.connect("127.0.0.1", server.port) as conn:
                 server_side(server, conn)
-                with pytest.raises(AttributeError):
-                    conn.modules.os.getcwd()  # the server's side does not open its objects
-    assert any("restricted config" in record.getMessage() for record in caplog.records)
+                assert conn.modules.os.getcwd() == os.getcwd()
+    assert not any("restricted config" in record.getMessage() for record in caplog.records)
 
 
 def test_tls_needs_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,6 @@ imported only inside :func:`tls_connect`; nothing here may import it at module l
 
 from __future__ import annotations
 
-import inspect
 import sys
 from typing import IO, Any, Callable, Sequence, Union
 
@@ -99,10 +98,7 @@ def tls_connect(
     options: dict[str, Any] = dict(
         keyfile=keyfile, certfile=certfile, ca_certs=ca_certs, service=service, config=_local_config(service, config), **kwargs
     )
-    factory: Callable[..., rpc_service.Connection] = rpc_tls.tls_connect
-    if "connection_class" in inspect.signature(factory).parameters:
-        return _classic(factory(host, port, connection_class=ClassicConnection, **options))
-    return ClassicConnection.adopt(factory(host, port, **options))
+    return _classic(rpc_tls.tls_connect(host, port, connection_class=ClassicConnection, **options))
 
 
 def connect_stream(stream: Stream, service: ServiceArg = SlaveService, config: ConfigArg = None) -> ClassicConnection:

@@ -7,7 +7,10 @@ them (``rpc_registry`` provides registrars, ``rpc_tls`` an authenticator).
 from __future__ import annotations
 
 import socket
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, Union, runtime_checkable
+
+if TYPE_CHECKING:
+    from ._streams import Stream
 
 __all__ = ["Authenticator", "Registrar"]
 
@@ -30,9 +33,10 @@ class Registrar(Protocol):
 class Authenticator(Protocol):
     """Called on each accepted socket, off the accept loop, before the protocol handshake.
 
-    Returns the socket to use from then on (possibly wrapped, e.g. in TLS) and the peer's
-    credentials, which the service sees as ``conn.credentials``. Raises
+    Returns what to talk over from then on, a socket (possibly wrapped) or a ready
+    :class:`Stream` (e.g. a TLS stream), and the peer's credentials, which the service
+    sees as ``conn.credentials``. Raises
     :class:`AuthenticationError` (or any exception) to refuse the peer.
     """
 
-    def __call__(self, sock: socket.socket) -> tuple[socket.socket, Any]: ...
+    def __call__(self, sock: socket.socket) -> tuple[Union[socket.socket, Stream], Any]: ...

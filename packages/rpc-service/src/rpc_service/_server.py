@@ -19,7 +19,7 @@ from ._config import ConfigArg, make_config
 from ._connection import Connection
 from ._hooks import Authenticator, Registrar
 from ._service import Service, instantiate
-from ._streams import SocketStream
+from ._streams import SocketStream, Stream
 
 __all__ = ["Server", "ThreadedServer", "OneShotServer"]
 
@@ -211,18 +211,25 @@ class Server:
                 return None
             self._pending.add(raw)
         config = self.protocol_config
+        stream: Stream | None = None
         try:
             credentials = None
             if self.authenticator is not None:
-                sock.settimeout(config.handshake_timeout)
-                try:
-                    sock, credentials = self.authenticator(sock)
-                finally:
+                sock.settimeout(config.handshake_timeout)  # the authenticator's deadline
+                channel, credentials = self.authenticator(sock)
+                if isinstance(channel, socket.socket):
+                    sock = channel
                     sock.settimeout(None)
-            conn = Connection(instantiate(self.service), SocketStream(sock), config, credentials=credentials)
+                else:
+                    # a ready stream manages its own descriptor: don't touch `sock`, which
+                    # may share its open file description (and so its blocking mode)
+                    stream = channel
+            conn = Connection(instantiate(self.service), stream or SocketStream(sock), config, credentials=credentials)
             conn._handshake()
         except Exception as exc:
             self.logger.info("dropped client %s before serving it: %s: %s", address, type(exc).__name__, exc)
+            if stream is not None:
+                stream.close()
             _shutdown_socket(sock)
             return None
         finally:

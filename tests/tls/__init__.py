@@ -1,0 +1,1 @@
+"""Tests of ``rpc_tls``: TLS connections, authenticator, identities, certificate tooling and CLI."""
