@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Final
+from typing import Any, Callable, Final, Iterator
 
 import rpc_protocol as wire
 from rpc_protocol import Event, Op, RemoteProtocolError
@@ -33,6 +33,11 @@ __all__ = ["Connection"]
 
 log = logging.getLogger("rpc_service")
 _READ_SIZE: Final = 64 * 1024
+_MAX_ITER_BATCH: Final = 8192
+_BATCHED_TYPES: Final = frozenset(
+    ("builtins", name)
+    for name in ("list", "tuple", "dict", "set", "frozenset", "str", "bytes", "bytearray", "range")
+) | {("builtins", "dict_keys"), ("builtins", "dict_values"), ("builtins", "dict_items")}
 _NO_KWARGS: Final[dict[str, Any]] = {}
 # protocol states in which only Close may still be sent
 _ENDED: Final = frozenset({wire.State.CLOSE_SENT, wire.State.CLOSE_RECEIVED, wire.State.CLOSED, wire.State.FAILED})
@@ -224,8 +229,27 @@ class Connection:
         return slot
 
     def _iterate(self, proxy: Proxy) -> Any:
-        """``iter(proxy)``: the peer's iterator for the object."""
-        return self._request(Op.CALLATTR, proxy, ("__iter__",))
+        """``iter(proxy)``: the peer's iterator for the object.
+
+        For the builtin containers (exactly ``list``, ``dict``, ``str``...), items are fetched
+        in growing batches: reading ahead in those cannot change what the caller observes
+        beyond what concurrent mutation would anyway. Any other iterable, generators
+        included, is iterated one item per round trip, as locally.
+        """
+        iterator = self._request(Op.CALLATTR, proxy, ("__iter__",))
+        if type(proxy)._rpc_type in _BATCHED_TYPES:
+            return self._batches(iterator)
+        return iterator
+
+    def _batches(self, iterator: Any, batch: int | None = None) -> Iterator[Any]:
+        """Items of the peer's ``iterator``, fetched ``batch`` at a time (doubling to a cap)."""
+        batch = self._config.iter_batch if batch is None else batch
+        while True:
+            items, exhausted = self._request(Op.ITER_NEXT, iterator, (batch,))
+            yield from items
+            if exhausted:
+                return
+            batch = min(batch * 2, max(batch, _MAX_ITER_BATCH))
 
     def _reduce_proxy(self, proxy: Proxy, protocol: Any) -> Any:
         """Pickling or copying a proxy: only by value, and only when both sides allow pickle."""

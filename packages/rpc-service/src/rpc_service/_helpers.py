@@ -55,7 +55,7 @@ class BgServingThread:
 
 
 def buffiter(obj: Any, chunk: int = 256) -> Iterator[Any]:
-    """Iterate a remote iterable fetching ``chunk`` items per round trip.
+    """Iterate a remote iterable in batches: ``chunk`` items in the first round trip, doubling after.
 
     For a local object this is plain ``iter(obj)``. Items are fetched ahead, so only use it
     where reading ahead cannot change what you observe.
@@ -64,12 +64,7 @@ def buffiter(obj: Any, chunk: int = 256) -> Iterator[Any]:
         yield from obj
         return
     conn = obj._rpc_conn
-    iterator = conn._request(Op.CALLATTR, obj, ("__iter__",))
-    while True:
-        items, exhausted = conn._request(Op.ITER_NEXT, iterator, (chunk,))
-        yield from items
-        if exhausted:
-            return
+    yield from conn._batches(conn._request(Op.CALLATTR, obj, ("__iter__",)), chunk)
 
 
 def restricted(obj: Any, attrs: Iterable[str], wattrs: Iterable[str] = ()) -> Any:
