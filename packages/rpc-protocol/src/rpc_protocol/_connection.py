@@ -24,6 +24,10 @@ from ._states import RECV, SEND, TRANSITIONS, State
 __all__ = ["Connection", "ProtocolConfig"]
 
 _DEFAULT_MAX_FRAME: Final = 64 * 1024 * 1024
+# Payloads at least this long are gathered in a buffer of their own, which the I/O layer may
+# fill directly (payload_buffer); one up to _KEEP_LARGE bytes is kept for the next one.
+_LARGE_PAYLOAD: Final = 256 * 1024
+_KEEP_LARGE: Final = 16 * 1024 * 1024
 _EVENT_OF: Final[dict[FrameType, type]] = {
     FrameType.HELLO: Hello,
     FrameType.REQUEST: Request,
@@ -82,6 +86,8 @@ class Connection:
         self._decoder = ValueDecoder(unbox, config.limits)
         self._buffer = bytearray()
         self._header: Header | None = None
+        self._payload: bytearray | None = None  # the large-payload buffer, reused
+        self._filled = -1  # bytes of a large payload gathered so far; -1: none under way
         self._error: ProtocolError | None = None
         self._pending_out: set[int] = set()
         self._pending_in: dict[int, bool] = {}  # seq -> reply wanted by value
@@ -170,9 +176,56 @@ class Connection:
             want = PREFACE_SIZE
         elif self._header is None:
             want = HEADER_SIZE
+        elif self._filled >= 0:
+            return self._header.length - self._filled
         else:
             want = HEADER_SIZE + self._header.length
         return max(1, want - len(self._buffer))
+
+    def payload_buffer(self) -> memoryview | None:
+        """While a large payload is arriving: a writable view of the part still missing.
+
+        The view lies inside this connection's own buffer, so the I/O layer can read into
+        it directly (no intermediate copy); release the view, then report the bytes written
+        with :meth:`payload_received`. None when no large payload is under way.
+        """
+        if self._filled < 0 or self._payload is None or self._header is None:
+            return None
+        return memoryview(self._payload)[self._filled : self._header.length]
+
+    def payload_received(self, count: int) -> list[Event]:
+        """``count`` bytes were written into the view from :meth:`payload_buffer`."""
+        if self._error is not None:
+            raise self._error
+        if self._filled < 0 or self._header is None or not 0 < count <= self._header.length - self._filled:
+            raise LocalProtocolError(f"payload_received({count}) does not match the payload under way")
+        self._filled += count
+        return self._finish_payload() if self._filled == self._header.length else []
+
+    def _start_payload(self, header: Header, partial: memoryview) -> None:
+        if self._payload is None or len(self._payload) < header.length:
+            self._payload = bytearray(header.length)
+        self._payload[: len(partial)] = partial
+        self._filled = len(partial)
+
+    def _finish_payload(self) -> list[Event]:
+        header, payload = self._header, self._payload
+        assert header is not None and payload is not None
+        try:
+            with memoryview(payload) as whole, whole[: header.length] as view:
+                state = self._admit(header)
+                event = decode_payload(header, view, self._decoder)
+        except ProtocolError as exc:
+            raise self._fail(exc)
+        except BaseException:
+            self._fail(LocalProtocolError("an exception in the unbox hook left the stream unreadable"))
+            raise
+        self._header = None
+        self._filled = -1
+        if len(payload) > _KEEP_LARGE:
+            self._payload = None
+        self._commit(event, state)
+        return [event]
 
     def receive_data(self, data: Buffer) -> list[Event]:
         """Feed bytes read from the peer; return the events they complete.
@@ -184,19 +237,30 @@ class Connection:
         if self._error is not None:
             raise self._error
         if not data:
-            if self._buffer:
+            if self._buffer or self._filled >= 0:
                 raise self._fail(RemoteProtocolError("the stream ended in the middle of a frame"))
             self.state = State.CLOSED
             return []
         if self.state is State.CLOSED:
             raise self._fail(RemoteProtocolError("the peer sent data after the connection closed"))
+        events: list[Event] = []
+        if self._filled >= 0:  # a large payload under way: these bytes continue it
+            assert self._payload is not None and self._header is not None
+            take = min(len(data), self._header.length - self._filled)
+            with memoryview(data) as view:
+                self._payload[self._filled : self._filled + take] = view[:take]
+                self._filled += take
+                if self._filled == self._header.length:
+                    events = self._finish_payload()
+                if take == len(data):
+                    return events
+                data = bytes(view[take:])
         source: Buffer
         if self._buffer:
             self._buffer += data
             source = self._buffer
         else:
             source = data
-        events: list[Event] = []
         with memoryview(source) as view:
             try:
                 pos = self._parse(view, events)
@@ -219,6 +283,8 @@ class Connection:
         self._error = error
         self.state = State.FAILED
         self._buffer = bytearray()
+        self._payload = None
+        self._filled = -1
         return error
 
     def _parse(self, view: memoryview, events: list[Event]) -> int:
@@ -247,6 +313,9 @@ class Connection:
                 header = self._header = parse_header(view, pos, max_frame)
             stop = pos + HEADER_SIZE + header.length
             if stop > end:
+                if header.length >= _LARGE_PAYLOAD:
+                    self._start_payload(header, view[pos + HEADER_SIZE : end])
+                    return end
                 break
             state = self._admit(header)  # state and sequence checks come before decoding
             event = decode_payload(header, view[pos + HEADER_SIZE : stop], self._decoder)

@@ -375,16 +375,21 @@ class Connection:
         if self._closed:
             raise ConnectionClosedError("the connection is closed")
         proto = self._proto
-        need = proto.bytes_needed
         try:
-            if need > _READ_SIZE:
-                data: memoryview = self._read_exactly(need, timeout)
-            else:
-                count = self._stream.read_into(self._rview, timeout)
+            payload = proto.payload_buffer()
+            if payload is not None:  # a large payload: read straight into the protocol's buffer
+                try:
+                    count = self._stream.read_into(payload, timeout)
+                finally:
+                    payload.release()
                 if not count:
                     raise ConnectionClosedError("the peer closed the connection")
-                data = self._rview[:count]
-            self._inbox.extend(proto.receive_data(data))
+                self._inbox.extend(proto.payload_received(count))
+                return
+            count = self._stream.read_into(self._rview, timeout)
+            if not count:
+                raise ConnectionClosedError("the peer closed the connection")
+            self._inbox.extend(proto.receive_data(self._rview[:count]))
         except ConnectionClosedError:
             self._shutdown()
             raise
@@ -392,25 +397,6 @@ class Connection:
             log.warning("%r: closing, the peer broke the protocol: %s", self, exc)
             self._shutdown()
             raise
-
-    def _read_exactly(self, count: int, timeout: float | None) -> memoryview:
-        """Read a large frame's remainder into one buffer of its own (one copy, no joins)."""
-        buf = bytearray(count)
-        view = memoryview(buf)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        got = 0
-        while got < count:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                n = self._stream.read_into(view[got:], remaining)
-            except TimeoutError:
-                if got:
-                    self._inbox.extend(self._proto.receive_data(view[:got]))
-                raise
-            if not n:
-                raise ConnectionClosedError("the peer closed the connection")
-            got += n
-        return view
 
     # -- dispatch ----------------------------------------------------------------------
 
