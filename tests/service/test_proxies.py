@@ -459,12 +459,16 @@ def test_proxy_class_is_cached_per_remote_type(connect_to: ConnectTo) -> None:
     assert issubclass(type(first), rpc_service.Proxy)
 
 
-def test_proxy_class_is_per_connection(connect_to: ConnectTo) -> None:
-    first = connect_to(ProxyService).root.Widget(1)
-    second = connect_to(ProxyService).root.Widget(1)
-    # type ids are per connection, so each connection builds its own class
-    assert type(first) is not type(second)
-    assert type(first).__name__ == type(second).__name__
+def test_equal_remote_types_share_a_proxy_class_across_connections(connect_to: ConnectTo) -> None:
+    first_conn = connect_to(ProxyService)
+    second_conn = connect_to(ProxyService)
+    first, second = first_conn.root.Widget(1), second_conn.root.Widget(1)
+    # a proxy class holds no connection state, so equal descriptors share one class
+    assert type(first) is type(second)
+    # ... while each proxy still talks over its own connection
+    assert first._rpc_conn is first_conn and second._rpc_conn is second_conn
+    second_conn.close()
+    assert first.get_size() == 1
 
 
 # -- one round trip -------------------------------------------------------------------------------

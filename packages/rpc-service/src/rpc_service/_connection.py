@@ -32,7 +32,7 @@ from ._streams import Stream
 __all__ = ["Connection"]
 
 log = logging.getLogger("rpc_service")
-_READ_SIZE: Final = 64 * 1024
+_READ_SIZE: Final = 16 * 1024  # small frames; large payloads are read into the protocol's buffer
 _MAX_ITER_BATCH: Final = 8192
 _BATCHED_TYPES: Final = frozenset(
     ("builtins", name)

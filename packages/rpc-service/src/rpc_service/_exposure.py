@@ -131,11 +131,14 @@ class Exposure:
     def describe(self, cls: type) -> Descriptor:
         """The descriptor of ``cls`` sent with the first reference to one of its instances."""
         config = self._config
+        # the class attributes as _static_lookup would find them, gathered once
+        merged: dict[str, object] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(klass.__dict__)
         methods = []
-        for attr_name in dir(cls):
+        for attr_name, attr in merged.items():
             if attr_name.startswith("__"):
                 continue
-            attr = _static_lookup(cls, attr_name)
             if attr_name.startswith(self._prefix):
                 public = attr_name[len(self._prefix) :]
             elif _is_marked(attr) or config.allow_all_attrs or (config.allow_public_attrs and not attr_name.startswith("_")):
@@ -144,7 +147,7 @@ class Exposure:
                 continue
             if isinstance(attr, _METHOD_TYPES) and public.isidentifier() and not public.startswith(("_rpc_", "__")):
                 methods.append(public)
-        specials = tuple(sorted(name for name in OPTIONAL_SPECIALS if _static_lookup(cls, name) not in (_MISSING, None)))
+        specials = tuple(sorted(name for name in OPTIONAL_SPECIALS if merged.get(name) is not None))
         if isinstance(cls, type) and issubclass(cls, type):
             specials = tuple(sorted({*specials, "__call__"}))
         return (cls.__module__, cls.__qualname__, tuple(sorted(set(methods))), specials, _builtin_class(cls))

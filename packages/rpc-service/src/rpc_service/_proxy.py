@@ -11,6 +11,7 @@ connection. Proxies never unpickle anything unless this side's config allows pic
 from __future__ import annotations
 
 import builtins
+import functools
 from typing import TYPE_CHECKING, Any, Callable, Final
 
 from rpc_protocol import Op, RemoteProtocolError
@@ -141,8 +142,22 @@ def _check_descriptor(info: object) -> tuple[str, str, tuple[str, ...], tuple[st
 
 
 def make_proxy_class(info: object) -> type[Proxy]:
-    """Build the proxy class for one remote type from its descriptor."""
-    module, qualname, methods, specials, builtin_name = _check_descriptor(info)
+    """The proxy class for one remote type, from its descriptor.
+
+    Proxy classes hold no connection state (a proxy finds its connection through itself),
+    so equal descriptors share one class across connections: the cache is a memo of a
+    pure function, bounded in size.
+    """
+    descriptor = _check_descriptor(info)
+    try:
+        return _proxy_class(descriptor)
+    except TypeError:  # unhashable: a descriptor of ours is always hashable, a peer's may not be
+        raise RemoteProtocolError(f"malformed type descriptor {info!r:.200}") from None
+
+
+@functools.lru_cache(maxsize=512)
+def _proxy_class(descriptor: tuple[str, str, tuple[str, ...], tuple[str, ...], str]) -> type[Proxy]:
+    module, qualname, methods, specials, builtin_name = descriptor
     namespace: dict[str, Any] = {"__slots__": (), "_rpc_type": (module, qualname)}
     if builtin_name in _BUILTIN_CLASSES:
         namespace["_rpc_builtin"] = getattr(builtins, builtin_name)
