@@ -39,7 +39,7 @@ def encode_frame(event: Event, encoder: ValueEncoder, max_frame_size: int) -> li
         buf.append(event.op)
         encoder.write(event.target)
         encoder.write(event.args)
-        encoder.write(tuple(item for pair in event.kwargs.items() for item in pair))
+        encoder.write(tuple(item for pair in event.kwargs.items() for item in pair) if event.kwargs else ())
     elif type(event) is Reply:
         kind, seq = FrameType.REPLY, event.seq
         encoder.write(event.value)

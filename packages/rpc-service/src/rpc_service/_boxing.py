@@ -139,13 +139,16 @@ class Boxer:
 
     def take_releases(self) -> tuple[tuple[int, int], ...]:
         """The queued releases, now owed to the peer."""
+        queued = self._releases
+        if not queued:
+            return ()
         releases = []
-        pop = self._releases.popleft
-        while True:
+        while queued:
             try:
-                releases.append(pop())
-            except IndexError:
-                return tuple(releases)
+                releases.append(queued.popleft())
+            except IndexError:  # emptied meanwhile (only this thread pops; defensive)
+                break
+        return tuple(releases)
 
     @property
     def held(self) -> int:
