@@ -83,6 +83,8 @@ class TargetService(Service):
         with self._lock:
             self.disconnects += 1
 
+    exposed_ItemClass = Item  # a class handed out on purpose (a factory): its own rules still hold
+
     def exposed_echo(self, value: Any) -> Any:
         return value
 
@@ -141,6 +143,12 @@ def preface(low: int = wire.MIN_VERSION, high: int = wire.MAX_VERSION, reserved:
     return magic + struct.pack("<BBH", low, high, reserved)
 
 
+def value_of(answer: wire.Reply | wire.ErrorReply) -> Any:
+    """The value of a reply; an error reply fails the test with what the server said."""
+    assert isinstance(answer, wire.Reply), f"the server answered with an error: {answer}"
+    return answer.value
+
+
 def dropped_within(sock: socket.socket, seconds: float) -> bool:
     """Read (and discard) until the server ends the connection: True on EOF or reset, False
     if it is still open after ``seconds``."""
@@ -173,12 +181,13 @@ class RawPeer:
         self.root: wire.Ref | None = None
         self.events: list[wire.Event] = []
 
-    def handshake(self, services: tuple[str, ...] = ("RAW",), timeout: float = 5.0) -> None:
+    def handshake(self, services: tuple[str, ...] = ("RAW",), timeout: float = 5.0, root: object = None) -> None:
+        """Preface, then the peer's Hello, then ours (``root``: what we offer, e.g. a ``Ref``)."""
         self.sock.sendall(joined(self.proto.send(wire.Preface())))
         hello = self.wait_for(wire.Hello, timeout=timeout)
         assert isinstance(hello, wire.Hello) and isinstance(hello.root, wire.Ref)
         self.root = hello.root
-        self.sock.sendall(joined(self.proto.send(wire.Hello(services=services))))
+        self.sock.sendall(joined(self.proto.send(wire.Hello(services=services, root=root))))
 
     @property
     def root_ref(self) -> wire.BackRef:

@@ -45,9 +45,16 @@ def rss_kib() -> int:
 
 
 def snapshot() -> dict[str, int]:
-    """Open fds, live threads and RSS (KiB) of this process, after a full collection."""
+    """Open fds, live threads, RSS (KiB), allocated Python memory blocks and gc-tracked
+    objects of this process, after a full collection."""
     gc.collect()
-    return {"fds": open_fds(), "threads": threading.active_count(), "rss_kib": rss_kib()}
+    return {
+        "fds": open_fds(),
+        "threads": threading.active_count(),
+        "rss_kib": rss_kib(),
+        "py_blocks": sys.getallocatedblocks(),
+        "gc_objects": len(gc.get_objects()),
+    }
 
 
 def record_figures(name: str, figures: dict[str, Any]) -> None:

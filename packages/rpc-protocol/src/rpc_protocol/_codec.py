@@ -483,6 +483,7 @@ class ValueDecoder:
         self._hashed += 1
         items, pos = self._items(view, pos, end, depth, _U32)
         self._hashed -= 1
+        _check_collisions(items)
         return frozenset(items), pos
 
     def _list(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
@@ -492,19 +493,24 @@ class ValueDecoder:
         self._hashed += 1
         items, pos = self._items(view, pos, end, depth, _U32)
         self._hashed -= 1
+        _check_collisions(items)
         return set(items), pos
 
     def _dict(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
         n, pos = self._count(view, pos, end, depth, _U32, 2)
         depth += 1
         read = self._read
-        result: dict[object, object] = {}
+        keys: list[object] = []
+        values: list[object] = []
         for _ in range(n):
             self._hashed += 1
             key, pos = read(view, pos, end, depth)
             self._hashed -= 1
-            result[key], pos = read(view, pos, end, depth)
-        return result, pos
+            keys.append(key)
+            value, pos = read(view, pos, end, depth)
+            values.append(value)
+        _check_collisions(keys)
+        return dict(zip(keys, values)), pos
 
     def _slice(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
         if depth >= self._limits.max_depth:
@@ -545,6 +551,17 @@ class ValueDecoder:
 
 
 _Reader = Callable[[memoryview, int, int, int], tuple[object, int]]
+
+# Set elements or dict keys of one container that may share their hash with another one.
+# int, float and tuple hashes are not randomised, so a peer can send thousands of distinct
+# values that hash alike; inserting n of them costs O(n²) comparisons, all under the GIL
+# (40 000 froze every thread of the process for ~15 s). Real data never comes close.
+_MAX_COLLISIONS: Final = 256
+
+
+def _check_collisions(keys: list[object]) -> None:
+    if len(keys) > _MAX_COLLISIONS and len(keys) - len(set(map(hash, keys))) > _MAX_COLLISIONS:
+        raise RemoteProtocolError(f"more than {_MAX_COLLISIONS} set elements or dict keys share a hash (hash flooding)")
 
 
 def _need(pos: int, n: int, end: int) -> int:

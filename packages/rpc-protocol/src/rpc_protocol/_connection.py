@@ -10,6 +10,7 @@ send requests.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -38,6 +39,19 @@ _EVENT_OF: Final[dict[FrameType, type]] = {
     FrameType.PONG: Pong,
     FrameType.CLOSE: Close,
 }
+
+
+def _lazy_buffer(size: int) -> bytearray | mmap.mmap:
+    """A zeroed, writable buffer whose memory is committed only as it is written.
+
+    An anonymous mapping, not ``bytearray(size)`` (which writes every byte at once): a
+    header announcing a frame of up to the limit must not cost that much memory before
+    the peer has sent the bytes.
+    """
+    try:
+        return mmap.mmap(-1, size)
+    except (OSError, ValueError):  # e.g. strict overcommit: fall back to plain memory
+        return bytearray(size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +100,7 @@ class Connection:
         self._decoder = ValueDecoder(unbox, config.limits)
         self._buffer = bytearray()
         self._header: Header | None = None
-        self._payload: bytearray | None = None  # the large-payload buffer, reused
+        self._payload: bytearray | mmap.mmap | None = None  # the large-payload buffer, reused
         self._filled = -1  # bytes of a large payload gathered so far; -1: none under way
         self._error: ProtocolError | None = None
         self._pending_out: set[int] = set()
@@ -204,7 +218,7 @@ class Connection:
 
     def _start_payload(self, header: Header, partial: memoryview) -> None:
         if self._payload is None or len(self._payload) < header.length:
-            self._payload = bytearray(header.length)
+            self._payload = _lazy_buffer(header.length)
         self._payload[: len(partial)] = partial
         self._filled = len(partial)
 

@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Boxer"]
 
+# Types the peer may describe on one connection. Each costs a proxy class, kept for the
+# connection's life; without a bound a peer could make us build one per 30-byte REF_TYPED.
+_MAX_PEER_TYPES = 4096
+
 
 class Boxer:
     """The box/unbox hooks of one connection, with the tables behind them."""
@@ -117,6 +121,8 @@ class Boxer:
         if cls is None:
             if ref.info is None:
                 raise RemoteProtocolError(f"reference to an object of unknown type #{ref.type_id}")
+            if len(self._proxy_classes) >= _MAX_PEER_TYPES:
+                raise RemoteProtocolError(f"the peer described more than {_MAX_PEER_TYPES} types")
             cls = self._proxy_classes[ref.type_id] = make_proxy_class(ref.info)
         entry = self._proxies.get(ref.oid)
         proxy = entry[0]() if entry is not None else None

@@ -285,17 +285,29 @@ class Connection:
                 # closing (either side) raced with this send: report it as closed
                 raise ConnectionClosedError("the connection is closed") from None
             if releases:
-                self._stream.write(self._proto.send(wire.Release(releases)))
+                self._stream.write(self._release_frames(releases))
             raise
         boxer.commit()
         if releases:
-            buffers = [*self._proto.send(wire.Release(releases)), *buffers]
+            buffers = [*self._release_frames(releases), *buffers]
         try:
             self._stream.write(buffers)
         except ConnectionClosedError:
             # the stream is unusable: close for everyone (on_disconnect only if the handshake was done)
             self._shutdown(notify=self._proto.peer_hello is not None)
             raise
+
+    def _release_frames(self, releases: tuple[tuple[int, int], ...]) -> list[wire.Buffer]:
+        """RELEASE frames for ``releases``, as many as the peer's frame limit needs (each
+        entry is 12 bytes after a 4-byte count, docs/protocol.md §4)."""
+        hello = self._proto.peer_hello
+        per_frame = ((hello.max_frame_size if hello else 1024) - 4) // 12
+        if len(releases) <= per_frame:
+            return self._proto.send(wire.Release(releases))
+        buffers: list[wire.Buffer] = []
+        for start in range(0, len(releases), per_frame):
+            buffers += self._proto.send(wire.Release(releases[start : start + per_frame]))
+        return buffers
 
     # -- the reader role ---------------------------------------------------------------
 

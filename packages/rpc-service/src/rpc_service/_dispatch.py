@@ -27,6 +27,9 @@ _PLAIN: Final = (type(None), bool, int, float, complex, str, bytes)
 # Remote exceptions of these builtin types arrive as RemoteError, never as themselves:
 # re-raising them here would stop or exit this process on the peer's say-so.
 _NOT_REBUILT: Final = frozenset({"SystemExit", "KeyboardInterrupt", "GeneratorExit"})
+# Items one ITER_NEXT request may take: the peer's count is capped (it may ask for 10**12 of
+# an endless iterator); a short batch that is not exhausted just makes the peer ask again.
+_MAX_ITER_ITEMS: Final = 1 << 16
 
 Handler = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
 
@@ -77,6 +80,7 @@ class Dispatcher:
         count = args[0]
         if type(count) is not int or count < 1:
             raise ValueError("ITER_NEXT needs a positive item count")
+        count = min(count, _MAX_ITER_ITEMS)
         items = []
         for item in target:
             items.append(item)

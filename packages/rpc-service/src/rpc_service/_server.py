@@ -9,6 +9,7 @@ client then stops. The pooled and forking variants live in ``_server_pool``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -25,6 +26,8 @@ __all__ = ["Server", "ThreadedServer", "OneShotServer"]
 
 ServiceArg = Union[type[Service], Service]
 _RETRY_UNACKNOWLEDGED = 5.0  # seconds between registration attempts until one is acknowledged
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_ACCEPT_BACKOFF = 0.1  # seconds between accept() attempts while out of descriptors or memory
 
 
 class Server:
@@ -174,13 +177,21 @@ class Server:
         while self._active:
             try:
                 sock, address = self.listener.accept()
-            except OSError:
+            except OSError as exc:
                 if self._active and not self._closed.is_set():
-                    self.logger.exception("accept() failed")
+                    if exc.errno in _OUT_OF_RESOURCES:  # fails again at once until some are freed: don't spin
+                        self.logger.warning("accept() failed, retrying in %s s: %s", _ACCEPT_BACKOFF, exc)
+                        self._closed.wait(_ACCEPT_BACKOFF)
+                    else:
+                        self.logger.exception("accept() failed")
                     continue
                 return
             self.logger.debug("accepted %s", address)
-            self._accepted(sock, address)
+            try:
+                self._accepted(sock, address)
+            except Exception as exc:  # e.g. no thread (or process) to serve it: refuse this client only
+                self.logger.warning("could not serve client %s: %s: %s", address, type(exc).__name__, exc)
+                _shutdown_socket(sock)
 
     def _accepted(self, sock: socket.socket, address: Any) -> None:
         """Hand an accepted socket over to be served (subclasses decide how)."""
@@ -197,7 +208,11 @@ class Server:
         thread = threading.Thread(target=run, name=name, daemon=True)
         with self._lock:  # started under the lock: close() must never join an unstarted thread
             self._threads.add(thread)
-            thread.start()
+            try:
+                thread.start()
+            except BaseException:
+                self._threads.discard(thread)
+                raise
         return thread
 
     # -- one client --------------------------------------------------------------------
