@@ -132,17 +132,7 @@ class Connection:
 
     def ping(self, data: bytes = b"", timeout: float | None = None) -> None:
         """A round trip; raises if the peer does not answer (in ``timeout`` seconds)."""
-        if self._closed:
-            raise ConnectionClosedError("the connection is closed")
-        slot = AsyncResult(self)
-        with self._send_lock:
-            seq = self._proto.next_seq()
-            self._slots[seq] = slot
-            try:
-                self._send_locked(wire.Ping(seq, data))
-            except BaseException:
-                self._slots.pop(seq, None)
-                raise
+        slot = self._awaited(lambda seq: wire.Ping(seq, data))
         slot.set_expiry(timeout)
         try:
             value = slot.value
@@ -215,6 +205,10 @@ class Connection:
         return slot._value
 
     def _async_request(self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool = False) -> AsyncResult:
+        return self._awaited(lambda seq: wire.Request(seq, op, target, args, kwargs, by_value))
+
+    def _awaited(self, make: Callable[[int], Event]) -> AsyncResult:
+        """Send ``make(seq)`` under a fresh sequence number, with a slot for its answer."""
         if self._closed:
             raise ConnectionClosedError("the connection is closed")
         slot = AsyncResult(self)
@@ -222,7 +216,7 @@ class Connection:
             seq = self._proto.next_seq()
             self._slots[seq] = slot
             try:
-                self._send_locked(wire.Request(seq, op, target, args, kwargs, by_value))
+                self._send_locked(make(seq))
             except BaseException:
                 self._slots.pop(seq, None)  # (a failed write may have closed and emptied _slots)
                 raise
