@@ -32,7 +32,16 @@ from ._errors import (
     RemoteError,
     ServiceNotFoundError,
 )
-from ._factories import connect, connect_pipes, connect_stream, connect_subproc, connect_thread, serve_stdio, unix_connect
+from ._factories import (
+    connect,
+    connect_pipes,
+    connect_stream,
+    connect_subproc,
+    connect_thread,
+    open_tcp,
+    serve_stdio,
+    unix_connect,
+)
 from ._helpers import BgServingThread, buffiter, restricted
 from ._hooks import Authenticator, Registrar
 from ._proxy import Proxy, is_proxy
@@ -55,6 +64,7 @@ __all__ = [
     "connect_stream",
     "connect_subproc",
     "connect_thread",
+    "open_tcp",
     "serve_stdio",
     "unix_connect",
     # proxies and calls

@@ -20,7 +20,7 @@ from ._errors import ConnectionFailedError
 from ._service import Service, VoidService, instantiate
 from ._streams import PipeStream, SocketStream, Stream, SubprocessStream
 
-__all__ = ["connect", "unix_connect", "connect_stream", "connect_pipes", "connect_subproc", "connect_thread"]
+__all__ = ["connect", "open_tcp", "unix_connect", "connect_stream", "connect_pipes", "connect_subproc", "connect_thread"]
 
 ServiceArg = Union[type[Service], Service]
 
@@ -58,21 +58,29 @@ def connect(
     connection_class: type[Connection] = Connection,
 ) -> Connection:
     """Connect over TCP (``ipv6=True`` insists on IPv6; otherwise any family ``host`` resolves to)."""
-    try:
-        if ipv6:
-            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            try:
-                sock.connect((host, port))
-            except BaseException:
-                sock.close()
-                raise
-        else:
-            sock = socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        raise ConnectionFailedError(f"cannot connect to {host}:{port}: {exc}") from exc
+    sock = open_tcp(host, port, ipv6=ipv6, timeout=timeout)
     sock.settimeout(None)
     return _over_socket(sock, service, config, connection_class)
+
+
+def open_tcp(host: str, port: int, *, ipv6: bool = False, timeout: float | None = 10.0) -> socket.socket:
+    """A connected TCP socket (its timeout still ``timeout``), or :class:`ConnectionFailedError`.
+
+    The socket half of :func:`connect`, for transports that wrap the socket first (TLS).
+    """
+    try:
+        if not ipv6:
+            return socket.create_connection((host, port), timeout=timeout)
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    except OSError as exc:
+        raise ConnectionFailedError(f"cannot connect to {host}:{port}: {exc}") from exc
 
 
 def unix_connect(

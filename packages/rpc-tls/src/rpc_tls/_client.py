@@ -16,7 +16,7 @@ import ssl
 import threading
 from typing import Any, Mapping, Union
 
-from rpc_service import Config, Connection, ConnectionFailedError, Service, VoidService, connect_stream
+from rpc_service import Config, Connection, Service, VoidService, connect_stream, open_tcp
 
 from ._context import PathArg, TLSClientConfig, client_context
 from ._errors import TLSConnectionError, handshake_error
@@ -134,7 +134,7 @@ class TLSClient:
         ``server_hostname`` is the name the server's certificate must hold (default: ``host``);
         ``timeout`` bounds the TCP connect and the TLS handshake, each.
         """
-        sock = _open_tcp(host, port, ipv6, timeout)
+        sock = open_tcp(host, port, ipv6=ipv6, timeout=timeout)
         tls = self.wrap(sock, server_hostname or host, timeout=timeout)
         peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
@@ -155,22 +155,6 @@ class TLSClient:
         except BaseException:
             stream.close()
             raise
-
-
-def _open_tcp(host: str, port: int, ipv6: bool, timeout: float | None) -> socket.socket:
-    try:
-        if ipv6:
-            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-            sock.settimeout(timeout)
-            try:
-                sock.connect((host, port))
-            except BaseException:
-                sock.close()
-                raise
-            return sock
-        return socket.create_connection((host, port), timeout=timeout)
-    except OSError as exc:
-        raise ConnectionFailedError(f"cannot connect to {host}:{port}: {exc}") from exc
 
 
 def tls_connect(
