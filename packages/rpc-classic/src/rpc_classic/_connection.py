@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, cast
 
-from rpc_service import Connection, Service, Stream
+from rpc_service import ConfigArg, Connection, Service, Stream
 
-from ._service import ConfigArg
 from ._teleport import teleport_function
 
 __all__ = ["ClassicConnection", "ModuleNamespace"]

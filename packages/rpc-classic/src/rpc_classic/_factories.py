@@ -11,13 +11,13 @@ imported only inside :func:`tls_connect`; nothing here may import it at module l
 from __future__ import annotations
 
 import sys
-from typing import IO, Any, Callable, Sequence, Union
+from typing import IO, Any, Sequence
 
 import rpc_service
-from rpc_service import Service, Stream
+from rpc_service import ConfigArg, ServiceArg, Stream
 
 from ._connection import ClassicConnection
-from ._service import ConfigArg, SlaveService, classic_config, is_slave
+from ._service import SlaveService, classic_config, is_slave
 
 __all__ = [
     "DEFAULT_PORT",
@@ -34,7 +34,6 @@ __all__ = [
 DEFAULT_PORT = 18812
 DEFAULT_TLS_PORT = 18821
 
-ServiceArg = Union[type[Service], Service]
 
 
 def _local_config(service: ServiceArg, config: ConfigArg) -> ConfigArg:

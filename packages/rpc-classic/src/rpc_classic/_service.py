@@ -17,9 +17,9 @@ import logging
 import os
 import sys
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
-from rpc_service import Config, Service
+from rpc_service import Config, ConfigArg, Service
 
 from ._plain import pack, unpack
 from ._stdio import PatientReader, process_marker
@@ -33,7 +33,6 @@ __all__ = ["SlaveService", "ClassicService", "classic_config", "is_slave"]
 
 log = logging.getLogger("rpc_classic")
 
-ConfigArg = Union[Config, Mapping[str, Any], None]
 
 
 def classic_config(config: ConfigArg = None) -> Config:

@@ -11,10 +11,9 @@ every failure when none does. It must not talk to sockets itself: the clients an
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Union
 
 from rpc_protocol import RPCError
-from rpc_service import Config, Connection, Service, ServiceNotFoundError, VoidService, connect
+from rpc_service import ConfigArg, Connection, ServiceArg, ServiceNotFoundError, VoidService, connect
 
 from ._client import RegistryClient, UDPRegistryClient
 from ._errors import RegistryError
@@ -22,8 +21,6 @@ from ._errors import RegistryError
 __all__ = ["connect_by_service", "discover", "list_services"]
 
 Address = tuple[str, int]
-ServiceArg = Union[type[Service], Service]
-ConfigArg = Union[Config, Mapping[str, Any], None]  # what rpc_service.connect accepts
 
 _logger = logging.getLogger("rpc_registry")
 

@@ -22,7 +22,7 @@ from rpc_protocol import RPCError
 
 from .__about__ import __version__
 from ._async import AsyncResult, async_, timed
-from ._config import Config
+from ._config import Config, ConfigArg
 from ._connection import Connection
 from ._errors import (
     AsyncResultTimeout,
@@ -47,17 +47,19 @@ from ._hooks import Authenticator, Registrar
 from ._proxy import Proxy, is_proxy
 from ._server import OneShotServer, Server, ThreadedServer
 from ._server_pool import ForkingServer, ThreadPoolServer
-from ._service import Service, VoidService, exposed
+from ._service import Service, ServiceArg, VoidService, exposed
 from ._streams import PipeStream, SocketStream, Stream, SubprocessStream
 
 __all__ = [
     "__version__",
     # services
     "Service",
+    "ServiceArg",
     "VoidService",
     "exposed",
     # connections and factories
     "Config",
+    "ConfigArg",
     "Connection",
     "connect",
     "connect_pipes",

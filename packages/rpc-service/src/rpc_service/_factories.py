@@ -12,17 +12,16 @@ import os
 import socket
 import subprocess
 import threading
-from typing import IO, Any, Sequence, Union
+from typing import IO, Any, Sequence
 
 from ._config import ConfigArg
 from ._connection import Connection
 from ._errors import ConnectionFailedError
-from ._service import Service, VoidService, instantiate
+from ._service import ServiceArg, VoidService, instantiate
 from ._streams import PipeStream, SocketStream, Stream, SubprocessStream
 
 __all__ = ["connect", "open_tcp", "unix_connect", "connect_stream", "connect_pipes", "connect_subproc", "connect_thread"]
 
-ServiceArg = Union[type[Service], Service]
 
 
 def connect_stream(

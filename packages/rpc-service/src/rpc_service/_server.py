@@ -14,17 +14,16 @@ import logging
 import os
 import socket
 import threading
-from typing import Any, Union
+from typing import Any
 
 from ._config import ConfigArg, make_config
 from ._connection import Connection
 from ._hooks import Authenticator, Registrar
-from ._service import Service, instantiate
+from ._service import Service, ServiceArg, instantiate
 from ._streams import SocketStream, Stream
 
 __all__ = ["Server", "ThreadedServer", "OneShotServer"]
 
-ServiceArg = Union[type[Service], Service]
 _RETRY_UNACKNOWLEDGED = 5.0  # seconds between registration attempts until one is acknowledged
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _ACCEPT_BACKOFF = 0.1  # seconds between accept() attempts while out of descriptors or memory

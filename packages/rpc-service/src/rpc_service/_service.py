@@ -7,13 +7,13 @@ reach is decided by ``_exposure``; this module only marks and names things.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence, TypeVar, Union
 
 if TYPE_CHECKING:
     from ._config import Config
     from ._connection import Connection
 
-__all__ = ["Service", "VoidService", "exposed", "EXPOSED_MARK"]
+__all__ = ["Service", "ServiceArg", "VoidService", "exposed", "EXPOSED_MARK"]
 
 EXPOSED_MARK = "__rpc_exposed__"
 _T = TypeVar("_T")
@@ -100,3 +100,8 @@ def instantiate(service: type[Service] | Service | Any) -> Service:
     if not isinstance(service, Service):
         raise TypeError(f"service must be a Service subclass or instance, not {service!r}")
     return service
+
+
+ServiceArg = Union[type[Service], Service]
+"""What factories and servers accept as a service: a class (one instance per connection)
+or an instance (shared)."""

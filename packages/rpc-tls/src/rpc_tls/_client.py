@@ -14,9 +14,8 @@ import logging
 import socket
 import ssl
 import threading
-from typing import Any, Mapping, Union
 
-from rpc_service import Config, Connection, Service, VoidService, connect_stream, open_tcp
+from rpc_service import ConfigArg, Connection, ServiceArg, VoidService, connect_stream, open_tcp
 
 from ._context import PathArg, TLSClientConfig, client_context
 from ._errors import TLSConnectionError, handshake_error
@@ -26,8 +25,6 @@ from ._socket import TLSSocket, TLSStream, peer_name
 __all__ = ["TLSClient", "tls_connect"]
 
 log = logging.getLogger("rpc_tls")
-ServiceArg = Union[type[Service], Service]
-ConfigArg = Union[Config, Mapping[str, Any], None]
 
 
 class TLSClient:
