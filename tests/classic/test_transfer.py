@@ -65,13 +65,13 @@ def test_large_file_costs_few_requests(thread_conn: ClassicConnection, tmp_path:
     data = os.urandom(5 * 1024 * 1024)
     (tmp_path / "big.bin").write_bytes(data)
     calls: list[int] = []
-    original = thread_conn._async_request
+    original = thread_conn._proto.send_request  # semi-private: every request is framed by it
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(thread_conn, "_async_request", counting)
+    monkeypatch.setattr(thread_conn._proto, "send_request", counting)
     upload(thread_conn, tmp_path / "big.bin", str(tmp_path / "big-copy.bin"))
     assert (tmp_path / "big-copy.bin").read_bytes() == data
     assert len(calls) < 20  # 5 writes of 1 MiB plus open/close/chmod, not one per 64 KiB

@@ -1,7 +1,7 @@
 """Helpers and the serving API: BgServingThread, buffiter, restricted, ping, serve, poll_all.
 
-Request counting wraps the connection's ``_async_request`` (semi-private: every request a
-proxy makes, synchronous or not, passes through it).
+Request counting wraps the protocol connection's ``send_request`` (reached through the
+semi-private ``_proto``: every request a proxy makes, synchronous or not, is framed by it).
 """
 
 from __future__ import annotations
@@ -139,13 +139,13 @@ def service() -> Iterator[HelperService]:
 
 def _count_requests(conn: Connection, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     counter = [0]
-    original = conn._async_request
+    original = conn._proto.send_request
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         counter[0] += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(conn, "_async_request", counting)
+    monkeypatch.setattr(conn._proto, "send_request", counting)
     return counter
 
 

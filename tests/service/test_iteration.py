@@ -49,13 +49,13 @@ class IterService(rpc_service.Service):
 
 def _count_requests(conn: rpc_service.Connection, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     counter = [0]
-    original = conn._async_request  # semi-private: every request goes through it
+    original = conn._proto.send_request  # semi-private: every request is framed by it
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         counter[0] += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(conn, "_async_request", counting)
+    monkeypatch.setattr(conn._proto, "send_request", counting)
     return counter
 
 

@@ -124,10 +124,10 @@ def test_releases_wait_for_the_next_frame(connect_to: ConnectTo) -> None:
     gc.collect()
     # nothing was sent since the proxies died: the owner still lends them
     # (reading the count is itself a request, so the releases arrive with it)
-    pending = len(conn._boxer._releases)  # semi-private: the queue of releases owed
+    pending = len(conn._boxer.releases_owed)  # semi-private: the queue of releases owed
     assert pending == 5
     assert root.lent() == baseline  # the request carried the releases ahead of itself
-    assert len(conn._boxer._releases) == 0
+    assert len(conn._boxer.releases_owed) == 0
 
 
 def test_same_object_gives_the_same_proxy_while_alive(connect_to: ConnectTo) -> None:
@@ -182,7 +182,7 @@ def test_resent_before_the_release_arrived(connect_to: ConnectTo) -> None:
         if seen:
             assert seen[-1]() is None  # the first proxy is gone...
             assert thing is not seen[-1]()
-        queued.append(len(conn._boxer._releases))  # semi-private: ...its release not yet sent
+        queued.append(len(conn._boxer.releases_owed))  # semi-private: ...its release not yet sent
         seen.append(weakref.ref(thing))
         value: int = thing.get()
         return value
@@ -248,7 +248,7 @@ def test_hundred_thousand_proxies_leave_no_trace(connect_to: ConnectTo) -> None:
     assert checked == 4
     assert _lent_on_server(conn) == baseline
     assert conn._boxer.held == held_before
-    assert len(conn._boxer._releases) == 0  # nothing left owed
+    assert len(conn._boxer.releases_owed) == 0  # nothing left owed
 
 
 def test_closing_clears_both_tables(connect_to: ConnectTo) -> None:

@@ -247,13 +247,31 @@ class ValueEncoder:
             raise EncodeError(f"container of {n} items exceeds the limit of {limits.max_items}")
         return depth + 1
 
-    def _tuple(self, value: tuple[object, ...], depth: int) -> None:
+    def _tuple(self, value: tuple[Any, ...], depth: int) -> None:
         n = len(value)
-        depth = self._enter(n, depth)
-        self._buf += _TAG_U8.pack(TUPLE8, n) if n < 256 else _TAG_U32.pack(TUPLE32, n)
+        limits = self._limits
+        depth = self._enter(n, depth) if depth >= limits.max_depth or n > limits.max_items else depth + 1
+        buf = self._buf
+        buf += _TAG_U8.pack(TUPLE8, n) if n < 256 else _TAG_U32.pack(TUPLE32, n)
         write = self.write
         for item in value:
+            # The commonest items (call arguments, method names) are written inline, with the
+            # same bytes their writers produce; a writer may start a new buffer, hence the reload.
+            kind = type(item)
+            if kind is str:
+                data = item.encode("utf-8", "surrogatepass")
+                if len(data) < 256:
+                    buf += _TAG_U8.pack(STR8, len(data))
+                    buf += data
+                    continue
+            elif kind is int and -128 <= item < 128:
+                buf += _TAG_I8.pack(INT8, item)
+                continue
+            elif item is None:
+                buf.append(NONE)
+                continue
             write(item, depth)
+            buf = self._buf
 
     def _container(self, value: frozenset[object] | list[object] | set[object], depth: int) -> None:
         if type(value) is not list and not all(map(_plain, value)):
@@ -362,16 +380,22 @@ class ValueDecoder:
     def decode(self, data: Buffer) -> object:
         """Decode exactly one value that must fill ``data`` completely."""
         view = memoryview(data)
-        value, pos = self.decode_from(view, 0, len(view))
+        values, pos = self.decode_values(view, 0, len(view), 1)
         if pos != len(view):
             raise RemoteProtocolError(f"{len(view) - pos} trailing bytes after a value")
-        return value
+        return values[0]
 
     def decode_from(self, view: memoryview, pos: int, end: int) -> tuple[object, int]:
         """Decode one value from ``view[pos:end]``; return it and the position after it."""
+        values, pos = self.decode_values(view, pos, end, 1)
+        return values[0], pos
+
+    def decode_values(self, view: memoryview, pos: int, end: int, count: int) -> tuple[list[object], int]:
+        """Decode ``count`` values that follow each other from ``view[pos:end]``; return
+        them and the position after the last."""
         self._hashed = 0
         try:
-            return self._read(view, pos, end, 0)
+            return self._values(view, pos, end, 0, count)
         except RemoteProtocolError:
             raise
         except _HookFailed as failed:
@@ -463,12 +487,49 @@ class ValueDecoder:
         return n, start
 
     def _values(self, view: memoryview, pos: int, end: int, depth: int, n: int) -> tuple[list[object], int]:
-        read = self._read
+        readers = self._readers
         items: list[object] = []
         append = items.append
         for _ in range(n):
-            item, pos = read(view, pos, end, depth)
-            append(item)
+            if pos >= end:
+                raise RemoteProtocolError("value truncated")
+            tag = view[pos]
+            # The commonest values are read inline, exactly as their readers would.
+            if tag == STR8:
+                stop = pos + 2 + view[pos + 1]
+                if stop > end:
+                    raise RemoteProtocolError("value truncated")
+                append(str(view[pos + 2 : stop], "utf-8", "surrogatepass"))
+                pos = stop
+            elif tag == INT8:
+                if pos + 2 > end:
+                    raise RemoteProtocolError("value truncated")
+                append(_I8.unpack_from(view, pos + 1)[0])
+                pos += 2
+            elif tag == NONE:
+                append(None)
+                pos += 1
+            elif tag == TUPLE8:  # as _tuple8 and _count would
+                if depth >= self._limits.max_depth:
+                    raise RemoteProtocolError(f"value nested deeper than {self._limits.max_depth} levels")
+                count = view[pos + 1]
+                if count > self._limits.max_items:
+                    raise RemoteProtocolError(f"container of {count} items exceeds the limit of {self._limits.max_items}")
+                if count > end - pos - 2:  # every value takes at least one byte
+                    raise RemoteProtocolError("container truncated")
+                inner, pos = self._values(view, pos + 2, end, depth + 1, count)
+                append(tuple(inner))
+            elif tag == BACKREF:
+                if pos + 9 > end:
+                    raise RemoteProtocolError("value truncated")
+                append(self._unboxed(BackRef(_U64.unpack_from(view, pos + 1)[0])))
+                pos += 9
+            else:
+                reader = readers[tag]
+                if reader is None:
+                    raise RemoteProtocolError(f"unknown value tag 0x{tag:02x}")
+                item, pos = reader(view, pos + 1, end, depth)
+                append(item)
         return items, pos
 
     def _tuple8(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:

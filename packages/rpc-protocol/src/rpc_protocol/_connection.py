@@ -17,9 +17,9 @@ from typing import Final
 from ._codec import DEFAULT_LIMITS, Buffer, CodecLimits, ValueDecoder, ValueEncoder
 from ._codec import BoxHook, UnboxHook
 from ._errors import HandshakeError, LocalProtocolError, ProtocolError, RemoteProtocolError
-from ._events import Close, ErrorReply, Event, Hello, Ping, Pong, Preface, Release, Reply, Request
+from ._events import Close, ErrorReply, Event, Hello, Op, Ping, Pong, Preface, Release, Reply, Request
 from ._frames import HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, PREFACE_SIZE, FrameType, Header, pack_preface, parse_header, parse_preface
-from ._messages import decode_payload, encode_frame
+from ._messages import decode_payload, encode_frame, encode_reply, encode_request
 from ._states import RECV, SEND, TRANSITIONS, State
 
 __all__ = ["Connection", "ProtocolConfig"]
@@ -39,6 +39,11 @@ _EVENT_OF: Final[dict[FrameType, type]] = {
     FrameType.PONG: Pong,
     FrameType.CLOSE: Close,
 }
+
+# Frame types whose arrival leaves an OPEN connection OPEN, read off the state table once.
+_OPEN_TRAFFIC: Final = frozenset(
+    kind for kind, event in _EVENT_OF.items() if TRANSITIONS.get((State.OPEN, RECV, event)) is State.OPEN
+)
 
 
 def _lazy_buffer(size: int) -> bytearray | mmap.mmap:
@@ -157,6 +162,36 @@ class Connection:
         elif type(event) is Ping:
             self._pings.add(event.seq)
         self.state = state
+        return buffers
+
+    def send_request(
+        self,
+        seq: int,
+        op: Op,
+        target: object,
+        args: tuple[object, ...] = (),
+        kwargs: dict[str, object] | None = None,
+        by_value: bool = False,
+    ) -> list[Buffer]:
+        """``send(Request(seq, op, target, args, kwargs or {}, by_value))``, without making
+        the event: the path every remote call takes."""
+        if self.state is not State.OPEN or seq in self._pending_out:  # let send() say what is wrong
+            return self.send(Request(seq, op, target, args, {} if kwargs is None else kwargs, by_value))
+        hello = self.peer_hello
+        peer_max = hello.max_frame_size if hello else _DEFAULT_MAX_FRAME
+        buffers = encode_request(self._encoder, seq, op, target, args, kwargs, by_value, peer_max)
+        self._pending_out.add(seq)  # a Request leaves the state OPEN (TRANSITIONS)
+        return buffers
+
+    def send_reply(self, seq: int, value: object) -> list[Buffer]:
+        """``send(Reply(seq, value))``, without making the event: the path every answer takes."""
+        by_value = self._pending_in.get(seq)
+        if self.state is not State.OPEN or by_value is None:  # let send() say what is wrong
+            return self.send(Reply(seq, value))
+        hello = self.peer_hello
+        peer_max = hello.max_frame_size if hello else _DEFAULT_MAX_FRAME
+        buffers = encode_reply(self._by_value_encoder if by_value else self._encoder, seq, value, peer_max)
+        del self._pending_in[seq]  # a Reply leaves the state OPEN (TRANSITIONS)
         return buffers
 
     def _check(self, direction: str, kind: type) -> State:
@@ -345,7 +380,10 @@ class Connection:
         Done before the payload is decoded, so a frame out of place never reaches the unbox
         hook (no proxies are made for an unsolicited reply).
         """
-        state = self._check(RECV, _EVENT_OF[header.kind])
+        if self.state is State.OPEN and header.kind in _OPEN_TRAFFIC:
+            state = State.OPEN
+        else:
+            state = self._check(RECV, _EVENT_OF[header.kind])
         kind, seq = header.kind, header.seq
         if kind is FrameType.REQUEST:
             if state is State.OPEN:

@@ -19,6 +19,7 @@ __all__ = [
     "MIN_VERSION",
     "MAX_VERSION",
     "PREFACE_SIZE",
+    "HEADER",
     "HEADER_SIZE",
     "FrameType",
     "FrameFlags",
@@ -33,9 +34,9 @@ MIN_VERSION: Final = 1
 MAX_VERSION: Final = 1
 
 _PREFACE = struct.Struct("<4sBBH")
-_HEADER = struct.Struct("<BBHII")
+HEADER: Final = struct.Struct("<BBHII")  # type, flags, reserved (0), seq, payload length
 PREFACE_SIZE: Final = _PREFACE.size  # 8
-HEADER_SIZE: Final = _HEADER.size  # 12
+HEADER_SIZE: Final = HEADER.size  # 12
 MAX_SEQ: Final = 0xFFFFFFFF
 MIN_FRAME_LIMIT: Final = 1024  # no side may announce a smaller maximum frame size
 
@@ -88,17 +89,9 @@ def parse_preface(data: bytes | memoryview) -> tuple[int, int]:
     return low, high
 
 
-def pack_header(kind: FrameType, flags: int, seq: int, length: int) -> bytes:
-    return _HEADER.pack(kind, flags, 0, seq, length)
-
-
-def pack_header_into(buf: bytearray, kind: FrameType, flags: int, seq: int, length: int) -> None:
-    _HEADER.pack_into(buf, 0, kind, flags, 0, seq, length)
-
-
 def parse_header(data: bytes | bytearray | memoryview, pos: int, max_frame_size: int) -> Header:
     """Validate and return the header at ``data[pos:pos + HEADER_SIZE]``."""
-    raw_kind, flags, reserved, seq, length = _HEADER.unpack_from(data, pos)
+    raw_kind, flags, reserved, seq, length = HEADER.unpack_from(data, pos)
     kind = _KINDS[raw_kind]
     if kind is None:
         raise RemoteProtocolError(f"unknown frame type {raw_kind}")

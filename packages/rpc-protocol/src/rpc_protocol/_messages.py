@@ -15,9 +15,9 @@ from typing import Final, TypeGuard
 from ._codec import Buffer, ValueDecoder, ValueEncoder
 from ._errors import EncodeError, RemoteProtocolError
 from ._events import Close, ErrorReply, Event, Hello, Op, Ping, Pong, Release, Reply, Request
-from ._frames import HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, FrameFlags, FrameType, Header, pack_header_into
+from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, FrameFlags, FrameType, Header
 
-__all__ = ["encode_frame", "decode_payload"]
+__all__ = ["encode_frame", "encode_request", "encode_reply", "decode_payload"]
 
 _U32 = struct.Struct("<I")
 _RELEASE_ENTRY = struct.Struct("<QI")
@@ -27,23 +27,15 @@ _BY_VALUE: Final = int(FrameFlags.BY_VALUE)
 
 def encode_frame(event: Event, encoder: ValueEncoder, max_frame_size: int) -> list[Buffer]:
     """Encode ``event`` (anything but a Preface) as a header followed by its payload."""
+    if type(event) is Request:
+        return encode_request(encoder, event.seq, event.op, event.target, event.args, event.kwargs, event.by_value, max_frame_size)
+    if type(event) is Reply:
+        return encode_reply(encoder, event.seq, event.value, max_frame_size)
     buf = bytearray(HEADER_SIZE)
-    flags = 0
     seq = 0
     kind: FrameType
     encoder.start(buf)
-    if type(event) is Request:
-        kind, seq = FrameType.REQUEST, event.seq
-        if event.by_value:
-            flags = _BY_VALUE
-        buf.append(event.op)
-        encoder.write(event.target)
-        encoder.write(event.args)
-        encoder.write(tuple(item for pair in event.kwargs.items() for item in pair) if event.kwargs else ())
-    elif type(event) is Reply:
-        kind, seq = FrameType.REPLY, event.seq
-        encoder.write(event.value)
-    elif type(event) is ErrorReply:
+    if type(event) is ErrorReply:
         kind, seq = FrameType.ERROR, event.seq
         encoder.write((event.exc_module, event.exc_type, event.args, event.traceback))
     elif type(event) is Hello:
@@ -65,13 +57,46 @@ def encode_frame(event: Event, encoder: ValueEncoder, max_frame_size: int) -> li
         buf += event.reason.encode("utf-8", "surrogatepass")
     else:
         raise EncodeError(f"{type(event).__name__} is not a frame event")
+    return _seal(encoder, buf, kind, 0, seq, max_frame_size)
+
+
+def encode_request(
+    encoder: ValueEncoder,
+    seq: int,
+    op: Op,
+    target: object,
+    args: tuple[object, ...],
+    kwargs: dict[str, object] | None,
+    by_value: bool,
+    max_frame_size: int,
+) -> list[Buffer]:
+    """The frame of a Request with these fields (the event itself need not exist)."""
+    buf = bytearray(HEADER_SIZE)
+    encoder.start(buf)
+    buf.append(op)
+    encoder.write(target)
+    encoder.write(args)
+    encoder.write(tuple(item for pair in kwargs.items() for item in pair) if kwargs else ())
+    return _seal(encoder, buf, FrameType.REQUEST, _BY_VALUE if by_value else 0, seq, max_frame_size)
+
+
+def encode_reply(encoder: ValueEncoder, seq: int, value: object, max_frame_size: int) -> list[Buffer]:
+    """The frame of a Reply with these fields (the event itself need not exist)."""
+    buf = bytearray(HEADER_SIZE)
+    encoder.start(buf)
+    encoder.write(value)
+    return _seal(encoder, buf, FrameType.REPLY, 0, seq, max_frame_size)
+
+
+def _seal(encoder: ValueEncoder, buf: bytearray, kind: FrameType, flags: int, seq: int, max_frame_size: int) -> list[Buffer]:
+    """Finish the encoding that began with the header-sized ``buf``; fill the header in."""
     parts = encoder.finish()
-    length = sum(map(len, parts)) - HEADER_SIZE
+    length = (len(buf) if len(parts) == 1 else sum(map(len, parts))) - HEADER_SIZE
     if length > max_frame_size:
         raise EncodeError(f"{kind.name} frame of {length} bytes exceeds the peer's limit of {max_frame_size}")
     if not 0 <= seq <= MAX_SEQ:
         raise EncodeError(f"sequence number {seq} out of range")
-    pack_header_into(buf, kind, flags, seq, length)
+    HEADER.pack_into(buf, 0, kind, flags, 0, seq, length)
     return parts
 
 
@@ -83,16 +108,16 @@ def decode_payload(header: Header, payload: memoryview, decoder: ValueDecoder) -
         op = _OPS[payload[0]] if end else None
         if op is None:
             raise RemoteProtocolError(f"unknown request operation {payload[0] if end else None}")
-        target, pos = decoder.decode_from(payload, 1, end)
-        args, pos = decoder.decode_from(payload, pos, end)
-        flat, pos = decoder.decode_from(payload, pos, end)
+        (target, args, flat), pos = decoder.decode_values(payload, 1, end, 3)
         _expect_end(pos, end)
         if type(args) is not tuple or type(flat) is not tuple or len(flat) % 2:
             raise RemoteProtocolError("malformed request arguments")
-        keys = flat[::2]
-        if not all(type(key) is str for key in keys):
-            raise RemoteProtocolError("keyword argument names must be strings")
-        kwargs: dict[str, object] = dict(zip(keys, flat[1::2]))
+        kwargs: dict[str, object] = {}
+        if flat:
+            keys = flat[::2]
+            if not all(type(key) is str for key in keys):
+                raise RemoteProtocolError("keyword argument names must be strings")
+            kwargs = dict(zip(keys, flat[1::2]))
         return Request(header.seq, op, target, args, kwargs, bool(header.flags & _BY_VALUE))
     if kind is FrameType.REPLY:
         return Reply(header.seq, decoder.decode(payload))

@@ -49,13 +49,13 @@ class Boxer:
         # the peer's objects held here: oid -> [weakref to proxy, references received]
         self._proxies: dict[int, list[Any]] = {}
         self._proxy_classes: dict[int, type[Proxy]] = {}
-        self._releases: deque[tuple[int, int]] = deque()  # appended from any thread
+        self.releases_owed: deque[tuple[int, int]] = deque()  # (oid, count), appended from any thread
 
     # -- sending side ------------------------------------------------------------------
 
     def box(self, obj: object) -> Ref | BackRef:
         if isinstance(obj, Proxy) and obj._rpc_conn is self._conn:
-            return BackRef(obj._rpc_oid)
+            return obj._rpc_ref
         with self._lock:
             oid = self._oid_of.get(id(obj))
             if oid is None:
@@ -132,6 +132,7 @@ class Boxer:
         proxy = object.__new__(cls)
         object.__setattr__(proxy, "_rpc_conn", self._conn)
         object.__setattr__(proxy, "_rpc_oid", ref.oid)
+        object.__setattr__(proxy, "_rpc_ref", BackRef(ref.oid))
         entry = [None, 1]
         entry[0] = weakref.ref(proxy, partial(self._proxy_died, ref.oid, entry))
         self._proxies[ref.oid] = entry
@@ -141,11 +142,11 @@ class Boxer:
         # Runs wherever the proxy became garbage: only atomic list/dict operations here.
         if self._proxies.get(oid) is entry:
             self._proxies.pop(oid, None)
-        self._releases.append((oid, entry[1]))
+        self.releases_owed.append((oid, entry[1]))
 
     def take_releases(self) -> tuple[tuple[int, int], ...]:
         """The queued releases, now owed to the peer."""
-        queued = self._releases
+        queued = self.releases_owed
         if not queued:
             return ()
         releases = []
@@ -166,4 +167,4 @@ class Boxer:
             self._objects.clear()
             self._oid_of.clear()
         self._proxies.clear()
-        self._releases.clear()
+        self.releases_owed.clear()

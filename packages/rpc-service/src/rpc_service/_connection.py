@@ -76,7 +76,9 @@ class Connection:
             unbox=self._boxer.unbox,
         )
         self._send_lock = threading.Lock()
-        self._cond = threading.Condition(threading.Lock())
+        # _cond's lock, taken directly where nobody waits (Condition.__enter__ is Python code)
+        self._cond_lock = threading.Lock()
+        self._cond = threading.Condition(self._cond_lock)
         self._reader: int | None = None  # thread ident holding the reader role
         self._waiting = 0  # threads waiting on _cond
         self._slots: dict[int, AsyncResult] = {}
@@ -132,7 +134,7 @@ class Connection:
 
     def ping(self, data: bytes = b"", timeout: float | None = None) -> None:
         """A round trip; raises if the peer does not answer (in ``timeout`` seconds)."""
-        slot = self._awaited(lambda seq: wire.Ping(seq, data))
+        slot = self._awaited(lambda seq: self._proto.send(wire.Ping(seq, data)))
         slot.set_expiry(timeout)
         try:
             value = slot.value
@@ -192,8 +194,20 @@ class Connection:
     # -- requests ----------------------------------------------------------------------
 
     def _request(self, op: Op, target: object, args: tuple[Any, ...] = (), kwargs: dict[str, Any] = _NO_KWARGS) -> Any:
-        """Send a request and wait for its reply (the hot path of every proxy operation)."""
-        slot = self._async_request(op, target, args, kwargs)
+        """Send a request and wait for its reply (the hot path of every proxy operation:
+        what _awaited does, inlined)."""
+        if self._closed:
+            raise ConnectionClosedError("the connection is closed")
+        slot = AsyncResult(self)
+        with self._send_lock:
+            proto = self._proto
+            seq = proto.next_seq()
+            self._slots[seq] = slot
+            try:
+                self._send_locked(proto.send_request, seq, op, target, args, kwargs)
+            except BaseException:
+                self._slots.pop(seq, None)
+                raise
         timeout = self._config.sync_request_timeout
         try:
             self._wait(slot, None if timeout is None else time.monotonic() + timeout)
@@ -205,10 +219,11 @@ class Connection:
         return slot._value
 
     def _async_request(self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool = False) -> AsyncResult:
-        return self._awaited(lambda seq: wire.Request(seq, op, target, args, kwargs, by_value))
+        return self._awaited(self._proto.send_request, op, target, args, kwargs, by_value)
 
-    def _awaited(self, make: Callable[[int], Event]) -> AsyncResult:
-        """Send ``make(seq)`` under a fresh sequence number, with a slot for its answer."""
+    def _awaited(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> AsyncResult:
+        """Send the frame ``encode(seq, *fields)`` under a fresh sequence number, with a
+        slot for its answer."""
         if self._closed:
             raise ConnectionClosedError("the connection is closed")
         slot = AsyncResult(self)
@@ -216,7 +231,7 @@ class Connection:
             seq = self._proto.next_seq()
             self._slots[seq] = slot
             try:
-                self._send_locked(make(seq))
+                self._send_locked(encode, seq, *fields)
             except BaseException:
                 self._slots.pop(seq, None)  # (a failed write may have closed and emptied _slots)
                 raise
@@ -266,13 +281,15 @@ class Connection:
 
     def _send(self, event: Event) -> None:
         with self._send_lock:
-            self._send_locked(event)
+            self._send_locked(self._proto.send, event)
 
-    def _send_locked(self, event: Event) -> None:
+    def _send_locked(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> None:
+        """Write the frame ``encode(*fields)`` (a send method of the protocol connection),
+        after the releases owed to the peer. The caller holds the send lock."""
         boxer = self._boxer
-        releases = boxer.take_releases()
+        releases = boxer.take_releases() if boxer.releases_owed else ()
         try:
-            buffers = self._proto.send(event)
+            buffers = encode(*fields)
         except BaseException as exc:
             boxer.rollback()
             if isinstance(exc, wire.LocalProtocolError) and self._proto.state in _ENDED:
@@ -309,7 +326,7 @@ class Connection:
         """Become the reader (or stay it, when nested). Returns the previous holder (None
         or this thread), or False when ``slot`` became ready or the deadline passed first."""
         me = threading.get_ident()
-        with self._cond:
+        with self._cond_lock:
             while True:
                 if slot is not None and slot._ready:
                     return False
@@ -329,7 +346,7 @@ class Connection:
                     self._waiting -= 1
 
     def _drop_reader(self) -> None:
-        with self._cond:
+        with self._cond_lock:
             self._reader = None
             if self._waiting:
                 self._cond.notify_all()
@@ -431,21 +448,22 @@ class Connection:
         if slot is None:
             return  # its waiter gave up (timeout)
         slot._set(value, is_error)
-        with self._cond:  # read _waiting under the lock: a waiter between its check and wait() counts
+        with self._cond_lock:  # read _waiting under the lock: a waiter between its check and wait() counts
             if self._waiting:
                 self._cond.notify_all()
 
     def _serve_request(self, request: wire.Request) -> None:
-        reply: Event
+        seq = request.seq
         try:
             value = self._handlers[request.op](request.target, request.args, request.kwargs)
-            reply = wire.Reply(request.seq, value)
         except (Exception, SystemExit, GeneratorExit) as exc:  # the method's, for the caller (Ctrl-C still stops us)
-            reply = describe_exception(request.seq, exc, self._config)
+            self._send(describe_exception(seq, exc, self._config))
+            return
         try:
-            self._send(reply)
+            with self._send_lock:
+                self._send_locked(self._proto.send_reply, seq, value)
         except wire.EncodeError as exc:
-            self._send(describe_exception(request.seq, exc, self._config))
+            self._send(describe_exception(seq, exc, self._config))
 
     # -- handshake and shutdown --------------------------------------------------------
 

@@ -14,7 +14,7 @@ import builtins
 import functools
 from typing import TYPE_CHECKING, Any, Callable, Final
 
-from rpc_protocol import Op, RemoteProtocolError
+from rpc_protocol import BackRef, Op, RemoteProtocolError
 
 from ._exposure import OPTIONAL_SPECIALS
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Proxy", "make_proxy_class", "is_proxy"]
 
-_INTERNAL: Final = frozenset({"_rpc_conn", "_rpc_oid"})
+_INTERNAL: Final = frozenset({"_rpc_conn", "_rpc_oid", "_rpc_ref"})
 _NO_KWARGS: Final[dict[str, Any]] = {}
 # Builtin classes a proxy may report as its __class__ (so isinstance(proxy, list) works).
 _BUILTIN_CLASSES: Final = frozenset(
@@ -34,18 +34,19 @@ _BUILTIN_CLASSES: Final = frozenset(
 class Proxy:
     """A reference to an object on the peer; every operation on it crosses the connection."""
 
-    __slots__ = ("_rpc_conn", "_rpc_oid", "__weakref__")
+    __slots__ = ("_rpc_conn", "_rpc_oid", "_rpc_ref", "__weakref__")
     _rpc_type: tuple[str, str] = ("", "")  # (module, qualname) of the remote type
     _rpc_builtin: type | None = None
 
     _rpc_conn: Connection
     _rpc_oid: int
+    _rpc_ref: BackRef  # what this proxy is on the wire (the target of its requests), made once
 
     def __getattr__(self, name: str) -> Any:
         if name in _INTERNAL or name.startswith("__") and name.endswith("__"):
             # not set yet, or a special method the remote type lacks (copy, pickle probes)
             raise AttributeError(name)
-        return self._rpc_conn._request(Op.GETATTR, self, (name,))
+        return self._rpc_conn._request(Op.GETATTR, self._rpc_ref, (name,))
 
     def __setattr__(self, name: str, value: object) -> None:
         if name in _INTERNAL:
@@ -102,7 +103,7 @@ def is_proxy(obj: object) -> bool:
 
 def _method(name: str) -> Callable[..., Any]:
     def method(self: Proxy, *args: Any, **kwargs: Any) -> Any:
-        return self._rpc_conn._request(Op.CALLATTR, self, (name, *args), kwargs)
+        return self._rpc_conn._request(Op.CALLATTR, self._rpc_ref, (name, *args), kwargs)
 
     method.__name__ = method.__qualname__ = name
     method._rpc_name = name  # type: ignore[attr-defined]  # read by async_() to call it by name
@@ -111,14 +112,14 @@ def _method(name: str) -> Callable[..., Any]:
 
 def _special(name: str) -> Callable[..., Any]:
     def special(self: Proxy, *args: Any) -> Any:
-        return self._rpc_conn._request(Op.CALLATTR, self, (name, *args), _NO_KWARGS)
+        return self._rpc_conn._request(Op.CALLATTR, self._rpc_ref, (name, *args), _NO_KWARGS)
 
     special.__name__ = special.__qualname__ = name
     return special
 
 
 def _call(self: Proxy, *args: Any, **kwargs: Any) -> Any:
-    return self._rpc_conn._request(Op.CALL, self, args, kwargs)
+    return self._rpc_conn._request(Op.CALL, self._rpc_ref, args, kwargs)
 
 
 def _iter(self: Proxy) -> Any:

@@ -14,7 +14,7 @@ import select
 import socket
 import subprocess
 import threading
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 from rpc_protocol import Buffer
 
@@ -79,6 +79,7 @@ class SocketStream:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
         self._poller = _PollingReader(sock.fileno())
+        self._pending: Callable[[], int] | None = getattr(sock, "pending", None)
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -100,7 +101,8 @@ class SocketStream:
         if self._closed:
             raise ConnectionClosedError("the stream is closed")
         try:
-            self._poller.wait(None if getattr(self.sock, "pending", int)() else timeout)  # TLS: decrypted bytes poll() can't see
+            if timeout is not None and not (self._pending and self._pending()):  # TLS: decrypted bytes poll() can't see
+                self._poller.wait(timeout)
             return self.sock.recv_into(buffer)
         except TimeoutError:
             raise
