@@ -47,6 +47,40 @@ def test_handshake(a_first: bool) -> None:
     assert a.state is b.state is p.State.OPEN
 
 
+def test_early_hello_makes_the_handshake_one_round_trip() -> None:
+    """Each side writes its preface and Hello at once; one delivery each way opens both."""
+    a, b = p.Connection(), p.Connection(p.ProtocolConfig(max_frame_size=4096))
+    out_a = wire([*a.send(p.Preface()), *a.send(p.Hello(services=("A",)))])
+    assert a.state is p.State.EARLY_HELLO_SENT and a.version is None
+    out_b = wire([*b.send(p.Preface()), *b.send(p.Hello(services=("B",)))])
+    assert a.receive_data(out_b) == [p.Preface(1, 1), p.Hello(("B",), max_frame_size=4096)]
+    assert b.receive_data(out_a) == [p.Preface(1, 1), p.Hello(("A",))]
+    assert a.state is b.state is p.State.OPEN and a.version == b.version == 1
+
+
+def test_a_peer_s_early_hello_may_arrive_before_our_preface_is_sent() -> None:
+    a, b = p.Connection(), p.Connection()
+    early = wire([*b.send(p.Preface()), *b.send(p.Hello(services=("B",)))])
+    for byte in early:  # any chunking
+        a.receive_data(bytes([byte]))
+    assert a.state is p.State.EARLY_HELLO_RECEIVED and a.peer_hello == p.Hello(("B",))
+    with pytest.raises(p.LocalProtocolError):
+        a.send(p.Hello())  # still our preface first
+    assert b.receive_data(wire(a.send(p.Preface()))) == [p.Preface(1, 1)]
+    assert state(a) is p.State.HELLO_RECEIVED and a.version == 1
+    assert deliver(a, b, p.Hello()) == [p.Hello()]
+    assert state(a) is state(b) is p.State.OPEN
+
+
+def test_an_early_hello_does_not_hide_a_version_mismatch() -> None:
+    a, b = p.Connection(), p.Connection()
+    a.send(p.Preface(1, 1))
+    a.send(p.Hello())
+    with pytest.raises(p.HandshakeError, match="2..3"):
+        a.receive_data(wire(b.send(p.Preface(2, 3))))
+    assert a.state is p.State.FAILED
+
+
 @pytest.mark.parametrize("receive_first", [True, False])
 def test_version_mismatch_names_both_ranges(receive_first: bool) -> None:
     conn, peer = p.Connection(), p.Connection()

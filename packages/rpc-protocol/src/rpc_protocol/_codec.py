@@ -144,16 +144,7 @@ class ValueEncoder:
         self._limits = limits
         self._buf = bytearray()
         self._parts: list[Buffer] = []
-        writers: dict[type, Callable[[Any, int], None]] = {
-            str: self._str, int: self._int, bool: self._bool, tuple: self._tuple,
-            bytes: self._bytes, float: self._float, Ref: self._ref, BackRef: self._backref,
-            type(None): self._singleton, type(...): self._singleton,
-            type(NotImplemented): self._singleton, complex: self._complex,
-            slice: self._slice, frozenset: self._container,
-        }
-        if containers_by_value:
-            writers.update({list: self._container, dict: self._dict, set: self._container})
-        self._writers = writers
+        self._writers: dict[type, _Writer] = _BY_VALUE_WRITERS if containers_by_value else _WRITERS
 
     def encode(self, value: object) -> list[Buffer]:
         """Return ``value`` encoded as buffers meant to be written back to back."""
@@ -172,7 +163,7 @@ class ValueEncoder:
         if writer is None:
             self._write_boxed(value, depth)
         else:
-            writer(value, depth)
+            writer(self, value, depth)
 
     def _write_boxed(self, value: object, depth: int) -> None:
         boxed = self._box(value)
@@ -321,6 +312,16 @@ class ValueEncoder:
             raise EncodeError("reference id out of range") from None
 
 
+# The writer of each type that has one (the class's own functions: built once, not per encoder).
+_Writer = Callable[[ValueEncoder, Any, int], None]
+_WRITERS: Final[dict[type, _Writer]] = {
+    str: ValueEncoder._str, int: ValueEncoder._int, bool: ValueEncoder._bool, tuple: ValueEncoder._tuple,
+    bytes: ValueEncoder._bytes, float: ValueEncoder._float, Ref: ValueEncoder._ref,
+    BackRef: ValueEncoder._backref, type(None): ValueEncoder._singleton, type(...): ValueEncoder._singleton,
+    type(NotImplemented): ValueEncoder._singleton, complex: ValueEncoder._complex,
+    slice: ValueEncoder._slice, frozenset: ValueEncoder._container,
+}
+_BY_VALUE_WRITERS: Final[dict[type, _Writer]] = {**_WRITERS, list: ValueEncoder._container, dict: ValueEncoder._dict, set: ValueEncoder._container}
 _CONTAINER_TAGS: Final = {frozenset: FROZENSET, list: LIST, dict: DICT, set: SET}
 # BackRef counts: the receiver hashes its own, local object. Ref does not (see _container).
 _PLAIN_SCALARS: Final = frozenset(
@@ -362,19 +363,7 @@ class ValueDecoder:
     def __init__(self, unbox: UnboxHook | None = None, limits: CodecLimits = DEFAULT_LIMITS) -> None:
         self._unbox = unbox or _identity
         self._limits = limits
-        readers: list[_Reader | None] = [None] * 256
-        for tag, reader in (
-            (NONE, self._none), (FALSE, self._false), (TRUE, self._true),
-            (ELLIPSIS, self._ellipsis), (NOT_IMPLEMENTED, self._not_implemented),
-            (INT8, self._int8), (INT64, self._int64), (BIGINT, self._bigint),
-            (FLOAT, self._float), (COMPLEX, self._complex),
-            (STR8, self._str8), (STR32, self._str32), (BYTES8, self._bytes8), (BYTES32, self._bytes32),
-            (TUPLE8, self._tuple8), (TUPLE32, self._tuple32), (FROZENSET, self._frozenset),
-            (SLICE, self._slice), (LIST, self._list), (DICT, self._dict), (SET, self._set),
-            (REF, self._ref), (REF_TYPED, self._ref_typed), (BACKREF, self._backref),
-        ):
-            readers[tag] = reader
-        self._readers = tuple(readers)
+        self._readers = _READERS
         self._hashed = 0  # > 0 while reading a set element or dict key
 
     def decode(self, data: Buffer) -> object:
@@ -414,7 +403,7 @@ class ValueDecoder:
         reader = self._readers[view[pos]]
         if reader is None:
             raise RemoteProtocolError(f"unknown value tag 0x{view[pos]:02x}")
-        return reader(view, pos + 1, end, depth)
+        return reader(self, view, pos + 1, end, depth)
 
     def _none(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
         return None, pos
@@ -528,7 +517,7 @@ class ValueDecoder:
                 reader = readers[tag]
                 if reader is None:
                     raise RemoteProtocolError(f"unknown value tag 0x{tag:02x}")
-                item, pos = reader(view, pos + 1, end, depth)
+                item, pos = reader(self, view, pos + 1, end, depth)
                 append(item)
         return items, pos
 
@@ -611,7 +600,28 @@ class ValueDecoder:
         return self._unboxed(BackRef(_U64.unpack_from(view, pos)[0])), stop
 
 
-_Reader = Callable[[memoryview, int, int, int], tuple[object, int]]
+_Reader = Callable[[ValueDecoder, memoryview, int, int, int], tuple[object, int]]
+
+
+def _reader_table() -> tuple[_Reader | None, ...]:
+    readers: list[_Reader | None] = [None] * 256
+    for tag, reader in (
+        (NONE, ValueDecoder._none), (FALSE, ValueDecoder._false), (TRUE, ValueDecoder._true),
+        (ELLIPSIS, ValueDecoder._ellipsis), (NOT_IMPLEMENTED, ValueDecoder._not_implemented),
+        (INT8, ValueDecoder._int8), (INT64, ValueDecoder._int64), (BIGINT, ValueDecoder._bigint),
+        (FLOAT, ValueDecoder._float), (COMPLEX, ValueDecoder._complex),
+        (STR8, ValueDecoder._str8), (STR32, ValueDecoder._str32),
+        (BYTES8, ValueDecoder._bytes8), (BYTES32, ValueDecoder._bytes32),
+        (TUPLE8, ValueDecoder._tuple8), (TUPLE32, ValueDecoder._tuple32), (FROZENSET, ValueDecoder._frozenset),
+        (SLICE, ValueDecoder._slice), (LIST, ValueDecoder._list), (DICT, ValueDecoder._dict), (SET, ValueDecoder._set),
+        (REF, ValueDecoder._ref), (REF_TYPED, ValueDecoder._ref_typed), (BACKREF, ValueDecoder._backref),
+    ):
+        readers[tag] = reader
+    return tuple(readers)
+
+
+# The reader of each tag, indexed by the tag byte (the class's own functions: built once).
+_READERS: Final = _reader_table()
 
 # Set elements or dict keys of one container that may share their hash with another one.
 # int, float and tuple hashes are not randomised, so a peer can send thousands of distinct

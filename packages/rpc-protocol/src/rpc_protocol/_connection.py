@@ -11,7 +11,7 @@ send requests.
 from __future__ import annotations
 
 import mmap
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from ._codec import DEFAULT_LIMITS, Buffer, CodecLimits, ValueDecoder, ValueEncoder
@@ -152,7 +152,7 @@ class Connection:
             if self._pending_in[event.seq]:
                 encoder = self._by_value_encoder
         elif type(event) is Hello:
-            event = replace(event, max_frame_size=self.config.max_frame_size)
+            event = Hello(event.services, event.capabilities, self.config.max_frame_size, event.root)
         peer_max = self.peer_hello.max_frame_size if self.peer_hello else _DEFAULT_MAX_FRAME
         buffers = encode_frame(event, encoder, peer_max)
         if type(event) is Request:

@@ -25,6 +25,8 @@ class State(Enum):
     PREFACE_SENT = "preface-sent"  # our preface is out, the peer's not yet in
     PREFACE_RECEIVED = "preface-received"  # the peer's preface is in, ours not yet out
     SETTLED = "settled"  # both prefaces exchanged: the version is settled
+    EARLY_HELLO_SENT = "early-hello-sent"  # our preface and Hello are out, the peer's preface not yet in
+    EARLY_HELLO_RECEIVED = "early-hello-received"  # the peer's preface and Hello are in, our preface not yet out
     HELLO_SENT = "hello-sent"
     HELLO_RECEIVED = "hello-received"
     OPEN = "open"  # both hellos exchanged: requests flow both ways
@@ -41,6 +43,11 @@ _table: dict[tuple[State, str, type], State] = {
     (State.START, RECV, Preface): State.PREFACE_RECEIVED,
     (State.PREFACE_SENT, RECV, Preface): State.SETTLED,
     (State.PREFACE_RECEIVED, SEND, Preface): State.SETTLED,
+    # A Hello may follow its side's preface at once (its layout is the same in every version)
+    (State.PREFACE_SENT, SEND, Hello): State.EARLY_HELLO_SENT,
+    (State.EARLY_HELLO_SENT, RECV, Preface): State.HELLO_SENT,
+    (State.PREFACE_RECEIVED, RECV, Hello): State.EARLY_HELLO_RECEIVED,
+    (State.EARLY_HELLO_RECEIVED, SEND, Preface): State.HELLO_RECEIVED,
     (State.SETTLED, SEND, Hello): State.HELLO_SENT,
     (State.SETTLED, RECV, Hello): State.HELLO_RECEIVED,
     (State.HELLO_SENT, RECV, Hello): State.OPEN,

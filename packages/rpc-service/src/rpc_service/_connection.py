@@ -22,7 +22,7 @@ from rpc_protocol import Event, Op, RemoteProtocolError
 from ._async import AsyncResult
 from ._boxing import Boxer
 from ._config import Config, ConfigArg, make_config
-from ._dispatch import Dispatcher, describe_exception, rebuild_exception
+from ._dispatch import HANDLERS, Dispatcher, describe_exception, rebuild_exception
 from ._errors import AsyncResultTimeout, ConnectionClosedError
 from ._exposure import Exposure
 from ._proxy import Proxy
@@ -65,7 +65,6 @@ class Connection:
         exposure = Exposure(config)
         self._boxer = Boxer(self, exposure)
         self._dispatcher = Dispatcher(config, exposure)
-        self._handlers = self._dispatcher.handlers
         self._proto = wire.Connection(
             wire.ProtocolConfig(
                 max_frame_size=config.max_frame_size,
@@ -455,7 +454,7 @@ class Connection:
     def _serve_request(self, request: wire.Request) -> None:
         seq = request.seq
         try:
-            value = self._handlers[request.op](request.target, request.args, request.kwargs)
+            value = HANDLERS[request.op](self._dispatcher, request.target, request.args, request.kwargs)
         except (Exception, SystemExit, GeneratorExit) as exc:  # the method's, for the caller (Ctrl-C still stops us)
             self._send(describe_exception(seq, exc, self._config))
             return
@@ -470,10 +469,12 @@ class Connection:
     def _handshake(self) -> None:
         """Exchange prefaces and hellos; on return ``root`` is usable and on_connect ran."""
         deadline = time.monotonic() + self._config.handshake_timeout
+        proto = self._proto
+        ours = wire.Hello(services=self._service.get_service_aliases(), root=self._service)
         try:
-            self._send(wire.Preface())
+            with self._send_lock:  # preface and Hello in one write: the peer's are not awaited first
+                self._send_locked(lambda: [*proto.send(wire.Preface()), *proto.send(ours)])
             self._await_event(wire.Preface, deadline)
-            self._send(wire.Hello(services=self._service.get_service_aliases(), root=self._service))
             hello = self._await_event(wire.Hello, deadline)
             assert isinstance(hello, wire.Hello)
             self._root = hello.root

@@ -21,7 +21,7 @@ from ._config import Config
 from ._errors import RemoteError
 from ._exposure import Exposure
 
-__all__ = ["Dispatcher", "describe_exception", "rebuild_exception"]
+__all__ = ["Dispatcher", "HANDLERS", "describe_exception", "rebuild_exception"]
 
 _PLAIN: Final = (type(None), bool, int, float, complex, str, bytes)
 # Remote exceptions of these builtin types arrive as RemoteError, never as themselves:
@@ -31,30 +31,18 @@ _NOT_REBUILT: Final = frozenset({"SystemExit", "KeyboardInterrupt", "GeneratorEx
 # an endless iterator); a short batch that is not exhausted just makes the peer ask again.
 _MAX_ITER_ITEMS: Final = 1 << 16
 
-Handler = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
-
-
 class Dispatcher:
-    """Carries out request operations on local objects for one connection."""
+    """Carries out request operations on local objects for one connection (see HANDLERS)."""
 
     def __init__(self, config: Config, exposure: Exposure) -> None:
         self._config = config
         self._exposure = exposure
-        self.handlers: dict[Op, Handler] = {
-            Op.CALL: self._call,
-            Op.CALLATTR: self._callattr,
-            Op.GETATTR: self._getattr,
-            Op.SETATTR: self._setattr,
-            Op.DELATTR: self._delattr,
-            Op.DIR: lambda target, args, kwargs: self._exposure.visible_names(target),
-            Op.HASH: lambda target, args, kwargs: hash(target),
-            Op.REPR: lambda target, args, kwargs: repr(target),
-            Op.STR: lambda target, args, kwargs: str(target),
-            Op.INSTANCECHECK: lambda target, args, kwargs: isinstance(args[0], target),
-            Op.ITER_NEXT: self._iter_next,
-            Op.INSPECT: lambda target, args, kwargs: self._exposure.describe(type(target)),
-            Op.PICKLE: self._pickle,
-        }
+
+    def _dir(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
+        return self._exposure.visible_names(target)
+
+    def _inspect(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self._exposure.describe(type(target))
 
     @staticmethod
     def _call(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -92,6 +80,25 @@ class Dispatcher:
         if not self._config.allow_pickle:
             raise ValueError("pickling is not allowed by the peer's config (allow_pickle)")
         return pickle.dumps(target, args[0] if args else pickle.DEFAULT_PROTOCOL)
+
+
+# What each operation does (docs/protocol.md §5): HANDLERS[op](dispatcher, target, args, kwargs)
+# is the reply. Functions, not bound methods: the table is built once, not per connection.
+HANDLERS: Final[dict[Op, Callable[..., Any]]] = {
+    Op.CALL: lambda self, target, args, kwargs: Dispatcher._call(target, args, kwargs),
+    Op.CALLATTR: Dispatcher._callattr,
+    Op.GETATTR: Dispatcher._getattr,
+    Op.SETATTR: Dispatcher._setattr,
+    Op.DELATTR: Dispatcher._delattr,
+    Op.DIR: Dispatcher._dir,
+    Op.HASH: lambda self, target, args, kwargs: hash(target),
+    Op.REPR: lambda self, target, args, kwargs: repr(target),
+    Op.STR: lambda self, target, args, kwargs: str(target),
+    Op.INSTANCECHECK: lambda self, target, args, kwargs: isinstance(args[0], target),
+    Op.ITER_NEXT: lambda self, target, args, kwargs: Dispatcher._iter_next(target, args, kwargs),
+    Op.INSPECT: Dispatcher._inspect,
+    Op.PICKLE: Dispatcher._pickle,
+}
 
 
 def _crossable(value: object, depth: int = 0) -> bool:

@@ -147,7 +147,7 @@ class Exposure:
                 continue
             if isinstance(attr, _METHOD_TYPES) and public.isidentifier() and not public.startswith(("_rpc_", "__")):
                 methods.append(public)
-        specials = tuple(sorted(name for name in OPTIONAL_SPECIALS if merged.get(name) is not None))
+        specials = tuple(sorted(name for name in OPTIONAL_SPECIALS.intersection(merged) if merged[name] is not None))
         if isinstance(cls, type) and issubclass(cls, type):
             specials = tuple(sorted({*specials, "__call__"}))
         return (cls.__module__, cls.__qualname__, tuple(sorted(set(methods))), specials, _builtin_class(cls))
