@@ -81,6 +81,18 @@ def test_an_early_hello_does_not_hide_a_version_mismatch() -> None:
     assert a.state is p.State.FAILED
 
 
+def test_error_tells_a_failure_that_came_after_returned_events() -> None:
+    a, b = p.Connection(), p.Connection()
+    a.send(p.Preface())
+    assert a.error is None
+    bad_request = wire(b.send(p.Preface())) + struct.pack("<BBHII", 2, 0, 0, 1, 1) + b"\x01"  # a REQUEST before any Hello
+    assert a.receive_data(bad_request) == [p.Preface(1, 1)]  # the preface still counts
+    assert state(a) is p.State.FAILED and isinstance(a.error, p.RemoteProtocolError)
+    with pytest.raises(p.RemoteProtocolError) as caught:
+        a.receive_data(b"")
+    assert caught.value is a.error
+
+
 @pytest.mark.parametrize("receive_first", [True, False])
 def test_version_mismatch_names_both_ranges(receive_first: bool) -> None:
     conn, peer = p.Connection(), p.Connection()

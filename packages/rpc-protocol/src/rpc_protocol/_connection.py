@@ -18,8 +18,8 @@ from ._codec import DEFAULT_LIMITS, Buffer, CodecLimits, ValueDecoder, ValueEnco
 from ._codec import BoxHook, UnboxHook
 from ._errors import HandshakeError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import Close, ErrorReply, Event, Hello, Op, Ping, Pong, Preface, Release, Reply, Request
-from ._frames import HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, PREFACE_SIZE, FrameType, Header, pack_preface, parse_header, parse_preface
-from ._messages import decode_payload, encode_frame, encode_reply, encode_request
+from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, PREFACE_SIZE, FrameFlags, FrameType, Header, pack_preface, parse_header, parse_preface
+from ._messages import decode_payload, decode_request, encode_frame, encode_reply, encode_request
 from ._states import RECV, SEND, TRANSITIONS, State
 
 __all__ = ["Connection", "ProtocolConfig"]
@@ -40,6 +40,9 @@ _EVENT_OF: Final[dict[FrameType, type]] = {
     FrameType.CLOSE: Close,
 }
 
+_REPLY: Final = int(FrameType.REPLY)
+_REQUEST: Final = int(FrameType.REQUEST)
+_REQUEST_FLAGS: Final = int(FrameFlags.BY_VALUE)
 # Frame types whose arrival leaves an OPEN connection OPEN, read off the state table once.
 _OPEN_TRAFFIC: Final = frozenset(
     kind for kind, event in _EVENT_OF.items() if TRANSITIONS.get((State.OPEN, RECV, event)) is State.OPEN
@@ -115,6 +118,13 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<rpc_protocol.Connection state={self.state.value} version={self.version}>"
+
+    @property
+    def error(self) -> ProtocolError | None:
+        """What failed the connection (state FAILED), else None. ``receive_data`` returns
+        the events completed before bad bytes and raises this on its next call: a caller
+        about to wait for more bytes checks it first."""
+        return self._error
 
     # -- sending ---------------------------------------------------------------------
 
@@ -359,6 +369,30 @@ class Connection:
             if header is None:
                 if end - pos < HEADER_SIZE:
                     break
+                if self.state is State.OPEN:
+                    # The fast path of the two frames every call makes, taken only when the
+                    # header and sequence checks pass; otherwise the general path below makes
+                    # the same checks and says what is wrong. Both stay in OPEN (TRANSITIONS).
+                    kind, flags, reserved, seq, length = HEADER.unpack_from(view, pos)
+                    stop = pos + HEADER_SIZE + length
+                    if stop <= end and length <= max_frame and not reserved:
+                        if kind == _REPLY and not flags and seq in self._pending_out:
+                            events.append(Reply(seq, self._decoder.decode(view[pos + HEADER_SIZE : stop])))
+                            self._pending_out.discard(seq)
+                            pos = stop
+                            continue
+                        pending_in = self._pending_in
+                        if (
+                            kind == _REQUEST
+                            and not flags & ~_REQUEST_FLAGS
+                            and seq not in pending_in
+                            and len(pending_in) < self.config.max_pending
+                        ):
+                            request = decode_request(view[pos + HEADER_SIZE : stop], seq, flags, self._decoder)
+                            pending_in[seq] = request.by_value
+                            events.append(request)
+                            pos = stop
+                            continue
                 header = self._header = parse_header(view, pos, max_frame)
             stop = pos + HEADER_SIZE + header.length
             if stop > end:

@@ -17,7 +17,7 @@ from ._errors import EncodeError, RemoteProtocolError
 from ._events import Close, ErrorReply, Event, Hello, Op, Ping, Pong, Release, Reply, Request
 from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, FrameFlags, FrameType, Header
 
-__all__ = ["encode_frame", "encode_request", "encode_reply", "decode_payload"]
+__all__ = ["encode_frame", "encode_request", "encode_reply", "decode_payload", "decode_request"]
 
 _U32 = struct.Struct("<I")
 _RELEASE_ENTRY = struct.Struct("<QI")
@@ -105,20 +105,7 @@ def decode_payload(header: Header, payload: memoryview, decoder: ValueDecoder) -
     kind = header.kind
     end = len(payload)
     if kind is FrameType.REQUEST:
-        op = _OPS[payload[0]] if end else None
-        if op is None:
-            raise RemoteProtocolError(f"unknown request operation {payload[0] if end else None}")
-        (target, args, flat), pos = decoder.decode_values(payload, 1, end, 3)
-        _expect_end(pos, end)
-        if type(args) is not tuple or type(flat) is not tuple or len(flat) % 2:
-            raise RemoteProtocolError("malformed request arguments")
-        kwargs: dict[str, object] = {}
-        if flat:
-            keys = flat[::2]
-            if not all(type(key) is str for key in keys):
-                raise RemoteProtocolError("keyword argument names must be strings")
-            kwargs = dict(zip(keys, flat[1::2]))
-        return Request(header.seq, op, target, args, kwargs, bool(header.flags & _BY_VALUE))
+        return decode_request(payload, header.seq, header.flags, decoder)
     if kind is FrameType.REPLY:
         return Reply(header.seq, decoder.decode(payload))
     if kind is FrameType.ERROR:
@@ -153,6 +140,25 @@ def decode_payload(header: Header, payload: memoryview, decoder: ValueDecoder) -
         return Close(str(payload, "utf-8", "surrogatepass"))
     except UnicodeDecodeError:
         raise RemoteProtocolError("close reason is not UTF-8") from None
+
+
+def decode_request(payload: memoryview, seq: int, flags: int, decoder: ValueDecoder) -> Request:
+    """The Request in a REQUEST frame's payload (header fields ``seq`` and ``flags``)."""
+    end = len(payload)
+    op = _OPS[payload[0]] if end else None
+    if op is None:
+        raise RemoteProtocolError(f"unknown request operation {payload[0] if end else None}")
+    (target, args, flat), pos = decoder.decode_values(payload, 1, end, 3)
+    _expect_end(pos, end)
+    if type(args) is not tuple or type(flat) is not tuple or len(flat) % 2:
+        raise RemoteProtocolError("malformed request arguments")
+    kwargs: dict[str, object] = {}
+    if flat:
+        keys = flat[::2]
+        if not all(type(key) is str for key in keys):
+            raise RemoteProtocolError("keyword argument names must be strings")
+        kwargs = dict(zip(keys, flat[1::2]))
+    return Request(seq, op, target, args, kwargs, bool(flags & _BY_VALUE))
 
 
 def _strings(value: object) -> TypeGuard[tuple[str, ...]]:

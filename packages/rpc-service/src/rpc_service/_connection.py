@@ -39,6 +39,7 @@ _BATCHED_TYPES: Final = frozenset(
     for name in ("list", "tuple", "dict", "set", "frozenset", "str", "bytes", "bytearray", "range")
 ) | {("builtins", "dict_keys"), ("builtins", "dict_values"), ("builtins", "dict_items")}
 _NO_KWARGS: Final[dict[str, Any]] = {}
+_FAILED: Final = wire.State.FAILED
 # protocol states in which only Close may still be sent
 _ENDED: Final = frozenset({wire.State.CLOSE_SENT, wire.State.CLOSE_RECEIVED, wire.State.CLOSED, wire.State.FAILED})
 
@@ -158,8 +159,15 @@ class Connection:
     def serve_all(self) -> None:
         """Serve until the connection closes, then close it."""
         try:
-            while not self._closed:
-                self.serve(None)
+            # The reader role is kept throughout: replies for other threads are still
+            # delivered to them, as every reader does.
+            outer = self._take_reader(None)
+            try:
+                while not self._closed:
+                    self._step(None)
+            finally:
+                if outer is None:
+                    self._drop_reader()
         except ConnectionClosedError:
             pass
         finally:
@@ -398,6 +406,8 @@ class Connection:
             raise ConnectionClosedError("the connection is closed")
         proto = self._proto
         try:
+            if proto.state is _FAILED and proto.error is not None:  # bad bytes came after the events just served
+                raise proto.error
             payload = proto.payload_buffer()
             if payload is not None:  # a large payload: read straight into the protocol's buffer
                 try:
