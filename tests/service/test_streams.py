@@ -151,6 +151,40 @@ def test_socket_stream_read_timeout_raises_builtin_timeout_error() -> None:
         right.close()
 
 
+@pytest.mark.parametrize("timeouts", [(0.2, 0.2, 0.2), (1.0, 0.2, 0.05), (0.05, 1.0, 0.3)])
+def test_socket_stream_read_timeouts_hold_whatever_came_before(timeouts: tuple[float, ...]) -> None:
+    """Each read waits about its own timeout, never much less or more, whatever the previous
+    reads' timeouts were (on Linux a read is bounded by SO_RCVTIMEO, set only when needed)."""
+    left, right = socket.socketpair()
+    stream = SocketStream(left)
+    try:
+        for timeout in timeouts:
+            start = time.monotonic()
+            with pytest.raises(TimeoutError):
+                stream.read_into(memoryview(bytearray(4)), timeout)
+            assert timeout - 0.01 <= time.monotonic() - start < timeout + 1.0
+    finally:
+        stream.close()
+        right.close()
+
+
+def test_socket_stream_read_without_timeout_outlasts_an_earlier_timeout() -> None:
+    left, right = socket.socketpair()
+    stream = SocketStream(left)
+    try:
+        with pytest.raises(TimeoutError):
+            stream.read_into(memoryview(bytearray(4)), 0.05)
+        timer = threading.Timer(0.3, right.sendall, (b"late",))
+        timer.start()
+        start = time.monotonic()
+        assert stream.read_into(memoryview(bytearray(4)), None) == 4  # not a timeout after 0.05 s
+        assert time.monotonic() - start >= 0.25
+        timer.join(5)
+    finally:
+        stream.close()
+        right.close()
+
+
 def test_socket_stream_reads_zero_at_end_of_stream() -> None:
     left, right = socket.socketpair()
     stream = SocketStream(left)

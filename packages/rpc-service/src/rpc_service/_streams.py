@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 import select
 import socket
+import struct
 import subprocess
+import sys
 import threading
-from typing import Callable, Protocol, Sequence
+import time
+from typing import Callable, Final, Protocol, Sequence
 
 from rpc_protocol import Buffer
 
@@ -70,6 +73,13 @@ class _PollingReader:
             raise TimeoutError("timed out waiting for data")
 
 
+# Linux bounds a blocking recv() by SO_RCVTIMEO (a struct timeval of two longs): one system
+# call per read instead of poll() then recv(). Shorter waits (down to "don't wait") use poll().
+_KERNEL_TIMEOUTS: Final = sys.platform.startswith("linux")
+_MIN_KERNEL_TIMEOUT: Final = 0.01
+_TIMEVAL: Final = struct.Struct("@ll")
+
+
 class SocketStream:
     """A connected socket (TCP with TCP_NODELAY, unix, or a socketpair end)."""
 
@@ -80,6 +90,8 @@ class SocketStream:
         self.sock = sock
         self._poller = _PollingReader(sock.fileno())
         self._pending: Callable[[], int] | None = getattr(sock, "pending", None)
+        self._kernel_timeouts = _KERNEL_TIMEOUTS and self._pending is None  # (TLS buffers bytes of its own)
+        self._armed: float | None = None  # the SO_RCVTIMEO set, None: none
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -101,6 +113,8 @@ class SocketStream:
         if self._closed:
             raise ConnectionClosedError("the stream is closed")
         try:
+            if self._kernel_timeouts and (timeout is None or timeout >= _MIN_KERNEL_TIMEOUT):
+                return self._recv_bounded(buffer, timeout)
             if timeout is not None and not (self._pending and self._pending()):  # TLS: decrypted bytes poll() can't see
                 self._poller.wait(timeout)
             return self.sock.recv_into(buffer)
@@ -108,6 +122,29 @@ class SocketStream:
             raise
         except OSError as exc:
             raise ConnectionClosedError(f"connection lost: {exc}") from exc
+
+    def _recv_bounded(self, buffer: memoryview, timeout: float | None) -> int:
+        """recv_into bounded by SO_RCVTIMEO. The option is set at 3/4 of the wait allowed
+        and kept while it lies between half the wait and the whole of it (so a steady
+        timeout costs no extra system call); when it expires first, the rest is waited for."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if timeout is not None:
+                armed = self._armed
+                if armed is None or armed > timeout or armed < timeout / 2:
+                    if timeout < _MIN_KERNEL_TIMEOUT:
+                        self._poller.wait(timeout)
+                        return self.sock.recv_into(buffer)
+                    armed = self._armed = timeout * 0.75
+                    seconds = int(armed)
+                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(seconds, int((armed - seconds) * 1e6)))
+            try:
+                return self.sock.recv_into(buffer)
+            except BlockingIOError:  # SO_RCVTIMEO expired (a blocking socket never says EAGAIN otherwise)
+                if deadline is not None:
+                    timeout = deadline - time.monotonic()
+                    if timeout <= 0:
+                        raise TimeoutError("timed out waiting for data") from None
 
     def write(self, buffers: Sequence[Buffer]) -> None:
         if self._closed:
