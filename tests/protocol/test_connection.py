@@ -12,9 +12,11 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import rpc_protocol as p
-from tests.protocol.helpers import deliver, forged, handshake, pair, same_event, settled_pair, state, wire
+from tests.protocol.helpers import deliver, forged, handshake, pair, same_event, settled_pair, state, values, wire
 
 CALL = p.Op.CALL
 
@@ -460,3 +462,47 @@ def test_a_failing_unbox_hook_fails_the_connection() -> None:
     assert b.state is p.State.FAILED
     with pytest.raises(p.ProtocolError):
         b.receive_data(wire(a.send(p.Request(4, CALL, p.BackRef(4)))))
+
+
+# -- the call path without events ------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seq=st.integers(1, 0xFFFFFFFF),
+    op=st.sampled_from(list(p.Op)),
+    args=st.lists(values(with_refs=False, max_leaves=5), max_size=4).map(tuple),
+    kwargs=st.dictionaries(st.text(max_size=5), values(with_refs=False, max_leaves=3), max_size=3),
+    by_value=st.booleans(),
+    reply=values(with_refs=False, max_leaves=5),
+)
+def test_send_request_and_send_reply_match_the_events(
+    seq: int, op: p.Op, args: tuple[object, ...], kwargs: dict[str, object], by_value: bool, reply: object
+) -> None:
+    """The event-free call path writes the very bytes of send(Request) / send(Reply), and
+    the receiving side reads them back as those events, with the same bookkeeping."""
+    fast_a, fast_b = pair()
+    slow_a, slow_b = pair()
+    fast = wire(fast_a.send_request(seq, op, p.BackRef(7), args, kwargs, by_value))
+    slow = wire(slow_a.send(p.Request(seq, op, p.BackRef(7), args, kwargs, by_value)))
+    assert fast == slow
+    slow_b.receive_data(slow)
+    (request,) = fast_b.receive_data(fast)
+    assert same_event(request, p.Request(seq, op, p.BackRef(7), args, kwargs, by_value))
+    fast_answer = wire(fast_b.send_reply(seq, reply))
+    assert fast_answer == wire(slow_b.send(p.Reply(seq, reply)))
+    assert same_event(fast_a.receive_data(fast_answer)[0], p.Reply(seq, reply))
+    with pytest.raises(p.LocalProtocolError):  # answered: the same rules as send()
+        fast_b.send_reply(seq, reply)
+
+
+def test_send_request_refuses_what_send_refuses() -> None:
+    a, b = settled_pair()
+    with pytest.raises(p.LocalProtocolError, match="cannot send Request"):
+        a.send_request(1, CALL, p.BackRef(0))
+    a, b = pair()
+    a.send_request(1, CALL, p.BackRef(0))
+    with pytest.raises(p.LocalProtocolError, match="already in flight"):
+        a.send_request(1, CALL, p.BackRef(0))
+    with pytest.raises(p.LocalProtocolError, match="no request #5"):
+        a.send_reply(5, None)

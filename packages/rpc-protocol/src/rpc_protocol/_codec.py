@@ -255,9 +255,13 @@ class ValueEncoder:
                     buf += _TAG_U8.pack(STR8, len(data))
                     buf += data
                     continue
-            elif kind is int and -128 <= item < 128:
-                buf += _TAG_I8.pack(INT8, item)
-                continue
+            elif kind is int:
+                if -128 <= item < 128:
+                    buf += _TAG_I8.pack(INT8, item)
+                    continue
+                if _INT64_MIN <= item <= _INT64_MAX:
+                    buf += _TAG_I64.pack(INT64, item)
+                    continue
             elif item is None:
                 buf.append(NONE)
                 continue
@@ -495,6 +499,11 @@ class ValueDecoder:
                     raise RemoteProtocolError("value truncated")
                 append(_I8.unpack_from(view, pos + 1)[0])
                 pos += 2
+            elif tag == INT64:
+                if pos + 9 > end:
+                    raise RemoteProtocolError("value truncated")
+                append(_I64.unpack_from(view, pos + 1)[0])
+                pos += 9
             elif tag == NONE:
                 append(None)
                 pos += 1

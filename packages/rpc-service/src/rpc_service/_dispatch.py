@@ -12,6 +12,7 @@ import builtins
 import pickle
 import sys
 import traceback
+from itertools import islice
 from typing import Any, Callable, Final
 
 from rpc_protocol import ErrorReply, Op
@@ -69,12 +70,8 @@ class Dispatcher:
         if type(count) is not int or count < 1:
             raise ValueError("ITER_NEXT needs a positive item count")
         count = min(count, _MAX_ITER_ITEMS)
-        items = []
-        for item in target:
-            items.append(item)
-            if len(items) >= count:
-                return tuple(items), False
-        return tuple(items), True
+        items = tuple(islice(target, count))
+        return items, len(items) < count  # a full batch: whether more follow is learnt next time
 
     def _pickle(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         if not self._config.allow_pickle:
