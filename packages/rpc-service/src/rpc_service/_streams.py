@@ -26,6 +26,7 @@ from ._errors import ConnectionClosedError
 __all__ = ["Stream", "SocketStream", "PipeStream", "SubprocessStream"]
 
 _IOV_MAX = 1024
+_JOIN_LIMIT = 8192  # buffers of at most this many bytes in all are joined, not sent vectored
 
 
 class Stream(Protocol):
@@ -152,6 +153,9 @@ class SocketStream:
         try:
             if len(buffers) == 1:
                 self.sock.sendall(buffers[0])
+                return
+            if sum(map(len, buffers)) <= _JOIN_LIMIT:  # small frames (a reply after a release): one copy is cheaper
+                self.sock.sendall(b"".join(buffers))
                 return
             views = [memoryview(buf) for buf in buffers]
             while views:
