@@ -4,7 +4,7 @@ Big values inside the limits are served; values past a limit drop the client tha
 Either way the normal client is served *meanwhile*: the cases that used to stall the whole
 process (hash flooding a set or dict under the GIL), grow it without bound (a new proxy class
 per typed reference) or drain an endless iterator in one request are regression tests for
-the fixes they found (see the module docstrings of ``rpc_protocol._codec``,
+the fixes they found (see the module docstrings of ``rpc_protocol._decoder``,
 ``rpc_service._boxing`` and ``rpc_service._dispatch``).
 """
 

@@ -10,7 +10,9 @@ folder can be vendored into another project as is. The byte-level specification 
 from __future__ import annotations
 
 from .__about__ import __version__
-from ._codec import BackRef, Buffer, CodecLimits, Ref, ValueDecoder, ValueEncoder
+from ._codec import BackRef, Buffer, CodecLimits, Ref
+from ._decoder import ValueDecoder
+from ._encoder import ValueEncoder
 from ._connection import Connection, ProtocolConfig
 from ._errors import (
     EncodeError,

@@ -14,8 +14,9 @@ import mmap
 from dataclasses import dataclass
 from typing import Final
 
-from ._codec import DEFAULT_LIMITS, Buffer, CodecLimits, ValueDecoder, ValueEncoder
-from ._codec import BoxHook, UnboxHook
+from ._codec import DEFAULT_LIMITS, BoxHook, Buffer, CodecLimits, UnboxHook
+from ._decoder import ValueDecoder
+from ._encoder import ValueEncoder
 from ._errors import HandshakeError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import Close, ErrorReply, Event, Hello, Op, Ping, Pong, Preface, Release, Reply, Request
 from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, PREFACE_SIZE, FrameFlags, FrameType, Header, pack_preface, parse_header, parse_preface

@@ -12,7 +12,9 @@ from __future__ import annotations
 import struct
 from typing import Final, TypeGuard
 
-from ._codec import Buffer, ValueDecoder, ValueEncoder
+from ._codec import Buffer
+from ._decoder import ValueDecoder
+from ._encoder import ValueEncoder
 from ._errors import EncodeError, RemoteProtocolError
 from ._events import Close, ErrorReply, Event, Hello, Op, Ping, Pong, Release, Reply, Request
 from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, FrameFlags, FrameType, Header

@@ -201,20 +201,8 @@ class Connection:
     # -- requests ----------------------------------------------------------------------
 
     def _request(self, op: Op, target: object, args: tuple[Any, ...] = (), kwargs: dict[str, Any] = _NO_KWARGS) -> Any:
-        """Send a request and wait for its reply (the hot path of every proxy operation:
-        what _awaited does, inlined)."""
-        if self._closed:
-            raise ConnectionClosedError("the connection is closed")
-        slot = AsyncResult(self)
-        with self._send_lock:
-            proto = self._proto
-            seq = proto.next_seq()
-            self._slots[seq] = slot
-            try:
-                self._send_locked(proto.send_request, seq, op, target, args, kwargs)
-            except BaseException:
-                self._slots.pop(seq, None)
-                raise
+        """Send a request and wait for its reply (the hot path of every proxy operation)."""
+        slot = self._awaited(self._proto.send_request, op, target, args, kwargs)
         timeout = self._config.sync_request_timeout
         try:
             self._wait(slot, None if timeout is None else time.monotonic() + timeout)
