@@ -16,7 +16,7 @@ import pytest
 
 import rpc_protocol as wire
 from rpc_protocol import Op
-from rpc_service import Connection, Proxy, is_proxy
+from rpc_service import Connection, Proxy
 from tests.adversarial.helpers import Baseline, RawPeer, TargetService
 
 ESCAPES = [
