@@ -20,7 +20,7 @@ from ._encoder import ValueEncoder
 from ._errors import HandshakeError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._events import Close, ErrorReply, Event, Hello, Op, Ping, Pong, Preface, Release, Reply, Request
 from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, PREFACE_SIZE, FrameFlags, FrameType, Header, pack_preface, parse_header, parse_preface
-from ._messages import decode_payload, decode_request, encode_frame, encode_reply, encode_request
+from ._messages import decode_payload, decode_release, decode_request, encode_frame, encode_reply, encode_request
 from ._states import RECV, SEND, TRANSITIONS, State
 
 __all__ = ["Connection", "ProtocolConfig"]
@@ -43,6 +43,7 @@ _EVENT_OF: Final[dict[FrameType, type]] = {
 
 _REPLY: Final = int(FrameType.REPLY)
 _REQUEST: Final = int(FrameType.REQUEST)
+_RELEASE: Final = int(FrameType.RELEASE)
 _REQUEST_FLAGS: Final = int(FrameFlags.BY_VALUE)
 # Frame types whose arrival leaves an OPEN connection OPEN, read off the state table once.
 _OPEN_TRAFFIC: Final = frozenset(
@@ -371,9 +372,10 @@ class Connection:
                 if end - pos < HEADER_SIZE:
                     break
                 if self.state is State.OPEN:
-                    # The fast path of the two frames every call makes, taken only when the
-                    # header and sequence checks pass; otherwise the general path below makes
-                    # the same checks and says what is wrong. Both stay in OPEN (TRANSITIONS).
+                    # The fast path of the frames every call makes (and the releases that
+                    # follow callbacks), taken only when the header and sequence checks pass;
+                    # otherwise the general path below makes the same checks and says what is
+                    # wrong. All of them stay in OPEN (TRANSITIONS).
                     kind, flags, reserved, seq, length = HEADER.unpack_from(view, pos)
                     stop = pos + HEADER_SIZE + length
                     if stop <= end and length <= max_frame and not reserved:
@@ -392,6 +394,10 @@ class Connection:
                             request = decode_request(view[pos + HEADER_SIZE : stop], seq, flags, self._decoder)
                             pending_in[seq] = request.by_value
                             events.append(request)
+                            pos = stop
+                            continue
+                        if kind == _RELEASE and not flags:
+                            events.append(decode_release(view[pos + HEADER_SIZE : stop]))
                             pos = stop
                             continue
                 header = self._header = parse_header(view, pos, max_frame)

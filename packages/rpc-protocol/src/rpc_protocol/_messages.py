@@ -19,7 +19,7 @@ from ._errors import EncodeError, RemoteProtocolError
 from ._events import Close, ErrorReply, Event, Hello, Op, Ping, Pong, Release, Reply, Request
 from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, FrameFlags, FrameType, Header
 
-__all__ = ["encode_frame", "encode_request", "encode_reply", "decode_payload", "decode_request"]
+__all__ = ["encode_frame", "encode_request", "encode_reply", "decode_payload", "decode_release", "decode_request"]
 
 _U32 = struct.Struct("<I")
 _RELEASE_ENTRY = struct.Struct("<QI")
@@ -128,12 +128,7 @@ def decode_payload(header: Header, payload: memoryview, decoder: ValueDecoder) -
             raise RemoteProtocolError("malformed hello")
         return Hello(services, frozenset(capabilities), max_frame_size, root)
     if kind is FrameType.RELEASE:
-        if end < 4:
-            raise RemoteProtocolError("release frame truncated")
-        count = _U32.unpack_from(payload, 0)[0]
-        if end != 4 + count * _RELEASE_ENTRY.size:
-            raise RemoteProtocolError("release frame length does not match its entry count")
-        return Release(tuple(_RELEASE_ENTRY.iter_unpack(payload[4:])))
+        return decode_release(payload)
     if kind is FrameType.PING:
         return Ping(header.seq, bytes(payload))
     if kind is FrameType.PONG:
@@ -161,6 +156,17 @@ def decode_request(payload: memoryview, seq: int, flags: int, decoder: ValueDeco
             raise RemoteProtocolError("keyword argument names must be strings")
         kwargs = dict(zip(keys, flat[1::2]))
     return Request(seq, op, target, args, kwargs, bool(flags & _BY_VALUE))
+
+
+def decode_release(payload: memoryview) -> Release:
+    """The Release in a RELEASE frame's payload."""
+    end = len(payload)
+    if end < 4:
+        raise RemoteProtocolError("release frame truncated")
+    count = _U32.unpack_from(payload, 0)[0]
+    if end != 4 + count * _RELEASE_ENTRY.size:
+        raise RemoteProtocolError("release frame length does not match its entry count")
+    return Release(tuple(_RELEASE_ENTRY.iter_unpack(payload[4:])))
 
 
 def _strings(value: object) -> TypeGuard[tuple[str, ...]]:
