@@ -209,6 +209,13 @@ class ValueDecoder:
                     raise RemoteProtocolError("value truncated")
                 append(self._unboxed(BackRef(_U64.unpack_from(view, pos + 1)[0])))
                 pos += 9
+            elif tag == REF:  # as _ref would
+                self._no_hashed_refs()
+                if pos + 13 > end:
+                    raise RemoteProtocolError("value truncated")
+                oid, type_id = _REF.unpack_from(view, pos + 1)
+                append(self._unboxed(Ref(oid, type_id)))
+                pos += 13
             else:
                 reader = readers[tag]
                 if reader is None:
