@@ -165,8 +165,7 @@ class Connection:
                 encoder = self._by_value_encoder
         elif type(event) is Hello:
             event = Hello(event.services, event.capabilities, self.config.max_frame_size, event.root)
-        peer_max = self.peer_hello.max_frame_size if self.peer_hello else _DEFAULT_MAX_FRAME
-        buffers = encode_frame(event, encoder, peer_max)
+        buffers = encode_frame(event, encoder, self._peer_frame_limit())
         if type(event) is Request:
             self._pending_out.add(event.seq)
         elif type(event) is Reply or type(event) is ErrorReply:
@@ -189,9 +188,7 @@ class Connection:
         the event: the path every remote call takes."""
         if self.state is not State.OPEN or seq in self._pending_out:  # let send() say what is wrong
             return self.send(Request(seq, op, target, args, {} if kwargs is None else kwargs, by_value))
-        hello = self.peer_hello
-        peer_max = hello.max_frame_size if hello else _DEFAULT_MAX_FRAME
-        buffers = encode_request(self._encoder, seq, op, target, args, kwargs, by_value, peer_max)
+        buffers = encode_request(self._encoder, seq, op, target, args, kwargs, by_value, self._peer_frame_limit())
         self._pending_out.add(seq)  # a Request leaves the state OPEN (TRANSITIONS)
         return buffers
 
@@ -200,11 +197,15 @@ class Connection:
         by_value = self._pending_in.get(seq)
         if self.state is not State.OPEN or by_value is None:  # let send() say what is wrong
             return self.send(Reply(seq, value))
-        hello = self.peer_hello
-        peer_max = hello.max_frame_size if hello else _DEFAULT_MAX_FRAME
-        buffers = encode_reply(self._by_value_encoder if by_value else self._encoder, seq, value, peer_max)
+        encoder = self._by_value_encoder if by_value else self._encoder
+        buffers = encode_reply(encoder, seq, value, self._peer_frame_limit())
         del self._pending_in[seq]  # a Reply leaves the state OPEN (TRANSITIONS)
         return buffers
+
+    def _peer_frame_limit(self) -> int:
+        """The largest frame the peer accepts: what its Hello announced, 64 MiB until then."""
+        hello = self.peer_hello
+        return hello.max_frame_size if hello else _DEFAULT_MAX_FRAME
 
     def _check(self, direction: str, kind: type) -> State:
         if self._error is not None and direction == SEND:
@@ -379,8 +380,9 @@ class Connection:
                     kind, flags, reserved, seq, length = HEADER.unpack_from(view, pos)
                     stop = pos + HEADER_SIZE + length
                     if stop <= end and length <= max_frame and not reserved:
+                        payload = view[pos + HEADER_SIZE : stop]
                         if kind == _REPLY and not flags and seq in self._pending_out:
-                            events.append(Reply(seq, self._decoder.decode(view[pos + HEADER_SIZE : stop])))
+                            events.append(Reply(seq, self._decoder.decode(payload)))
                             self._pending_out.discard(seq)
                             pos = stop
                             continue
@@ -391,13 +393,13 @@ class Connection:
                             and seq not in pending_in
                             and len(pending_in) < self.config.max_pending
                         ):
-                            request = decode_request(view[pos + HEADER_SIZE : stop], seq, flags, self._decoder)
+                            request = decode_request(payload, seq, flags, self._decoder)
                             pending_in[seq] = request.by_value
                             events.append(request)
                             pos = stop
                             continue
                         if kind == _RELEASE and not flags:
-                            events.append(decode_release(view[pos + HEADER_SIZE : stop]))
+                            events.append(decode_release(payload))
                             pos = stop
                             continue
                 header = self._header = parse_header(view, pos, max_frame)

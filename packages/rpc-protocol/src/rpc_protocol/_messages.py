@@ -105,7 +105,6 @@ def _seal(encoder: ValueEncoder, buf: bytearray, kind: FrameType, flags: int, se
 def decode_payload(header: Header, payload: memoryview, decoder: ValueDecoder) -> Event:
     """Turn a validated header and its complete payload into an event."""
     kind = header.kind
-    end = len(payload)
     if kind is FrameType.REQUEST:
         return decode_request(payload, header.seq, header.flags, decoder)
     if kind is FrameType.REPLY:

@@ -45,8 +45,7 @@ class Dispatcher:
     def _inspect(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return self._exposure.describe(type(target))
 
-    @staticmethod
-    def _call(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _call(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return target(*args, **kwargs)
 
     def _callattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -63,8 +62,7 @@ class Dispatcher:
     def _delattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         delattr(target, self._exposure.resolve_for(target, args[0], self._config.allow_delattr, "deleting"))
 
-    @staticmethod
-    def _iter_next(target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], bool]:
+    def _iter_next(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], bool]:
         """Up to ``args[0]`` items from the iterator ``target``, and whether it is exhausted."""
         count = args[0]
         if type(count) is not int or count < 1:
@@ -82,7 +80,7 @@ class Dispatcher:
 # What each operation does (docs/protocol.md §5): HANDLERS[op](dispatcher, target, args, kwargs)
 # is the reply. Functions, not bound methods: the table is built once, not per connection.
 HANDLERS: Final[dict[Op, Callable[..., Any]]] = {
-    Op.CALL: lambda self, target, args, kwargs: Dispatcher._call(target, args, kwargs),
+    Op.CALL: Dispatcher._call,
     Op.CALLATTR: Dispatcher._callattr,
     Op.GETATTR: Dispatcher._getattr,
     Op.SETATTR: Dispatcher._setattr,
@@ -92,7 +90,7 @@ HANDLERS: Final[dict[Op, Callable[..., Any]]] = {
     Op.REPR: lambda self, target, args, kwargs: repr(target),
     Op.STR: lambda self, target, args, kwargs: str(target),
     Op.INSTANCECHECK: lambda self, target, args, kwargs: isinstance(args[0], target),
-    Op.ITER_NEXT: lambda self, target, args, kwargs: Dispatcher._iter_next(target, args, kwargs),
+    Op.ITER_NEXT: Dispatcher._iter_next,
     Op.INSPECT: Dispatcher._inspect,
     Op.PICKLE: Dispatcher._pickle,
 }
