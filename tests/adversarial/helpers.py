@@ -143,28 +143,18 @@ def preface(low: int = wire.MIN_VERSION, high: int = wire.MAX_VERSION, reserved:
     return magic + struct.pack("<BBH", low, high, reserved)
 
 
+def assert_prompt(conn: Connection, within: float = 1.0) -> None:
+    """The normal client is served, and promptly."""
+    start = time.monotonic()
+    assert conn.root.echo("bystander") == "bystander"
+    elapsed = time.monotonic() - start
+    assert elapsed < within, f"the normal client waited {elapsed:.2f} s"
+
+
 def value_of(answer: wire.Reply | wire.ErrorReply) -> Any:
     """The value of a reply; an error reply fails the test with what the server said."""
     assert isinstance(answer, wire.Reply), f"the server answered with an error: {answer}"
     return answer.value
-
-
-def dropped_within(sock: socket.socket, seconds: float) -> bool:
-    """Read (and discard) until the server ends the connection: True on EOF or reset, False
-    if it is still open after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        sock.settimeout(remaining)
-        try:
-            if not sock.recv(65536):
-                return True
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except TimeoutError:
-            return False
 
 
 class RawPeer:

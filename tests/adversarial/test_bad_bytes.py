@@ -21,7 +21,8 @@ import pytest
 
 import rpc_protocol as wire
 from rpc_service import Connection, ThreadedServer
-from tests.adversarial.helpers import Baseline, RawPeer, TargetService, dropped_within, frame, joined, preface, value_of
+from tests.adversarial.helpers import Baseline, RawPeer, TargetService, assert_prompt, frame, joined, preface, value_of
+from tests.service.helpers import dropped_within
 
 REQUEST, REPLY, ERROR, RELEASE, PING, PONG, CLOSE, HELLO = 2, 3, 4, 5, 6, 7, 8, 1
 MiB = 1024 * 1024
@@ -37,14 +38,6 @@ def request_payload(op: int, target: bytes, args: bytes = b"\x18\x00", kwargs: b
 
 def logged(caplog: pytest.LogCaptureFixture, needle: str) -> bool:
     return any(needle in record.getMessage() for record in caplog.records)
-
-
-def assert_prompt(conn: Connection, within: float = 1.0) -> None:
-    """The normal client is served, and promptly."""
-    start = time.monotonic()
-    assert conn.root.echo("bystander") == "bystander"
-    elapsed = time.monotonic() - start
-    assert elapsed < within, f"the normal client waited {elapsed:.2f} s"
 
 
 # -- not the protocol at all (before any handshake) ------------------------------------------------

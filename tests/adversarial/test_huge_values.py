@@ -19,7 +19,8 @@ import pytest
 
 import rpc_protocol as wire
 from rpc_service import Connection
-from tests.adversarial.helpers import Baseline, RawPeer, dropped_within, frame, value_of
+from tests.adversarial.helpers import Baseline, RawPeer, frame, value_of
+from tests.service.helpers import dropped_within
 
 MiB = 1024 * 1024
 MODULUS = (1 << 61) - 1  # sys.hash_info.modulus: int hashes are taken modulo this, unrandomised

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from rpc_classic import ClassicConnection, download, upload
+from tests.service.helpers import count_requests
 
 
 def make_tree(root: Path) -> dict[str, bytes]:
@@ -64,17 +64,10 @@ def test_single_files_and_small_chunks(thread_conn: ClassicConnection, tmp_path:
 def test_large_file_costs_few_requests(thread_conn: ClassicConnection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = os.urandom(5 * 1024 * 1024)
     (tmp_path / "big.bin").write_bytes(data)
-    calls: list[int] = []
-    original = thread_conn._proto.send_request  # semi-private: every request is framed by it
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(thread_conn._proto, "send_request", counting)
+    calls = count_requests(thread_conn, monkeypatch)
     upload(thread_conn, tmp_path / "big.bin", str(tmp_path / "big-copy.bin"))
     assert (tmp_path / "big-copy.bin").read_bytes() == data
-    assert len(calls) < 20  # 5 writes of 1 MiB plus open/close/chmod, not one per 64 KiB
+    assert calls[0] < 20  # 5 writes of 1 MiB plus open/close/chmod, not one per 64 KiB
 
 
 def test_filter_skips_files_and_whole_directories(thread_conn: ClassicConnection, tmp_path: Path) -> None:

@@ -2,18 +2,21 @@
 
 ``connect_to(service, ...)`` returns a client connection whose ``root`` is ``service``,
 over TCP through a ThreadedServer or over the in-process pair (``connect_thread``),
-depending on the fixture's parameter. Everything opened is closed at teardown.
+depending on the fixture's parameter. Everything opened is closed at teardown. ``run(server)``
+starts a server in a thread and stops it at teardown.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import pytest
 
 import rpc_service
-from rpc_service import Connection, Service, VoidService
+from rpc_service import Connection, Server, Service, VoidService
+
+from .helpers import Running
 
 
 class ConnectTo(Protocol):
@@ -75,3 +78,17 @@ def no_thread_leak() -> Iterator[None]:
             return
         extra[0].join(timeout=0.1)
     pytest.fail(f"threads left running: {[thread.name for thread in extra]}")
+
+
+@pytest.fixture
+def run() -> Iterator[Callable[[Server], Server]]:
+    """Start servers in threads; close them (and check their threads ended) at teardown."""
+    running: list[Running] = []
+
+    def start(server: Server) -> Server:
+        running.append(Running(server))
+        return server
+
+    yield start
+    for item in running:
+        item.stop()

@@ -1,7 +1,6 @@
 """Helpers and the serving API: BgServingThread, buffiter, restricted, ping, serve, poll_all.
 
-Request counting wraps the protocol connection's ``send_request`` (reached through the
-semi-private ``_proto``: every request a proxy makes, synchronous or not, is framed by it).
+Requests are counted with ``tests.service.helpers.count_requests``.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ import rpc_service
 from rpc_service import AsyncResultTimeout, BgServingThread, Connection, Service, async_, buffiter, restricted
 
 from .conftest import ConnectTo
+from .helpers import count_requests
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -137,18 +137,6 @@ def service() -> Iterator[HelperService]:
     svc.gate.set()
 
 
-def _count_requests(conn: Connection, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    counter = [0]
-    original = conn._proto.send_request
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        counter[0] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(conn._proto, "send_request", counting)
-    return counter
-
-
 # -- BgServingThread ------------------------------------------------------------------
 
 
@@ -247,7 +235,7 @@ def test_buffiter_yields_everything_in_order_with_few_round_trips(
     conn = connect_to(service)
     remote = conn.root.items()
     assert rpc_service.is_proxy(remote)
-    counter = _count_requests(conn, monkeypatch)
+    counter = count_requests(conn, monkeypatch)
 
     assert list(buffiter(remote)) == service.items
     buffered = counter[0]

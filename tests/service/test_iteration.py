@@ -13,6 +13,7 @@ import pytest
 
 import rpc_service
 from tests.service.conftest import ConnectTo
+from tests.service.helpers import count_requests
 
 
 class Countdown:
@@ -47,25 +48,13 @@ class IterService(rpc_service.Service):
         return tuple(self.produced)
 
 
-def _count_requests(conn: rpc_service.Connection, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    counter = [0]
-    original = conn._proto.send_request  # semi-private: every request is framed by it
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        counter[0] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(conn._proto, "send_request", counting)
-    return counter
-
-
 @pytest.mark.parametrize("n", [0, 1, 255, 256, 257, 10_000])
 def test_a_remote_list_iterates_completely_in_a_few_round_trips(
     connect_to: ConnectTo, monkeypatch: pytest.MonkeyPatch, n: int
 ) -> None:
     conn = connect_to(IterService)
     remote: Any = conn.root.numbers(n)
-    counter = _count_requests(conn, monkeypatch)
+    counter = count_requests(conn, monkeypatch)
     assert list(remote) == list(range(n))
     assert counter[0] <= 9  # len() (list() presizes), __iter__, then batches of 256, 512, ... 8192
 
@@ -73,7 +62,7 @@ def test_a_remote_list_iterates_completely_in_a_few_round_trips(
 def test_dicts_and_their_views_iterate_in_batches(connect_to: ConnectTo, monkeypatch: pytest.MonkeyPatch) -> None:
     conn = connect_to(IterService)
     remote: Any = conn.root.mapping()
-    counter = _count_requests(conn, monkeypatch)
+    counter = count_requests(conn, monkeypatch)
     assert [key for key in remote] == ["a", "b", "c"]
     assert sorted(remote.__iter__()) == ["a", "b", "c"]
     assert counter[0] == 4  # (__iter__ + one batch) twice
@@ -92,6 +81,6 @@ def test_a_custom_iterable_is_iterated_one_item_per_round_trip(
 ) -> None:
     conn = connect_to(IterService)
     remote: Any = conn.root.countdown(5)
-    counter = _count_requests(conn, monkeypatch)
+    counter = count_requests(conn, monkeypatch)
     assert list(remote) == [5, 4, 3, 2, 1]
     assert counter[0] == 1 + 6  # __iter__, then __next__ per item and the final StopIteration

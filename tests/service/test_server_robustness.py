@@ -22,6 +22,8 @@ import rpc_protocol as wire
 import rpc_service
 from rpc_service import Connection, ConnectionClosedError, ForkingServer, OneShotServer, Server, Service, ThreadedServer, ThreadPoolServer
 
+from .helpers import Running, dropped_within
+
 ServerClass = type[Server]
 MULTI_CLIENT_SERVERS: list[ServerClass] = [ThreadedServer, ThreadPoolServer, ForkingServer]
 IN_PROCESS_SERVERS: list[ServerClass] = [ThreadedServer, ThreadPoolServer]  # (their logs are ours to read)
@@ -57,30 +59,6 @@ class WorkService(Service):
 # -- helpers --------------------------------------------------------------------------------------
 
 
-class Running:
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.thread = server.start_in_thread()
-
-    def stop(self) -> None:
-        self.server.close()
-        self.thread.join(timeout=5)
-        assert not self.thread.is_alive(), "start() did not return after close()"
-
-
-@pytest.fixture
-def run() -> Iterator[Callable[[Server], Server]]:
-    running: list[Running] = []
-
-    def start(server: Server) -> Server:
-        running.append(Running(server))
-        return server
-
-    yield start
-    for item in running:
-        item.stop()
-
-
 @pytest.fixture
 def raw_sockets() -> Iterator[Callable[[int], socket.socket]]:
     """Plain loopback sockets connected to a port; closed at teardown."""
@@ -94,23 +72,6 @@ def raw_sockets() -> Iterator[Callable[[int], socket.socket]]:
     yield open_
     for sock in opened:
         sock.close()
-
-
-def dropped_within(sock: socket.socket, seconds: float) -> bool:
-    """Read until the server ends the connection (EOF or reset); False if it did not in time."""
-    deadline = time.monotonic() + seconds
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        sock.settimeout(remaining)
-        try:
-            if not sock.recv(65536):
-                return True
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except TimeoutError:
-            return False
 
 
 def make_server(server_class: ServerClass, service: Service | type[Service], **kwargs: Any) -> Server:

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import pytest
 
@@ -33,6 +33,8 @@ from rpc_service import (
     ThreadedServer,
     ThreadPoolServer,
 )
+
+from .helpers import Running
 
 ServerClass = type[Server]
 ALL_SERVERS: list[ServerClass] = [ThreadedServer, ThreadPoolServer, ForkingServer, OneShotServer]
@@ -87,33 +89,6 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "c
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
-
-
-class Running:
-    """A server started in a thread; ``stop()`` closes it and checks its thread ended."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.thread = server.start_in_thread()
-
-    def stop(self) -> None:
-        self.server.close()
-        self.thread.join(timeout=5)
-        assert not self.thread.is_alive(), "start() did not return after close()"
-
-
-@pytest.fixture
-def run() -> Iterator[Callable[[Server], Server]]:
-    """Start servers in threads; close them (and check their threads ended) at teardown."""
-    running: list[Running] = []
-
-    def start(server: Server) -> Server:
-        running.append(Running(server))
-        return server
-
-    yield start
-    for item in running:
-        item.stop()
 
 
 def connect(server: Server, **kwargs: Any) -> Connection:

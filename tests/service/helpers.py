@@ -1,0 +1,60 @@
+"""Helpers the service-layer tests share (and the layers above reuse): running servers in
+threads, watching a raw socket be dropped, and counting the requests a connection makes.
+
+Counting wraps the protocol connection's ``send_request`` (reached through the semi-private
+``_proto``): every request a proxy makes, synchronous or not, is framed by it.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from rpc_service import Connection, Server
+
+
+class Running:
+    """A server started in a thread; ``stop()`` closes it and checks its thread ended."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.thread = server.start_in_thread()
+
+    def stop(self) -> None:
+        self.server.close()
+        self.thread.join(timeout=5)
+        assert not self.thread.is_alive(), "start() did not return after close()"
+
+
+def dropped_within(sock: socket.socket, seconds: float) -> bool:
+    """Read (and discard) until the server ends the connection: True on EOF or reset, False
+    if it is still open after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        sock.settimeout(remaining)
+        try:
+            if not sock.recv(65536):
+                return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except TimeoutError:
+            return False
+
+
+def count_requests(conn: Connection, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A one-item list counting the requests ``conn`` sends from now on."""
+    counter = [0]
+    original = conn._proto.send_request
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        counter[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(conn._proto, "send_request", counting)
+    return counter
