@@ -310,17 +310,6 @@ class UDPRegistryClient(RegistryClient):
 class TCPRegistryClient(RegistryClient):
     """Talks to one registry over TCP (a connection per request)."""
 
-    def __init__(
-        self,
-        ip: str,
-        port: int = DEFAULT_PORT,
-        timeout: float = 2.0,
-        *,
-        key: KeyArg = None,
-        logger: logging.Logger | None = None,
-    ) -> None:
-        super().__init__(ip, port, timeout, key=key, logger=logger)
-
     def _exchange(
         self, data: bytes, accept: Callable[[bytes, str], Body | None], stop: Callable[[Body], bool], deadline: float
     ) -> builtins.list[Body]:
