@@ -7,7 +7,12 @@ every alias, oldest lease first, a re-registration replaces the names) and what 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+import tomllib
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -16,7 +21,7 @@ import redis
 import rpc_registry
 import rpc_service
 from rpc_registry import RedisRegistry
-from tests.registry.helpers import wait_for
+from tests.registry.helpers import source_path, wait_for
 from tests.registry.redis_helpers import RedisProcess
 
 
@@ -174,3 +179,30 @@ def test_a_server_registers_its_aliases_and_connect_by_service_reaches_it(redis_
         server.close()
     assert registry.discover("hello") == []  # close() unregistered
     registry.close()
+
+
+def test_minimal_install_does_not_need_redis_py() -> None:
+    """``import rpc_registry`` loads no redis-py; without it, RedisRegistry says what to install."""
+    probe = (
+        "import sys\n"
+        "sys.modules['redis'] = None  # as if redis-py were not installed\n"
+        "import rpc_registry\n"
+        "assert [m for m in sys.modules if m.startswith('redis') and sys.modules[m] is not None] == []\n"
+        "try:\n"
+        "    rpc_registry.RedisRegistry()\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, PYTHONPATH=source_path()), stdin=subprocess.DEVNULL, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert 'pip install "rpc-registry[redis]"' in result.stdout
+
+
+def test_redis_py_is_the_redis_extra_only() -> None:
+    pyproject = Path(__file__).resolve().parents[2] / "packages" / "rpc-registry" / "pyproject.toml"
+    project = tomllib.loads(pyproject.read_text())["project"]
+    assert not any(requirement.startswith("redis") for requirement in project["dependencies"])
+    assert [r for r in project["optional-dependencies"]["redis"] if r.startswith("redis")] == ["redis>=5"]
