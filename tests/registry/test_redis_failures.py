@@ -188,8 +188,7 @@ def test_servers_reregister_after_redis_restarts_and_keep_serving_meanwhile(make
             assert conn.root.echo(value) == value
         time.sleep(ttl)  # let the lease loops fail a few times
         assert conn.root.echo("still here") == "still here"
-        server.start()  # empty: every lease is gone
-        assert registry.discover("echo") == []
+        server.start()  # empty (no persistence): every lease is gone until the servers refresh
         # back within a refresh interval plus the longest back-off (ttl) and the server's retry
         assert wait_for(lambda: sorted(registry.discover("echo")) == expected, timeout=ttl / 3 + ttl + 5.0)
         conn.close()
