@@ -28,6 +28,11 @@ REDIS_SERVER = "redis-server"
 PASSWORD = "s3cret-registry-password"
 ACL_USER = "rpcsvc"
 ACL_PASSWORD = "acl-user-password"
+#: the least a registry's ACL user needs (the README quotes it): the scripts and what they run
+ACL_COMMANDS = (
+    "+evalsha +script|load +time +zadd +zrange +zrangebyscore +zremrangebyscore +zrem +zscore "
+    "+hset +hdel +hmget +del +pexpireat"
+)
 #: an ACL user that may connect but not run scripts
 LIMITED_USER = "readonly"
 LIMITED_PASSWORD = "readonly-password"
@@ -95,7 +100,7 @@ class RedisProcess:
         if self.password is not None:
             lines.append(f"requirepass {self.password}")
         if self.acl:
-            lines.append(f"user {ACL_USER} on >{ACL_PASSWORD} ~rpc:* ~acl:* +@all -@dangerous")
+            lines.append(f"user {ACL_USER} on >{ACL_PASSWORD} ~rpc:* ~acl:* {ACL_COMMANDS}")
             lines.append(f"user {LIMITED_USER} on >{LIMITED_PASSWORD} ~* +ping +get +info +client +hello")
         if self.tls is not None:
             lines += [

@@ -272,5 +272,4 @@ def _make_client(url: str, timeout: float) -> redis.Redis:
         socket_connect_timeout=timeout,
         retry=retry,
         decode_responses=True,
-        client_name="rpc-registry",
     )
