@@ -7,13 +7,17 @@ gives the matching client. Nothing here touches a network other than loopback.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import pytest
 
 from rpc_registry import RegistryServer
 from tests.registry.helpers import FakeClock, MakeRegistry, start_registry
+from tests.registry.redis_helpers import RedisProcess
 
 
 @pytest.fixture(params=["udp", "tcp"])
@@ -53,3 +57,31 @@ def no_thread_leak() -> Iterator[None]:
             return
         extra[0].join(timeout=0.1)
     pytest.fail(f"threads left running: {[thread.name for thread in extra]}")
+
+
+@pytest.fixture
+def make_redis() -> Iterator[Callable[..., RedisProcess]]:
+    """Starts private redis-servers (``RedisProcess`` keywords) and stops them at teardown.
+
+    Each lives in a short temp dir of its own (its unix socket path must stay short)."""
+    started: list[RedisProcess] = []
+    directories: list[str] = []
+
+    def make(**kwargs: Any) -> RedisProcess:
+        directory = tempfile.mkdtemp(prefix="rpc-redis-")
+        directories.append(directory)
+        server = RedisProcess(Path(directory), **kwargs)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()
+    for directory in directories:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_server(make_redis: Callable[..., RedisProcess]) -> RedisProcess:
+    """A private redis-server on 127.0.0.1 with no password."""
+    return make_redis()

@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     registry.add_argument("--registry-type", choices=("udp", "tcp"), default="udp")
     registry.add_argument("--registry-host", default=None, help="the registry (UDP default: broadcast)")
     registry.add_argument("--registry-port", type=int, default=DEFAULT_REGISTRY_PORT)
+    registry.add_argument(
+        "--register-redis", metavar="URL", default=None,
+        help="announce the server on Redis (redis://[user:password@]host[:port][/db], rediss://...; "
+        "needs rpc-registry[redis])",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="log warnings and errors only")
     return parser
 
@@ -108,12 +113,17 @@ def _authenticator(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
 
 def _registrar(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
-    if not args.register:
+    if not (args.register or args.register_redis):
         return None
     try:
         import rpc_registry
     except ImportError:
         parser.error("--register needs rpc-registry: pip install 'rpc-classic[registry]'")
+    if args.register_redis:
+        try:
+            return rpc_registry.RedisRegistry(args.register_redis)
+        except (ImportError, ValueError) as exc:
+            parser.error(f"--register-redis: {exc}")
     if args.registry_type == "tcp":
         if not args.registry_host:
             parser.error("--registry-type tcp needs --registry-host")
@@ -131,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.mode == "stdio" and (
-        args.certfile or args.keyfile or args.ca_certs or args.register or args.socket_path or args.host or args.port is not None
+        args.certfile or args.keyfile or args.ca_certs or args.register or args.register_redis or args.socket_path or args.host or args.port is not None
     ):
         parser.error("--mode stdio serves stdin/stdout: it takes no address, TLS or registry options")
     authenticator = None if args.mode == "stdio" else _authenticator(args, parser)

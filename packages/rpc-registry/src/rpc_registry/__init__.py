@@ -15,6 +15,9 @@ The clients, :class:`UDPRegistryClient` and :class:`TCPRegistryClient`, are the
         ...
     conn = rpc_registry.connect_by_service("echo")           # from any host on the network
 
+On Redis, :class:`RedisRegistry` (extra ``rpc-registry[redis]``) is the registry and the
+registrar at once: servers hold leases on keys that expire, clients ask Redis directly.
+
 Messages travel in the ``rpc_protocol`` value codec; register and unregister can be signed
 with a shared key (HMAC-SHA256, timestamp and nonce against replay).
 """
@@ -28,6 +31,7 @@ from ._discovery import connect_by_service, discover, list_services
 from ._errors import MessageError, RegistryError, RegistryRefusedError, RegistryUnavailableError
 from ._handler import RegistryHandler, RegistryLimits
 from ._messages import DEFAULT_PORT
+from ._redis import DEFAULT_REDIS_URL, DEFAULT_TTL, RedisRegistry
 from ._server import RegistryServer, TCPRegistryServer, UDPRegistryServer
 from ._table import DEFAULT_PRUNING_TIMEOUT, Lease, RegistryTable
 
@@ -48,6 +52,7 @@ __all__ = [
     "RegistryClient",
     "TCPRegistryClient",
     "UDPRegistryClient",
+    "RedisRegistry",
     "connect_by_service",
     "discover",
     "list_services",
@@ -55,6 +60,8 @@ __all__ = [
     # constants
     "DEFAULT_PORT",
     "DEFAULT_PRUNING_TIMEOUT",
+    "DEFAULT_REDIS_URL",
+    "DEFAULT_TTL",
     "REGISTRY_PORT",
     # errors
     "MessageError",

@@ -2,7 +2,8 @@
 
 Owns argument parsing and the three subcommands: ``serve`` (a UDP or TCP registry until
 interrupted), ``list`` (every name, when the registry allows listing) and ``lookup NAME``
-(every ``host:port`` serving a name). It prints results on stdout, errors on stderr, and
+(every ``host:port`` serving a name); ``list`` and ``lookup`` ask Redis instead with
+``--redis URL``. It prints results on stdout, errors on stderr, and
 returns an exit status (0 ok, 1 nothing found, 2 error); it must not hold registry logic.
 """
 
@@ -20,6 +21,7 @@ from ._auth import load_key
 from ._client import BROADCAST, RegistryClient, TCPRegistryClient, UDPRegistryClient
 from ._errors import RegistryError
 from ._messages import DEFAULT_PORT
+from ._redis import RedisRegistry
 from ._server import RegistryServer, TCPRegistryServer, UDPRegistryServer
 from ._table import DEFAULT_PRUNING_TIMEOUT
 
@@ -48,13 +50,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("-l", "--allow-listing", action="store_true", help="answer requests to list every name")
 
+    def redis(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--redis", metavar="URL", default=None,
+            help="ask Redis instead (redis://[user:password@]host[:port][/db], rediss://..., unix://...; "
+            "needs rpc-registry[redis]); --mode, --host, --port and --key-file are then ignored",
+        )
+        sub.add_argument("--redis-prefix", default="rpc:", help="prefix of the registry's Redis keys (default: rpc:)")
+
     listing = commands.add_parser("list", help="print every name a registry knows (it must allow listing)")
     common(listing, f"registry address (default: {BROADCAST} for udp, 127.0.0.1 for tcp)")
     listing.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for replies (default: 2)")
+    redis(listing)
 
     lookup = commands.add_parser("lookup", help="print every host:port serving a name")
     common(lookup, f"registry address (default: {BROADCAST} for udp, 127.0.0.1 for tcp)")
     lookup.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for replies (default: 2)")
+    redis(lookup)
     lookup.add_argument("name", help="the service name (any letter case)")
     return parser
 
@@ -64,10 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
-        key = None if args.key_file is None else load_key(args.key_file)
         if args.command == "serve":
-            return _serve(args, key)
-        client = _client(args, key)
+            return _serve(args, None if args.key_file is None else load_key(args.key_file))
+        client = _client(args)
         if args.command == "list":
             for name in client.list():
                 print(name)
@@ -78,12 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not addresses:
             print(f"rpc-registry: no server offers {args.name!r}", file=sys.stderr)
         return 0 if addresses else 1
-    except (RegistryError, OSError, ValueError) as exc:
+    except (RegistryError, OSError, ValueError, ImportError) as exc:
         print(f"rpc-registry: {exc}", file=sys.stderr)
         return 2
 
 
-def _client(args: argparse.Namespace, key: bytes | None) -> RegistryClient:
+def _client(args: argparse.Namespace) -> RegistryClient | RedisRegistry:
+    if args.redis is not None:
+        return RedisRegistry(args.redis, prefix=args.redis_prefix, timeout=args.timeout)
+    key = None if args.key_file is None else load_key(args.key_file)
     if args.mode == "tcp":
         return TCPRegistryClient(args.host or "127.0.0.1", args.port, args.timeout, key=key)
     return UDPRegistryClient(args.host or BROADCAST, args.port, args.timeout, key=key)

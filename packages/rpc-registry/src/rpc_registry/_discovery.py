@@ -10,12 +10,14 @@ every failure when none does. It must not talk to sockets itself: the clients an
 
 from __future__ import annotations
 
+import builtins
 import logging
+from typing import Protocol
 
 from rpc_protocol import RPCError
 from rpc_service import ConfigArg, Connection, ServiceArg, ServiceNotFoundError, VoidService, connect
 
-from ._client import RegistryClient, UDPRegistryClient
+from ._client import UDPRegistryClient
 from ._errors import RegistryError
 
 __all__ = ["connect_by_service", "discover", "list_services"]
@@ -25,7 +27,15 @@ Address = tuple[str, int]
 _logger = logging.getLogger("rpc_registry")
 
 
-def discover(name: str, registrar: RegistryClient | None = None) -> list[Address]:
+class Lookup(Protocol):
+    """What discovery asks of a registrar: the UDP/TCP clients and ``RedisRegistry`` have it."""
+
+    def discover(self, name: str) -> builtins.list[Address]: ...
+
+    def list(self) -> builtins.list[str]: ...
+
+
+def discover(name: str, registrar: Lookup | None = None) -> list[Address]:
     """Every ``(host, port)`` that serves ``name`` (any letter case); [] when none does.
 
     Raises :class:`RegistryUnavailableError` when no registry answered.
@@ -33,14 +43,14 @@ def discover(name: str, registrar: RegistryClient | None = None) -> list[Address
     return (registrar or UDPRegistryClient()).discover(name)
 
 
-def list_services(registrar: RegistryClient | None = None) -> list[str]:
+def list_services(registrar: Lookup | None = None) -> list[str]:
     """Every service name the registry knows (it must allow listing), sorted."""
     return (registrar or UDPRegistryClient()).list()
 
 
 def connect_by_service(
     name: str,
-    registrar: RegistryClient | None = None,
+    registrar: Lookup | None = None,
     service: ServiceArg = VoidService,
     config: ConfigArg = None,
     *,
