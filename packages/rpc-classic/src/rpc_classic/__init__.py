@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from .__about__ import __version__
 from ._connection import ClassicConnection, ModuleNamespace
-from ._errors import ClassicError, NotPlainDataError, VersionMismatchError
+from ._errors import ClassicError, NotPlainDataError, UnsafePathError, VersionMismatchError
 from ._factories import (
     DEFAULT_PORT,
     DEFAULT_TLS_PORT,
@@ -66,5 +66,6 @@ __all__ = [
     # errors
     "ClassicError",
     "NotPlainDataError",
+    "UnsafePathError",
     "VersionMismatchError",
 ]
