@@ -27,7 +27,7 @@ from ._client import RegistryClient, TCPRegistryClient, UDPRegistryClient
 from ._discovery import connect_by_service, discover, list_services
 from ._errors import MessageError, RegistryError, RegistryRefusedError, RegistryUnavailableError
 from ._handler import RegistryHandler, RegistryLimits
-from ._messages import DEFAULT_PORT
+from ._messages import DEFAULT_PORT, UDP_REPLY_FACTOR
 from ._server import RegistryServer, TCPRegistryServer, UDPRegistryServer
 from ._table import DEFAULT_PRUNING_TIMEOUT, Lease, RegistryTable
 
@@ -56,6 +56,7 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_PRUNING_TIMEOUT",
     "REGISTRY_PORT",
+    "UDP_REPLY_FACTOR",
     # errors
     "MessageError",
     "RegistryError",

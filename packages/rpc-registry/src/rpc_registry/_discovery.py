@@ -33,9 +33,13 @@ def discover(name: str, registrar: RegistryClient | None = None) -> list[Address
     return (registrar or UDPRegistryClient()).discover(name)
 
 
-def list_services(registrar: RegistryClient | None = None) -> list[str]:
-    """Every service name the registry knows (it must allow listing), sorted."""
-    return (registrar or UDPRegistryClient()).list()
+def list_services(registrar: RegistryClient | None = None, *, filter_host: str | None = None) -> list[str]:
+    """Every service name the registry knows (it must allow listing), sorted; with
+    ``filter_host``, only the names of servers registered at exactly that host.
+
+    ``registrar`` may be any registry client with ``list(filter_host=...)`` (the UDP, TCP
+    and Redis registrars)."""
+    return (registrar or UDPRegistryClient()).list(filter_host=filter_host)
 
 
 def connect_by_service(
