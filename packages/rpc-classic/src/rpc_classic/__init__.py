@@ -31,7 +31,7 @@ from ._factories import (
     tls_connect,
     unix_connect,
 )
-from ._service import ClassicService, SlaveService, classic_config
+from ._service import FORWARD_DUNDERS, ClassicService, SlaveService, classic_config, forward_dunders
 from ._stdio import interact, redirected_stdio
 from ._teleport import teleport_function
 from ._transfer import download, upload
@@ -45,6 +45,8 @@ __all__ = [
     "ModuleNamespace",
     "SlaveService",
     "classic_config",
+    "forward_dunders",
+    "FORWARD_DUNDERS",
     # factories
     "DEFAULT_PORT",
     "DEFAULT_TLS_PORT",
