@@ -20,6 +20,7 @@ from __future__ import annotations
 from .__about__ import __version__
 from ._connection import ClassicConnection, ModuleNamespace
 from ._errors import ClassicError, NotPlainDataError, UnsafePathError, VersionMismatchError
+from ._mock import MockClassicConnection
 from ._factories import (
     DEFAULT_PORT,
     DEFAULT_TLS_PORT,
@@ -42,6 +43,7 @@ __all__ = [
     # the service and its connections
     "ClassicConnection",
     "ClassicService",
+    "MockClassicConnection",
     "ModuleNamespace",
     "SlaveService",
     "classic_config",
