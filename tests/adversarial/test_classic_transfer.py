@@ -210,3 +210,15 @@ def test_a_completed_download_leaves_no_temporary(served: Path, tmp_path: Path) 
         download(conn, str(served / "payload"), target)
     assert target.read_bytes() == b"owned\n"
     assert os.listdir(target.parent) == ["payload"]
+
+
+def test_download_replaces_a_symlinked_target_instead_of_writing_through_it(served: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"precious\n")
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "payload").symlink_to(outside)
+    with hostile_conn((((), (), ("payload",)),)) as conn:
+        download(conn, str(served), target)
+    assert outside.read_bytes() == b"precious\n"
+    assert not (target / "payload").is_symlink() and (target / "payload").read_bytes() == b"owned\n"
