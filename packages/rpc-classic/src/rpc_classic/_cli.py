@@ -101,7 +101,7 @@ def bind_warning(host: str | None, tls: bool, ca_certs: bool, socket_path: str |
         )
     return (
         f"WARNING: rpc-classic serves a SlaveService on TCP {host or 'localhost'} over TLS but without "
-        f"--ca-certs: traffic is encrypted, yet {who} can connect and run any code as this user."
+        f"--ca-certs: traffic is encrypted, yet any client can connect ({who}) and run any code as this user."
     )
 
 
