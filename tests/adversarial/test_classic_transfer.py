@@ -222,3 +222,34 @@ def test_download_replaces_a_symlinked_target_instead_of_writing_through_it(serv
         download(conn, str(served), target)
     assert outside.read_bytes() == b"precious\n"
     assert not (target / "payload").is_symlink() and (target / "payload").read_bytes() == b"owned\n"
+
+
+def test_no_listed_name_writes_outside_the_target(served: Path, tmp_path: Path) -> None:
+    """Property: whatever names a hostile listing holds, download either refuses them or
+    writes only inside the target directory."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    parts = st.sampled_from(["..", ".", "", "/", "\\", "C:", "escape", "sub", "a", "\0", "~"])
+    # never absolute ("/..."): a regression must not write at the file system's root
+    names = st.lists(parts, min_size=1, max_size=4).map("".join).filter(lambda name: not name.startswith("/"))
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    hostile: type[HostileSlave] = type("Hostile", (HostileSlave,), {"TREE": ()})
+    with rpc_classic.connect_thread(service=VoidService, remote_service=hostile) as conn:
+
+        @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(dirs=st.lists(names, max_size=2), files=st.lists(names, min_size=1, max_size=2))
+        def check(dirs: list[str], files: list[str]) -> None:
+            hostile.TREE = (((), tuple(dirs), tuple(files)), *(((d,), (), tuple(files)) for d in dirs))
+            target = inbox / "target"
+            try:
+                download(conn, str(served / "sub"), target)
+            except (UnsafePathError, OSError):
+                pass
+            assert everything_under(tmp_path / "inbox") <= {"target"} | {
+                str(p.relative_to(inbox)) for p in target.rglob("*")
+            }
+            assert not (tmp_path / "escape").exists() and not (inbox / "escape").exists()
+
+        check()
