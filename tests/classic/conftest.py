@@ -77,14 +77,14 @@ def server_side(server: rpc_service.Server, conn: rpc_service.Connection) -> rpc
 READY_TIMEOUT = 15.0
 
 
-def start_cli(*args: str) -> subprocess.Popen[str]:
+def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "rpc_classic", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=child_env(),
+        env=child_env() if env is None else env,
     )
 
 

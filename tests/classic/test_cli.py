@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -47,7 +48,45 @@ def test_oneshot_prints_host_and_port_then_serves_one_client(cli_processes: list
         conn.execute("x = 1")
     code, err = finish(proc)
     assert code == 0, err
+    assert "WITHOUT TLS client certificates" in err and "every account on this machine" in err
+
+
+def private_env(tmp_path: Path) -> dict[str, str]:
+    env = child_env()
+    env.pop("XDG_RUNTIME_DIR", None)
+    env["TMPDIR"] = str(tmp_path)
+    return env
+
+
+@pytest.mark.parametrize("mode", ["oneshot", "threaded"])
+def test_default_is_a_private_unix_socket_not_tcp(mode: str, tmp_path: Path, cli_processes: list[subprocess.Popen[str]]) -> None:
+    proc = start_cli("--mode", mode, "--quiet", env=private_env(tmp_path))
+    cli_processes.append(proc)
+    path = Path(first_line(proc))
+    assert path.parent.parent == tmp_path and path.parent.name.startswith("rpc-classic-")
+    assert stat.S_ISSOCK(path.stat().st_mode)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert path.parent.stat().st_uid == os.getuid()
+    with rpc_classic.unix_connect(str(path)) as conn:
+        assert conn.modules.os.getpid() == proc.pid
+    if mode == "threaded":
+        proc.terminate()
+    code, err = finish(proc)
+    assert code == 0, err
     assert "WARNING" not in err
+    assert not path.parent.exists()  # the private directory goes with the server
+
+
+def test_a_given_socket_path_is_made_owner_only(tmp_path: Path, cli_processes: list[subprocess.Popen[str]]) -> None:
+    path = tmp_path / "given.sock"
+    proc = start_cli("--mode", "oneshot", "--socket-path", str(path), "--quiet")
+    cli_processes.append(proc)
+    assert first_line(proc) == str(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with rpc_classic.unix_connect(str(path)) as conn:
+        conn.ping()
+    assert finish(proc)[0] == 0
 
 
 def test_oneshot_on_a_unix_socket(tmp_path: Path, cli_processes: list[subprocess.Popen[str]]) -> None:
@@ -109,10 +148,12 @@ def test_threaded_and_forking_servers(mode: str, cli_processes: list[subprocess.
 
 def test_bind_warning() -> None:
     for host in (None, "", "127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"):
-        assert bind_warning(host, tls=False, ca_certs=False) is None, host
+        assert "every account on this machine" in (bind_warning(host, tls=False, ca_certs=False) or ""), host
+        assert "every account on this machine" in (bind_warning(host, tls=True, ca_certs=False) or ""), host
+        assert bind_warning(host, tls=True, ca_certs=True) is None, host
     assert "WITHOUT TLS" in (bind_warning("0.0.0.0", tls=False, ca_certs=False) or "")
     assert "WITHOUT TLS" in (bind_warning("example.org", tls=False, ca_certs=False) or "")
-    assert "any client" in (bind_warning("0.0.0.0", tls=True, ca_certs=False) or "")
+    assert "anyone who can reach 0.0.0.0" in (bind_warning("0.0.0.0", tls=True, ca_certs=False) or "")
     assert bind_warning("0.0.0.0", tls=True, ca_certs=True) is None
     assert bind_warning("0.0.0.0", tls=False, ca_certs=False, socket_path="/tmp/x.sock") is None
 

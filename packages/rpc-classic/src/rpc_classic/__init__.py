@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from .__about__ import __version__
 from ._connection import ClassicConnection, ModuleNamespace
-from ._errors import ClassicError, NotPlainDataError, VersionMismatchError
+from ._errors import ClassicError, NotPlainDataError, UnsafePathError, VersionMismatchError
+from ._mock import MockClassicConnection
 from ._factories import (
     DEFAULT_PORT,
     DEFAULT_TLS_PORT,
@@ -31,7 +32,7 @@ from ._factories import (
     tls_connect,
     unix_connect,
 )
-from ._service import ClassicService, SlaveService, classic_config
+from ._service import FORWARD_DUNDERS, ClassicService, SlaveService, classic_config, forward_dunders
 from ._stdio import interact, redirected_stdio
 from ._teleport import teleport_function
 from ._transfer import download, upload
@@ -42,9 +43,12 @@ __all__ = [
     # the service and its connections
     "ClassicConnection",
     "ClassicService",
+    "MockClassicConnection",
     "ModuleNamespace",
     "SlaveService",
     "classic_config",
+    "forward_dunders",
+    "FORWARD_DUNDERS",
     # factories
     "DEFAULT_PORT",
     "DEFAULT_TLS_PORT",
@@ -66,5 +70,6 @@ __all__ = [
     # errors
     "ClassicError",
     "NotPlainDataError",
+    "UnsafePathError",
     "VersionMismatchError",
 ]

@@ -1,8 +1,10 @@
 """The ``rpc-classic`` command: serve a :class:`SlaveService` (threaded, forking, oneshot, stdio).
 
 Owns parsing the command line, choosing and starting the server, the loud warning when a
-Slave is reachable from other hosts without TLS, and the optional registry lease. It binds
-127.0.0.1 unless told otherwise. ``rpc_tls`` and ``rpc_registry`` are imported only when
+Slave listens on TCP without TLS client certificates, and the optional registry lease. With
+no address option it listens on a unix socket, mode 0600, in a fresh private (0700)
+directory whose path it prints; TCP (127.0.0.1 unless told otherwise) takes an explicit
+``--host``/``--port``, TLS or registry option. ``rpc_tls`` and ``rpc_registry`` are imported only when
 their options are used, so the command works with neither installed. Nothing here runs on
 import; ``main`` is the entry point.
 """
@@ -10,10 +12,15 @@ import; ``main`` is the entry point.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
+import os
+import shutil
 import signal
+import socket
 import sys
+import tempfile
 import threading
 from typing import Any, Sequence
 
@@ -22,9 +29,10 @@ import rpc_service
 from ._factories import DEFAULT_PORT, DEFAULT_TLS_PORT
 from ._service import SlaveService, classic_config
 
-__all__ = ["main", "build_parser", "bind_warning"]
+__all__ = ["main", "build_parser", "bind_warning", "private_socket_path"]
 
 DEFAULT_REGISTRY_PORT = 18811
+SOCKET_NAME = "classic.sock"
 
 
 def _server_class(mode: str) -> type[rpc_service.Server]:
@@ -39,11 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rpc-classic",
         description="Serve a classic-mode SlaveService: whoever connects can import, eval and exec "
-        "anything as this user. Binds 127.0.0.1 unless --host says otherwise.",
+        "anything as this user. Without --host/--port/--socket-path it listens on a unix socket "
+        "(mode 0600) in a new private directory and prints its path; TCP needs an explicit --host "
+        "or --port and warns loudly unless clients must present TLS certificates (--ca-certs).",
     )
     parser.add_argument("--mode", choices=("threaded", "forking", "oneshot", "stdio"), default="threaded")
-    parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1, ::1 with --ipv6)")
-    parser.add_argument("--port", type=int, default=None, help=f"port (default {DEFAULT_PORT}, {DEFAULT_TLS_PORT} with TLS; 0 picks one)")
+    parser.add_argument("--host", default=None, help="serve TCP on this address (with --port alone: 127.0.0.1, ::1 with --ipv6)")
+    parser.add_argument("--port", type=int, default=None, help=f"serve TCP on this port (default {DEFAULT_PORT}, {DEFAULT_TLS_PORT} with TLS; 0 picks one)")
     parser.add_argument("--ipv6", action="store_true", help="listen on IPv6")
     parser.add_argument("--socket-path", default=None, help="listen on this unix socket instead of TCP")
     tls = parser.add_argument_group("TLS (needs rpc-classic[tls])")
@@ -75,22 +85,44 @@ def is_loopback(host: str | None) -> bool:
 
 
 def bind_warning(host: str | None, tls: bool, ca_certs: bool, socket_path: str | None = None) -> str | None:
-    """The warning to print for this binding, or None when it stays on this machine."""
-    if socket_path is not None or is_loopback(host):
+    """The warning to print for this binding: None only for a unix socket or TCP that
+    requires TLS client certificates (``--ca-certs``). A loopback TCP port is reachable by
+    every local account, so it warns too."""
+    if socket_path is not None or (tls and ca_certs):
         return None
-    where = f"{host}"
+    if is_loopback(host):
+        who, remedy = (
+            "every account on this machine",
+            "Prefer the default private unix socket (no --host/--port), --socket-path in a directory only you can enter",
+        )
+    else:
+        who, remedy = f"anyone who can reach {host}", "Bind 127.0.0.1 or a unix socket"
     if not tls:
         return (
-            f"WARNING: rpc-classic serves a SlaveService on {where} WITHOUT TLS. Anyone who can reach "
-            "this address can run any code as this user. Bind 127.0.0.1, or use --certfile/--keyfile "
-            "with --ca-certs so that only clients holding a certificate signed by your CA get in."
+            f"WARNING: rpc-classic serves a SlaveService on TCP {host or 'localhost'} WITHOUT TLS client "
+            f"certificates: {who} can connect and run any code as this user. {remedy}, or use "
+            "--certfile/--keyfile with --ca-certs so that only clients holding a certificate signed by "
+            "your CA get in."
         )
-    if not ca_certs:
-        return (
-            f"WARNING: rpc-classic serves a SlaveService on {where} over TLS but without --ca-certs: "
-            "traffic is encrypted, yet any client can connect and run any code as this user."
-        )
-    return None
+    return (
+        f"WARNING: rpc-classic serves a SlaveService on TCP {host or 'localhost'} over TLS but without "
+        f"--ca-certs: traffic is encrypted, yet any client can connect ({who}) and run any code as this user."
+    )
+
+
+def wants_tcp(args: argparse.Namespace) -> bool:
+    """Whether the options ask for TCP (an address, TLS or a registry lease), or the platform
+    has no unix sockets."""
+    explicit = args.host is not None or args.port is not None or args.ipv6 or args.certfile or args.keyfile or args.register or args.register_redis
+    return bool(explicit) or not hasattr(socket, "AF_UNIX")
+
+
+def private_socket_path() -> str:
+    """A unix socket path inside a new directory only this user can enter (mode 0700), under
+    ``$XDG_RUNTIME_DIR`` when it is set, else the temporary directory."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = runtime if runtime and os.path.isdir(runtime) else None
+    return os.path.join(tempfile.mkdtemp(prefix="rpc-classic-", dir=base), SOCKET_NAME)
 
 
 def _shout(text: str) -> None:
@@ -157,15 +189,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tls = authenticator is not None
     port = args.port if args.port is not None else (DEFAULT_TLS_PORT if tls else DEFAULT_PORT)
-    warning = bind_warning(args.host, tls, bool(args.ca_certs), args.socket_path)
+    socket_path = args.socket_path
+    private = socket_path is None and not wants_tcp(args)
+    if private:
+        socket_path = private_socket_path()
+    warning = bind_warning(args.host, tls, bool(args.ca_certs), socket_path)
     if warning:
         _shout(warning)
+    try:
+        return _serve(args, socket_path, port, authenticator, registrar)
+    finally:
+        if private and socket_path is not None:
+            shutil.rmtree(os.path.dirname(socket_path), ignore_errors=True)
+
+
+def _serve(args: argparse.Namespace, socket_path: str | None, port: int, authenticator: Any, registrar: Any) -> int:
     try:
         server = _server_class(args.mode)(
             SlaveService,
             hostname=args.host,
             port=port,
-            socket_path=args.socket_path,
+            socket_path=socket_path,
             ipv6=args.ipv6,
             authenticator=authenticator,
             registrar=registrar,
@@ -173,11 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             logger=logging.getLogger(f"rpc_classic.{args.mode}"),
         )
     except OSError as exc:
-        where = args.socket_path or f"{args.host or 'localhost'}:{port}"
+        where = socket_path or f"{args.host or 'localhost'}:{port}"
         print(f"rpc-classic: cannot listen on {where}: {exc}", file=sys.stderr)
         return 1
-    if args.mode == "oneshot":
-        print(args.socket_path or f"{server.host}\t{server.port}", flush=True)
+    if socket_path is not None:
+        with contextlib.suppress(OSError):
+            os.chmod(socket_path, 0o600)  # only this user may connect (inside a 0700 directory when private)
+    if args.mode == "oneshot" or (socket_path is not None and args.socket_path is None):
+        print(socket_path or f"{server.host}\t{server.port}", flush=True)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_signal)  # so that close() runs (forking: ends the children)
     try:

@@ -6,6 +6,7 @@ connections, timeouts, remote exceptions) comes from ``rpc_service`` unchanged::
     RPCError (rpc_protocol)
     └── ClassicError                 something classic mode refused to do
         ├── NotPlainDataError        a value cannot be copied by value (also a TypeError)
+        ├── UnsafePathError          a transfer refused a name or path (also a ValueError)
         └── VersionMismatchError     the two interpreters cannot share code objects (also a ValueError)
 
 A classic peer that raises one of these is re-raised locally as the same class (the peer
@@ -19,7 +20,7 @@ from types import MappingProxyType
 from rpc_protocol import RPCError
 from rpc_service import RemoteError
 
-__all__ = ["ClassicError", "NotPlainDataError", "VersionMismatchError", "translate_remote"]
+__all__ = ["ClassicError", "NotPlainDataError", "UnsafePathError", "VersionMismatchError", "translate_remote"]
 
 
 class ClassicError(RPCError):
@@ -36,13 +37,19 @@ class NotPlainDataError(ClassicError, TypeError):
     """
 
 
+class UnsafePathError(ClassicError, ValueError):
+    """A file transfer refused an entry: a name with a path separator, ``..``, an absolute
+    or drive-qualified path, or a directory that resolves (through a symbolic link) outside
+    the target tree. Nothing was written outside the tree."""
+
+
 class VersionMismatchError(ClassicError, ValueError):
     """The two interpreters differ in implementation or ``major.minor`` version, so code
     objects (``marshal`` data) made by one cannot be loaded by the other."""
 
 
 _BY_REMOTE_NAME: MappingProxyType[str, type[ClassicError]] = MappingProxyType(
-    {f"{__name__}.{cls.__qualname__}": cls for cls in (ClassicError, NotPlainDataError, VersionMismatchError)}
+    {f"{__name__}.{cls.__qualname__}": cls for cls in (ClassicError, NotPlainDataError, UnsafePathError, VersionMismatchError)}
 )
 
 

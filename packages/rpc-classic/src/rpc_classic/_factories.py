@@ -17,7 +17,7 @@ import rpc_service
 from rpc_service import ConfigArg, ServiceArg, Stream
 
 from ._connection import ClassicConnection
-from ._service import SlaveService, classic_config, is_slave
+from ._service import SlaveService, classic_config, forward_dunders, is_slave
 
 __all__ = [
     "DEFAULT_PORT",
@@ -37,8 +37,9 @@ DEFAULT_TLS_PORT = 18821
 
 
 def _local_config(service: ServiceArg, config: ConfigArg) -> ConfigArg:
-    """Classic settings for a Slave side; a non-Slave side keeps exactly what it was given."""
-    return classic_config(config) if is_slave(service) else config
+    """Classic settings for a Slave side; a non-Slave side keeps what it was given (what it
+    exposes), and on either side proxies ask the peer for module dunders (:data:`FORWARD_DUNDERS`)."""
+    return classic_config(config) if is_slave(service) else forward_dunders(config)
 
 
 def _classic(conn: rpc_service.Connection) -> ClassicConnection:

@@ -5,7 +5,9 @@ carry over the wire: a flat table of nodes made only of tuples and immutable sca
 the safe value codec copies it whole (no proxies, no pickle). Lists, dicts and sets, nested
 to any depth, shared references and even cycles survive the round trip. Anything that is
 not plain data raises :class:`NotPlainDataError`; malformed packed input raises
-``ValueError``. It performs no I/O and never imports ``pickle`` or ``marshal``.
+``ValueError``, and so does a set, frozenset or dict whose members flood one hash (the
+decoder's guard, ``rpc_protocol.check_hash_collisions``, applied before each is built). It
+performs no I/O and never imports ``pickle`` or ``marshal``.
 
 Packed form: ``(FORMAT, root, nodes)``. A *slot* is either a scalar or ``(index,)``, a
 reference to ``nodes[index]``; each node is ``(kind, payload)`` where ``payload`` is a
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import types
 from typing import Any, Final
+
+from rpc_protocol import RPCError, check_hash_collisions
 
 from ._errors import NotPlainDataError
 
@@ -164,11 +168,15 @@ def unpack(packed: object) -> Any:
             if kind == "l":
                 target.extend(resolve(item) for item in payload)
             elif kind == "s":
-                target.update(resolve(item) for item in payload)
+                members = [resolve(item) for item in payload]
+                check_hash_collisions(members)
+                target.update(members)
             elif kind == "d":
-                for pos in range(0, len(payload), 2):
-                    target[resolve(payload[pos])] = resolve(payload[pos + 1])
-    except TypeError as exc:  # e.g. an unhashable set member or dict key
+                keys = [resolve(payload[pos]) for pos in range(0, len(payload), 2)]
+                check_hash_collisions(keys)
+                for key, pos in zip(keys, range(1, len(payload), 2)):
+                    target[key] = resolve(payload[pos])
+    except (TypeError, RPCError) as exc:  # an unhashable set member or dict key, or hash flooding
         raise _malformed(str(exc)) from None
     return resolve(root)
 
@@ -178,7 +186,8 @@ def _build_immutable(kind: str, items: list[Any]) -> Any:
         if kind == "t":
             return tuple(items)
         if kind == "f":
+            check_hash_collisions(items)
             return frozenset(items)
         return slice(*items)
-    except TypeError as exc:
+    except (TypeError, RPCError) as exc:
         raise _malformed(str(exc)) from None

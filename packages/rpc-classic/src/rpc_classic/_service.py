@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Sequence
 
 from rpc_service import Config, ConfigArg, Service
 
@@ -29,21 +29,42 @@ from ._transfer import Tree, walk_tree
 if TYPE_CHECKING:
     from rpc_service import Connection
 
-__all__ = ["SlaveService", "ClassicService", "classic_config", "is_slave"]
+__all__ = ["SlaveService", "ClassicService", "FORWARD_DUNDERS", "classic_config", "forward_dunders", "is_slave"]
 
 log = logging.getLogger("rpc_classic")
 
 
 
+#: Dunder attributes a classic connection's proxies ask the peer for (``conn.modules.os.__name__``,
+#: ``__file__``, ``__doc__``, ``conn.modules.sys.__dict__``...); the peer's Slave config allows them.
+FORWARD_DUNDERS: Final = frozenset(
+    """__name__ __qualname__ __module__ __file__ __doc__ __dict__ __path__ __package__ __spec__
+    __loader__ __all__ __version__ __annotations__ __wrapped__ __self__ __func__ __code__
+    __defaults__ __kwdefaults__ __globals__ __closure__ __bases__ __mro__ __slots__
+    __builtins__ __cached__""".split()
+)
+
+
+def _as_config(config: ConfigArg) -> Config:
+    if config is None:
+        return Config()
+    if isinstance(config, Config):
+        return config
+    return Config(**config)
+
+
+def forward_dunders(config: ConfigArg = None) -> Config:
+    """``config`` whose proxies ask the peer for :data:`FORWARD_DUNDERS` (nothing more is
+    exposed by this side: that is ``allow_*``'s business)."""
+    base = _as_config(config)
+    return dataclasses.replace(base, forward_dunders=base.forward_dunders | FORWARD_DUNDERS)
+
+
 def classic_config(config: ConfigArg = None) -> Config:
     """``config`` (a :class:`rpc_service.Config`, a dict, or None) with everything opened:
-    ``allow_all_attrs``, ``allow_setattr`` and ``allow_delattr`` set; the rest kept."""
-    if config is None:
-        base = Config()
-    elif isinstance(config, Config):
-        base = config
-    else:
-        base = Config(**config)
+    ``allow_all_attrs``, ``allow_setattr`` and ``allow_delattr`` set, and the module dunders
+    forwarded (:func:`forward_dunders`); the rest kept."""
+    base = forward_dunders(config)
     return dataclasses.replace(base, allow_all_attrs=True, allow_setattr=True, allow_delattr=True)
 
 

@@ -3,26 +3,40 @@
 Owns copying bytes between this side's file system and the peer's through the peer's own
 ``open``/``os`` (so it needs a classic peer): files stream in large chunks (1 MiB by
 default) with a few requests in flight, so a transfer costs a round trip per several MiB,
-never holds a whole file in memory, and is byte-exact. Trees keep their structure; the
-permission bits of each file are copied where the platform allows. Symbolic links to
-directories are not followed, and entries that are neither regular files nor directories
-are skipped. It never interprets file contents.
+never holds a whole file in memory, and is byte-exact. Trees keep their structure.
+
+It treats the *peer's* answers as untrusted (a hostile server must not write outside the
+target of a ``download``): every name in a tree must be a plain name (no path separator of
+either flavour, no ``.``/``..``, nothing absolute or drive-qualified), every directory
+written into must resolve inside the target root (no symbolic link out of the tree), and
+only the permission bits ``0o777`` are carried over -- never setuid, setgid or sticky --
+through the creating ``open`` so the receiving side's umask applies. Each file is written
+to a temporary file beside its target and renamed over it only when complete, so a failed
+or killed transfer leaves the old file intact. Symbolic links to directories are not
+followed, and entries that are neither regular files nor directories are skipped. It never
+interprets file contents.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ntpath
 import os
+import posixpath
+import secrets
 import stat
 from collections import deque
-from functools import partial
 from typing import Any, Callable, Final, Iterable
 
 from rpc_service import AsyncResult, async_
 
-__all__ = ["upload", "download", "walk_tree", "DEFAULT_CHUNK_SIZE"]
+from ._errors import UnsafePathError
+
+__all__ = ["upload", "download", "walk_tree", "check_name", "DEFAULT_CHUNK_SIZE", "PERMISSION_BITS"]
 
 DEFAULT_CHUNK_SIZE: Final = 1024 * 1024
+#: The only mode bits a transfer carries over (never setuid 0o4000, setgid 0o2000, sticky 0o1000).
+PERMISSION_BITS: Final = 0o777
 _WINDOW: Final = 4  # requests in flight per file
 
 Tree = tuple[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], ...]
@@ -41,6 +55,38 @@ def walk_tree(root: str) -> Tree:
     return tuple(entries)
 
 
+def check_name(name: object) -> str:
+    """``name`` if it is a plain file or directory name on every platform, else
+    :class:`UnsafePathError` (separators ``/`` and ``\\``, ``.``, ``..``, empty, NUL,
+    absolute or drive-qualified names)."""
+    if type(name) is not str:
+        raise UnsafePathError(f"a tree entry name must be a str, not {type(name).__name__}")
+    if name in ("", os.curdir, os.pardir, ".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise UnsafePathError(f"refusing the entry name {name!r}: not a plain name")
+    if ntpath.splitdrive(name)[0] or os.path.isabs(name):
+        raise UnsafePathError(f"refusing the entry name {name!r}: absolute or drive-qualified")
+    return name
+
+
+def _checked_tree(tree: object) -> Tree:
+    """The peer's listing, validated: tuples of plain names, each directory announced by its parent."""
+    if type(tree) is not tuple:
+        raise UnsafePathError(f"the peer's tree listing is a {type(tree).__name__}, not a tuple")
+    known: set[tuple[str, ...]] = {()}
+    entries = []
+    for entry in tree:
+        if type(entry) is not tuple or len(entry) != 3 or any(type(group) is not tuple for group in entry):
+            raise UnsafePathError("malformed entry in the peer's tree listing")
+        rel = tuple(check_name(part) for part in entry[0])
+        if rel not in known:
+            raise UnsafePathError(f"the peer's tree lists {'/'.join(rel)!r} without its parent")
+        dirs = tuple(check_name(name) for name in entry[1])
+        files = tuple(check_name(name) for name in entry[2])
+        known.update((*rel, name) for name in dirs)
+        entries.append((rel, dirs, files))
+    return tuple(entries)
+
+
 def _settle(conn: Any, result: AsyncResult) -> Any:
     result.set_expiry(conn.config.sync_request_timeout)
     return result.value
@@ -51,39 +97,6 @@ def _check_chunk(chunk_size: int) -> None:
         raise ValueError("chunk_size must be a positive int")
 
 
-def _join(sep: str) -> Callable[..., str]:
-    def join(root: str, *parts: str) -> str:
-        return sep.join((root.rstrip(sep) or sep, *parts)) if parts else root
-
-    return join
-
-
-def _copy_tree(
-    tree: Tree,
-    src_root: str,
-    dst_root: str,
-    src_join: Callable[..., str],
-    dst_join: Callable[..., str],
-    makedirs: Callable[[str], object],
-    copy_file: Callable[[str, str], None],
-    keep: PathFilter | None,
-) -> None:
-    makedirs(dst_root)
-    pruned: set[tuple[str, ...]] = set()
-    for rel, dirs, files in tree:
-        if any(rel[:depth] in pruned for depth in range(1, len(rel) + 1)):
-            continue
-        for name in dirs:
-            if keep is not None and not keep(src_join(src_root, *rel, name)):
-                pruned.add((*rel, name))
-            else:
-                makedirs(dst_join(dst_root, *rel, name))
-        for name in files:
-            source = src_join(src_root, *rel, name)
-            if keep is None or keep(source):
-                copy_file(source, dst_join(dst_root, *rel, name))
-
-
 def _paths(*paths: Any) -> Iterable[str]:
     for path in paths:
         if not isinstance(path, (str, os.PathLike)):
@@ -91,7 +104,152 @@ def _paths(*paths: Any) -> Iterable[str]:
         yield str(os.fspath(path))
 
 
-# -- upload ----------------------------------------------------------------------------
+def _temp_name(path: str, seps: str) -> str:
+    """A fresh hidden name in the directory of ``path`` (``seps``: that side's separators)."""
+    cut = max(path.rfind(sep) for sep in seps) + 1
+    return f"{path[:cut]}.{path[cut:]}.{secrets.token_hex(6)}.part"
+
+
+class _Side:
+    """One side's file system, as the copy needs it (this process's, or the peer's via proxies)."""
+
+    def __init__(self, conn: Any, remote: bool, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        self.conn = conn
+        self.remote = remote
+        self.chunk_size = chunk_size
+        if remote:
+            ros = conn.root.getmodule("os")
+            self.os: Any = ros
+            self.open: Any = conn.root.getmodule("builtins").open
+            self.flavor: Any = ntpath if ros.name == "nt" else posixpath
+            self.create_flags = ros.O_WRONLY | ros.O_CREAT | ros.O_EXCL
+            with contextlib.suppress(AttributeError):
+                self.create_flags |= ros.O_BINARY
+        else:
+            self.os, self.open, self.flavor = os, open, os.path
+            self.create_flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        self.seps = self.flavor.sep + (self.flavor.altsep or "")
+        self.root_real = ""
+
+    def join(self, root: str, *parts: str) -> str:
+        return root.rstrip(self.seps) + self.flavor.sep + self.flavor.sep.join(parts) if parts else root
+
+    def makedirs(self, path: str) -> None:
+        self.os.makedirs(path, exist_ok=True)
+
+    def enter_root(self, root: str) -> None:
+        self.makedirs(root)
+        self.root_real = str(self.os.path.realpath(root))
+
+    def check_inside(self, path: str) -> None:
+        """Refuse a directory that resolves outside the root (a symbolic link out of the tree)."""
+        flavor = self.flavor
+        real = str(self.os.path.realpath(path))
+        try:
+            common = flavor.commonpath([self.root_real, real])
+        except ValueError:  # different drives
+            common = ""
+        if flavor.normcase(common) != flavor.normcase(self.root_real):
+            raise UnsafePathError(f"refusing to write into {path!r}: it resolves outside the target tree ({real!r})")
+
+    def create(self, path: str, mode: int) -> tuple[str, Any]:
+        """A new temporary file beside ``path``, created with ``mode`` (the umask applies)."""
+        temp = _temp_name(path, self.seps)
+        fd = self.os.open(temp, self.create_flags, mode & PERMISSION_BITS)
+        try:
+            return temp, self.open(fd, "wb")
+        except BaseException:
+            self.os.close(fd)
+            self.discard(temp)
+            raise
+
+    def discard(self, temp: str) -> None:
+        if not (self.remote and self.conn.closed):
+            with contextlib.suppress(Exception):
+                self.os.unlink(temp)
+
+    def commit(self, temp: str, path: str) -> None:
+        self.os.replace(temp, path)
+
+
+def _copy_tree(tree: Tree, src_root: str, dst_root: str, src: _Side, dst: _Side, keep: PathFilter | None) -> None:
+    dst.enter_root(dst_root)
+    pruned: set[tuple[str, ...]] = set()
+    for rel, dirs, files in tree:
+        if any(rel[:depth] in pruned for depth in range(1, len(rel) + 1)):
+            continue
+        for name in dirs:
+            if keep is not None and not keep(src.join(src_root, *rel, name)):
+                pruned.add((*rel, name))
+            else:
+                target = dst.join(dst_root, *rel, name)
+                dst.makedirs(target)
+                dst.check_inside(target)
+        for name in files:
+            source = src.join(src_root, *rel, name)
+            if keep is None or keep(source):
+                _copy_file(src, dst, source, dst.join(dst_root, *rel, name))
+
+
+def _mode_of(side: _Side, path: str) -> int:
+    mode = side.os.stat(path).st_mode
+    if type(mode) is not int:
+        raise TypeError(f"the peer's stat returned a {type(mode).__name__} mode, not an int")
+    return stat.S_IMODE(mode) & PERMISSION_BITS
+
+
+def _copy_file(src: _Side, dst: _Side, source: str, target: str) -> None:
+    conn = src.conn
+    mode = _mode_of(src, source)
+    reader = src.open(source, "rb")
+    try:
+        temp, writer = dst.create(target, mode)
+        done = False
+        try:
+            _pump(conn, dst, reader, writer, src.chunk_size)
+            writer.close()
+            dst.commit(temp, target)
+            done = True
+        finally:
+            if not done:
+                if not (dst.remote and conn.closed):
+                    with contextlib.suppress(Exception):
+                        writer.close()
+                dst.discard(temp)
+    finally:
+        if not (src.remote and conn.closed):
+            reader.close()
+
+
+def _pump(conn: Any, dst: _Side, reader: Any, writer: Any, chunk_size: int) -> None:
+    if dst.remote:  # writes in flight, reads local
+        write = async_(writer.write)
+        pending: deque[AsyncResult] = deque()
+        while chunk := reader.read(chunk_size):
+            pending.append(write(chunk))
+            if len(pending) >= _WINDOW:
+                _settle(conn, pending.popleft())
+        while pending:
+            _settle(conn, pending.popleft())
+        return
+    read = async_(reader.read)  # reads in flight, writes local
+    reads = deque(read(chunk_size) for _ in range(_WINDOW))
+    try:
+        while reads:
+            data = _settle(conn, reads.popleft())
+            if type(data) is not bytes:
+                raise TypeError(f"the peer's file returned {type(data).__name__}, not bytes")
+            if not data:
+                break
+            writer.write(data)
+            reads.append(read(chunk_size))
+    finally:
+        for extra in reads:  # reads past the end (or after a failure): let them land
+            with contextlib.suppress(Exception):
+                _settle(conn, extra)
+
+
+# -- upload and download ---------------------------------------------------------------
 
 
 def upload(
@@ -107,7 +265,9 @@ def upload(
 
     A directory's contents land inside ``remotepath`` (created as needed); ``filter(path)``
     returning False skips a local file or directory. Anything else than a file or a
-    directory raises ValueError unless ``ignore_invalid``.
+    directory raises ValueError unless ``ignore_invalid``. Names that are not plain on the
+    peer, and peer directories that resolve outside ``remotepath``, raise
+    :class:`UnsafePathError`; only the ``0o777`` permission bits are copied.
     """
     _check_chunk(chunk_size)
     local, remote = _paths(localpath, remotepath)
@@ -115,36 +275,11 @@ def upload(
         if ignore_invalid:
             return
         raise ValueError(f"cannot upload {local!r}: not a file or a directory")
-    ros = conn.root.getmodule("os")
-    copy = partial(_upload_file, conn, conn.root.getmodule("builtins").open, ros.chmod, chunk_size=chunk_size)
+    src, dst = _Side(conn, remote=False, chunk_size=chunk_size), _Side(conn, remote=True)
     if os.path.isdir(local):
-        makedirs = partial(ros.makedirs, exist_ok=True)
-        _copy_tree(walk_tree(local), local, remote, os.path.join, _join(ros.sep), makedirs, copy, filter)
+        _copy_tree(_checked_tree(walk_tree(local)), local, remote, src, dst, filter)
     else:
-        copy(local, remote)
-
-
-def _upload_file(conn: Any, ropen: Any, rchmod: Any, local: str, remote: str, *, chunk_size: int) -> None:
-    with open(local, "rb") as src:
-        dst = ropen(remote, "wb")
-        try:
-            write = async_(dst.write)
-            pending: deque[AsyncResult] = deque()
-            while chunk := src.read(chunk_size):
-                pending.append(write(chunk))
-                if len(pending) >= _WINDOW:
-                    _settle(conn, pending.popleft())
-            while pending:
-                _settle(conn, pending.popleft())
-        finally:
-            if not conn.closed:
-                dst.close()
-        mode = stat.S_IMODE(os.fstat(src.fileno()).st_mode)
-    with contextlib.suppress(OSError, NotImplementedError):
-        rchmod(remote, mode)
-
-
-# -- download --------------------------------------------------------------------------
+        _copy_file(src, dst, local, remote)
 
 
 def download(
@@ -158,42 +293,20 @@ def download(
 ) -> None:
     """Copy the peer's file or directory tree ``remotepath`` to ``localpath`` here.
 
-    The mirror of :func:`upload`; ``filter`` is given the peer's paths.
+    The mirror of :func:`upload`; ``filter`` is given the peer's paths. The peer's listing is
+    not trusted: a name with a separator, ``..``, an absolute or drive-qualified path, or a
+    local directory resolving outside ``localpath`` raises :class:`UnsafePathError` before
+    anything is written there; setuid/setgid/sticky bits are never applied.
     """
     _check_chunk(chunk_size)
     remote, local = _paths(remotepath, localpath)
-    ros = conn.root.getmodule("os")
-    is_dir = ros.path.isdir(remote)
-    if not (is_dir or ros.path.isfile(remote)):
+    src, dst = _Side(conn, remote=True, chunk_size=chunk_size), _Side(conn, remote=False)
+    is_dir = src.os.path.isdir(remote) is True
+    if not (is_dir or src.os.path.isfile(remote) is True):
         if ignore_invalid:
             return
         raise ValueError(f"cannot download {remote!r}: not a file or a directory on the peer")
-    copy = partial(_download_file, conn, conn.root.getmodule("builtins").open, ros.stat, chunk_size=chunk_size)
     if is_dir:
-        makedirs = partial(os.makedirs, exist_ok=True)
-        _copy_tree(conn.root.walk(remote), remote, local, _join(ros.sep), os.path.join, makedirs, copy, filter)
+        _copy_tree(_checked_tree(conn.root.walk(remote)), remote, local, src, dst, filter)
     else:
-        copy(remote, local)
-
-
-def _download_file(conn: Any, ropen: Any, rstat: Any, remote: str, local: str, *, chunk_size: int) -> None:
-    src = ropen(remote, "rb")
-    try:
-        with open(local, "wb") as dst:
-            read = async_(src.read)
-            pending = deque(read(chunk_size) for _ in range(_WINDOW))
-            while pending:
-                data = _settle(conn, pending.popleft())
-                if type(data) is not bytes:
-                    raise TypeError(f"the peer's file returned {type(data).__name__}, not bytes")
-                if not data:
-                    break
-                dst.write(data)
-                pending.append(read(chunk_size))
-            for extra in pending:  # reads past the end: empty, but let them land
-                _settle(conn, extra)
-    finally:
-        if not conn.closed:
-            src.close()
-    with contextlib.suppress(OSError, NotImplementedError):
-        os.chmod(local, stat.S_IMODE(rstat(remote).st_mode))
+        _copy_file(src, dst, remote, local)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .__about__ import __version__
 from ._codec import BackRef, Buffer, CodecLimits, Ref
-from ._decoder import ValueDecoder
+from ._decoder import ValueDecoder, check_hash_collisions
 from ._encoder import ValueEncoder
 from ._connection import Connection, ProtocolConfig
 from ._errors import (
@@ -35,6 +35,7 @@ __all__ = [
     "Ref",
     "ValueDecoder",
     "ValueEncoder",
+    "check_hash_collisions",
     # connection
     "Connection",
     "ProtocolConfig",

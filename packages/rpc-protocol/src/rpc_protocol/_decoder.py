@@ -9,7 +9,7 @@ before allocating, bounds nesting depth, container size and shared hashes, and r
 from __future__ import annotations
 
 import struct
-from typing import Callable, Final
+from typing import Callable, Final, Iterable
 
 from ._codec import (
     BACKREF, BIGINT, BYTES8, BYTES32, COMPLEX, DEFAULT_LIMITS, DICT, ELLIPSIS, FALSE, FLOAT, FROZENSET,
@@ -336,6 +336,13 @@ _MAX_COLLISIONS: Final = 256
 def _check_collisions(keys: list[object]) -> None:
     if len(keys) > _MAX_COLLISIONS and len(keys) - len(set(map(hash, keys))) > _MAX_COLLISIONS:
         raise RemoteProtocolError(f"more than {_MAX_COLLISIONS} set elements or dict keys share a hash (hash flooding)")
+
+
+def check_hash_collisions(keys: Iterable[object]) -> None:
+    """The decoder's hash-flooding guard, for code that builds a set or dict from a peer's
+    values outside the decoder: raises :class:`RemoteProtocolError` when more than 256 of
+    ``keys`` share their hash with another (``TypeError`` for an unhashable one)."""
+    _check_collisions(list(keys))
 
 
 def _need(pos: int, n: int, end: int) -> int:

@@ -30,7 +30,7 @@ from ._client import RegistryClient, TCPRegistryClient, UDPRegistryClient
 from ._discovery import connect_by_service, discover, list_services
 from ._errors import MessageError, RegistryError, RegistryRefusedError, RegistryUnavailableError
 from ._handler import RegistryHandler, RegistryLimits
-from ._messages import DEFAULT_PORT
+from ._messages import DEFAULT_PORT, UDP_REPLY_FACTOR
 from ._redis import DEFAULT_REDIS_URL, DEFAULT_TTL, RedisRegistry
 from ._server import RegistryServer, TCPRegistryServer, UDPRegistryServer
 from ._table import DEFAULT_PRUNING_TIMEOUT, Lease, RegistryTable
@@ -63,6 +63,7 @@ __all__ = [
     "DEFAULT_REDIS_URL",
     "DEFAULT_TTL",
     "REGISTRY_PORT",
+    "UDP_REPLY_FACTOR",
     # errors
     "MessageError",
     "RegistryError",

@@ -25,6 +25,7 @@ from ._errors import MessageError, RegistryRefusedError, RegistryUnavailableErro
 from ._messages import (
     DEFAULT_PORT,
     MAX_MESSAGE_SIZE,
+    PADDED_REQUEST_SIZE,
     VALID,
     Ack,
     Body,
@@ -120,13 +121,16 @@ class RegistryClient:
             found.extend(address for address in body.addresses if address not in found)
         return found
 
-    def list(self) -> builtins.list[str]:
-        """Every live name the registry knows, sorted (the registry must allow listing).
+    def list(self, filter_host: str | None = None) -> builtins.list[str]:
+        """Every live name the registry knows, sorted (the registry must allow listing);
+        with ``filter_host``, only the names of servers registered at exactly that host.
 
         Raises :class:`RegistryRefusedError` when listing is disabled.
         """
+        if filter_host is not None and (type(filter_host) is not str or not filter_host):
+            raise ValueError("filter_host must be a non-empty host string or None")
         names: set[str] = set()
-        for body in self._answers(ListNames(), Names):
+        for body in self._answers(ListNames(filter_host or ""), Names):
             assert isinstance(body, Names)
             names.update(body.names)
         return sorted(names)
@@ -216,7 +220,7 @@ class RegistryClient:
         """Send ``request``; return the replies to it, until ``stop(reply)`` or the timeout,
         and why other messages that arrived meanwhile were ignored."""
         rid = new_rid()
-        data = encode(request, rid, self.key if isinstance(request, (Register, Unregister)) else None)
+        data = self._encode(request, rid)
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         ignored: builtins.list[str] = []
 
@@ -228,6 +232,10 @@ class RegistryClient:
             return body
 
         return self._exchange(data, accept, stop, deadline), ignored
+
+    def _encode(self, request: Body, rid: bytes) -> bytes:
+        """The request's bytes: register and unregister are signed when we hold a key."""
+        return encode(request, rid, self.key if isinstance(request, (Register, Unregister)) else None)
 
     def _exchange(
         self, data: bytes, accept: Callable[[bytes, str], Body | None], stop: Callable[[Body], bool], deadline: float
@@ -279,6 +287,15 @@ class UDPRegistryClient(RegistryClient):
     @property
     def _collects_all(self) -> bool:
         return self.broadcast
+
+    def _encode(self, request: Body, rid: bytes) -> bytes:
+        """Queries and lists may draw long replies, which a UDP registry sends only to a request
+        signed with its key, or padded to a third of the largest reply (no amplification)."""
+        if isinstance(request, (Query, ListNames)):
+            if self.key is not None:
+                return encode(request, rid, self.key)
+            return encode(request, rid, pad_to=PADDED_REQUEST_SIZE)
+        return super()._encode(request, rid)
 
     def _exchange(
         self, data: bytes, accept: Callable[[bytes, str], Body | None], stop: Callable[[Body], bool], deadline: float

@@ -32,7 +32,7 @@ class Lookup(Protocol):
 
     def discover(self, name: str) -> builtins.list[Address]: ...
 
-    def list(self) -> builtins.list[str]: ...
+    def list(self, filter_host: str | None = None) -> builtins.list[str]: ...
 
 
 def discover(name: str, registrar: Lookup | None = None) -> list[Address]:
@@ -43,9 +43,13 @@ def discover(name: str, registrar: Lookup | None = None) -> list[Address]:
     return (registrar or UDPRegistryClient()).discover(name)
 
 
-def list_services(registrar: Lookup | None = None) -> list[str]:
-    """Every service name the registry knows (it must allow listing), sorted."""
-    return (registrar or UDPRegistryClient()).list()
+def list_services(registrar: Lookup | None = None, *, filter_host: str | None = None) -> list[str]:
+    """Every service name the registry knows (it must allow listing), sorted; with
+    ``filter_host``, only the names of servers registered at exactly that host.
+
+    ``registrar`` may be any registry client with ``list(filter_host=...)`` (the UDP, TCP
+    and Redis registrars)."""
+    return (registrar or UDPRegistryClient()).list(filter_host=filter_host)
 
 
 def connect_by_service(

@@ -1,9 +1,12 @@
 """The registry's request handling, sans I/O: request bytes and sender address in, reply bytes out.
 
-Owns :class:`RegistryLimits` (the bounds of one registry) and :class:`RegistryHandler`, which
-decodes a request, applies the registry's policy (signed and fresh register/unregister when
-the registry holds a key; listing only when allowed; the advertised address, or the sender's
-when none is advertised) to the :class:`RegistryTable`, and encodes the reply. Malformed,
+Owns :class:`RegistryLimits` (the bounds of one registry), :class:`SourceLimiter` (per-source
+token buckets against floods and reflection) and :class:`RegistryHandler`, which decodes a
+request, applies the registry's policy (signed and fresh register/unregister when the
+registry holds a key; listing only when allowed; the advertised address, or the sender's
+when none is advertised) to the :class:`RegistryTable`, and encodes the reply within the
+size the transport allows (a UDP reply to an unsigned request is at most
+``UDP_REPLY_FACTOR`` times the request: it must not amplify a spoofed query). Malformed,
 oversized or misdirected messages are dropped (no reply) and logged, rate-limited; refused
 requests get a ``Nack`` saying why. It is thread-safe (one lock around the table) and owns no
 socket: the UDP and TCP servers drive it.
@@ -12,8 +15,10 @@ socket: the UDP and TCP servers drive it.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,7 +26,10 @@ from ._auth import ReplayGuard
 from ._errors import MessageError
 from ._messages import (
     INVALID,
+    MAX_MESSAGE_SIZE,
+    UDP_REPLY_FACTOR,
     UNSIGNED,
+    VALID,
     Ack,
     Body,
     Envelope,
@@ -37,7 +45,7 @@ from ._messages import (
 )
 from ._table import RegistryTable
 
-__all__ = ["RegistryHandler", "RegistryLimits"]
+__all__ = ["RegistryHandler", "RegistryLimits", "SourceLimiter"]
 
 _UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 _QUIET_AFTER = 20  # drops logged one by one before logging only every _LOG_EVERY-th
@@ -53,7 +61,11 @@ class RegistryLimits:
     timestamp may differ from the registry's clock; ``nonce_cache_size``: signed requests
     remembered against replay; ``max_connections``: TCP clients served at once;
     ``connection_timeout``: seconds a TCP client may take to send a request;
-    ``max_requests_per_connection``: requests served on one TCP connection.
+    ``max_requests_per_connection``: requests served on one TCP connection;
+    ``max_connections_per_source``: TCP clients served at once from one IP address;
+    ``connection_lifetime``: seconds one TCP connection may be held in all;
+    ``udp_rate``/``udp_burst``: UDP requests answered per second, and in a burst, per source
+    address (more are dropped unanswered); ``max_sources``: source addresses tracked for that.
     Every message is at most ``MAX_MESSAGE_SIZE`` (8 KiB) bytes.
     """
 
@@ -65,12 +77,51 @@ class RegistryLimits:
     max_connections: int = 64
     connection_timeout: float = 5.0
     max_requests_per_connection: int = 64
+    max_connections_per_source: int = 8
+    connection_lifetime: float = 30.0
+    udp_rate: float = 20.0
+    udp_burst: int = 40
+    max_sources: int = 4096
 
     def __post_init__(self) -> None:
         counts = (self.max_servers, self.max_names, self.max_name_length, self.nonce_cache_size,
-                  self.max_connections, self.max_requests_per_connection)
-        if min(counts) < 1 or not self.max_clock_skew > 0 or not self.connection_timeout > 0:
+                  self.max_connections, self.max_requests_per_connection, self.max_connections_per_source,
+                  self.udp_burst, self.max_sources)
+        times = (self.max_clock_skew, self.connection_timeout, self.connection_lifetime, self.udp_rate)
+        if min(counts) < 1 or not all(value > 0 and math.isfinite(value) for value in times):
             raise ValueError("every registry limit must be positive")
+
+
+class SourceLimiter:
+    """A token bucket per source address: ``rate`` requests a second, ``burst`` at once.
+
+    At most ``max_sources`` buckets are kept: buckets that have refilled are forgotten first,
+    then the least recently used. Thread-safe; ``clock`` is monotonic seconds.
+    """
+
+    def __init__(self, rate: float, burst: int, max_sources: int, clock: Callable[[], float]) -> None:
+        self.rate, self.burst, self.max_sources, self.clock = rate, burst, max_sources, clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # source -> (tokens, when)
+        self._lock = threading.Lock()
+
+    def allow(self, source: str) -> bool:
+        """Take a token for ``source``; False when its bucket is empty."""
+        now = self.clock()
+        with self._lock:
+            tokens, when = self._buckets.pop(source, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - when) * self.rate)
+            allowed = tokens >= 1.0
+            self._buckets[source] = (tokens - 1.0 if allowed else tokens, now)
+            if len(self._buckets) > self.max_sources:
+                self._evict(now)
+            return allowed
+
+    def _evict(self, now: float) -> None:
+        full = [key for key, (tokens, when) in self._buckets.items() if tokens + (now - when) * self.rate >= self.burst]
+        for key in full[: len(self._buckets) - self.max_sources]:
+            del self._buckets[key]
+        while len(self._buckets) > self.max_sources:
+            self._buckets.popitem(last=False)
 
 
 class RegistryHandler:
@@ -104,9 +155,16 @@ class RegistryHandler:
         """Messages dropped without a reply (malformed, oversized, not a request)."""
         self.refused = 0
         """Requests answered with a refusal (authentication, limits, listing disabled)."""
+        self.limiter = SourceLimiter(limits.udp_rate, limits.udp_burst, limits.max_sources, table.clock)
 
-    def handle(self, data: bytes, source: str) -> bytes | None:
-        """The reply to the request ``data`` that came from IP address ``source``, or None."""
+    def handle(self, data: bytes, source: str, *, max_reply: int | None = None) -> bytes | None:
+        """The reply to the request ``data`` that came from IP address ``source``, or None.
+
+        ``max_reply``: the largest reply allowed for an unsigned request (UDP passes
+        ``UDP_REPLY_FACTOR * len(data)``); a request signed with the registry's key, fresh
+        and not replayed, may get a full reply. Longer answers are cut to fit; when not even
+        an empty one fits, the request is dropped.
+        """
         try:
             envelope = decode(data, self.key)
         except MessageError as exc:
@@ -119,7 +177,20 @@ class RegistryHandler:
             reply = self._apply(envelope, source)
             if isinstance(reply, Nack):
                 self.refused += 1
-        return self._encode_reply(reply, envelope)
+            if max_reply is not None and isinstance(envelope.body, (Query, ListNames)) and self._trusted(envelope):
+                max_reply = None
+        encoded = self._encode_reply(reply, envelope, MAX_MESSAGE_SIZE if max_reply is None else max_reply)
+        if encoded is None:
+            self.drop(source, f"the reply does not fit in {max_reply} bytes ({UDP_REPLY_FACTOR}x the request)")
+        return encoded
+
+    def _trusted(self, envelope: Envelope) -> bool:
+        """A query or list signed with our key, fresh and not replayed (lock held)."""
+        return (
+            self.key is not None
+            and envelope.signature == VALID
+            and self._replay.check(envelope.rid, envelope.timestamp) is None
+        )
 
     # -- policy -------------------------------------------------------------------------
 
@@ -135,7 +206,7 @@ class RegistryHandler:
         if isinstance(body, ListNames):
             if not self.allow_listing:
                 return Nack("listing is disabled on this registry")
-            return Names(tuple(table.names()))
+            return Names(tuple(table.names(host=body.host or None)))
         assert isinstance(body, (Register, Unregister))
         refusal = self._authenticate(envelope, source)
         if refusal is not None:
@@ -175,19 +246,27 @@ class RegistryHandler:
 
     # -- bytes --------------------------------------------------------------------------
 
-    def _encode_reply(self, reply: Body, envelope: Envelope) -> bytes:
-        """Encode ``reply``, cutting a long answer down until it fits in one message."""
-        for _ in range(64):  # halving 1024 items reaches none well within this
+    def _encode_reply(self, reply: Body, envelope: Envelope, max_size: int) -> bytes | None:
+        """Encode ``reply``, cutting a long answer down until it fits in ``max_size`` bytes;
+        None when not even an empty answer fits."""
+        for _ in range(64):  # halving 1024 items (or 200 characters) reaches none well within this
             try:
-                return encode(reply, envelope.rid, self.key)
+                data: bytes | None = encode(reply, envelope.rid, self.key)
             except MessageError:
-                if isinstance(reply, Providers) and reply.addresses:
-                    reply = Providers(reply.addresses[: len(reply.addresses) // 2])
-                elif isinstance(reply, Names) and reply.names:
-                    reply = Names(reply.names[: len(reply.names) // 2])
-                else:
-                    break
-        return encode(Nack("the reply does not fit in one message"), envelope.rid, self.key)
+                data = None
+            if data is not None and len(data) <= max_size:
+                return data
+            if isinstance(reply, Providers) and reply.addresses:
+                reply = Providers(reply.addresses[: len(reply.addresses) // 2])
+            elif isinstance(reply, Names) and reply.names:
+                reply = Names(reply.names[: len(reply.names) // 2])
+            elif isinstance(reply, Nack) and reply.reason:
+                reply = Nack(reply.reason[: len(reply.reason) // 2])
+            else:
+                break
+        if max_size >= MAX_MESSAGE_SIZE:
+            return encode(Nack("the reply does not fit in one message"), envelope.rid, self.key)
+        return None
 
     def drop(self, source: str, reason: str) -> None:
         """Count and log (rate-limited) a message dropped without a reply."""

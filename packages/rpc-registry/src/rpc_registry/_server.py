@@ -1,8 +1,10 @@
 """The registry servers: the sockets and threads that drive a :class:`RegistryHandler`.
 
-Owns :class:`UDPRegistryServer` (one datagram per request and per reply; it hears broadcasts)
-and :class:`TCPRegistryServer` (length-prefixed messages over TCP, each client on a thread of
-its own, bounded in number and in time), their binding defaults, their lifecycle (``start``
+Owns :class:`UDPRegistryServer` (one datagram per request and per reply; it hears broadcasts;
+requests are rate-limited per source and an unsigned request's reply is at most
+``UDP_REPLY_FACTOR`` times its size, so the registry is no reflection amplifier) and
+:class:`TCPRegistryServer` (length-prefixed messages over TCP, each client on a thread of its
+own, bounded in number overall and per source address, per request and in total time), their binding defaults, their lifecycle (``start``
 blocks, ``start_in_thread``, idempotent ``close`` that joins what it started) and the
 translation of socket errors into log lines. Waiting is event-driven (a selector and a wake-up
 socket pair), never a polling sleep. The lease table and the request policy live in
@@ -26,7 +28,7 @@ from typing import Callable, ClassVar, TypeVar
 
 from ._auth import KeyArg, check_key
 from ._handler import RegistryHandler, RegistryLimits
-from ._messages import DEFAULT_PORT, MAX_MESSAGE_SIZE
+from ._messages import DEFAULT_PORT, MAX_MESSAGE_SIZE, UDP_REPLY_FACTOR
 from ._stream import LENGTH_PREFIX, recv_exact
 from ._table import DEFAULT_PRUNING_TIMEOUT, RegistryTable
 
@@ -91,6 +93,7 @@ class RegistryServer:
         self._stopped = threading.Event()
         self._serving_thread: threading.Thread | None = None
         self._clients: dict[socket.socket, threading.Thread] = {}  # TCP: a thread per client
+        self._per_source: dict[str, int] = {}  # TCP: connections being served per source address
         if self.host == "0.0.0.0":
             self.logger.warning(
                 "%s listens on all interfaces (0.0.0.0:%d)%s; pass host= to restrict it",
@@ -194,12 +197,14 @@ class RegistryServer:
     def _readable(self) -> None:
         raise NotImplementedError
 
-    def _handle(self, data: bytes, source: str) -> bytes | None:
-        """The handler's reply; a bug in it is logged and costs this request only."""
+    def _handle(self, data: bytes, source: str, max_reply: int | None = None) -> bytes | None:
+        """The handler's reply; a bug in it costs this request only and is logged through the
+        handler's rate-limited drop log (the traceback at debug level)."""
         try:
-            return self.handler.handle(data, source)
-        except Exception:
-            self.logger.exception("failed to handle a request from %s", source)
+            return self.handler.handle(data, source, max_reply=max_reply)
+        except Exception as exc:
+            self.logger.debug("failed to handle a request from %s", source, exc_info=True)
+            self.handler.drop(source, f"internal error {type(exc).__name__}")
             return None
 
     def _stop_clients(self) -> None:
@@ -225,7 +230,10 @@ class UDPRegistryServer(RegistryServer):
             except OSError as exc:  # e.g. ICMP errors reported on the socket: keep serving
                 self.logger.debug("recvfrom failed: %s", exc)
                 return
-            reply = self._handle(data, address[0])
+            if not self.handler.limiter.allow(address[0]):
+                self.handler.drop(address[0], "over the per-source request rate")
+                continue
+            reply = self._handle(data, address[0], max_reply=UDP_REPLY_FACTOR * len(data))
             if reply is not None:
                 try:
                     self.socket.sendto(reply, address)
@@ -248,22 +256,29 @@ class TCPRegistryServer(RegistryServer):
         except OSError:
             return
         sock.setblocking(True)
+        source = address[0]
         with self._lock:
-            if self._closed.is_set() or len(self._clients) >= self.limits.max_connections:
-                busy = not self._closed.is_set()
+            refusal = None
+            if len(self._clients) >= self.limits.max_connections:
+                refusal = f"{len(self._clients)} clients already connected"
+            elif self._per_source.get(source, 0) >= self.limits.max_connections_per_source:
+                refusal = f"{self._per_source[source]} connections from this address already"
+            if self._closed.is_set() or refusal is not None:
                 sock.close()
-                if busy:
-                    self.logger.warning("refused %s: %d clients already connected", address[0], len(self._clients))
+                if refusal is not None:
+                    self.handler.drop(source, f"connection refused: {refusal}")
                 return
-            thread = threading.Thread(target=self._serve_client, args=(sock, address[0]), name=f"rpc-registry-{address[0]}", daemon=True)
+            thread = threading.Thread(target=self._serve_client, args=(sock, source), name=f"rpc-registry-{source}", daemon=True)
             self._clients[sock] = thread
+            self._per_source[source] = self._per_source.get(source, 0) + 1
         thread.start()
 
     def _serve_client(self, sock: socket.socket, source: str) -> None:
         limits = self.limits
+        end = time.monotonic() + limits.connection_lifetime
         try:
             for _ in range(limits.max_requests_per_connection):
-                deadline = time.monotonic() + limits.connection_timeout
+                deadline = min(end, time.monotonic() + limits.connection_timeout)
                 header = recv_exact(sock, LENGTH_PREFIX.size, deadline)
                 if header is None:
                     return  # the client is done
@@ -283,6 +298,9 @@ class TCPRegistryServer(RegistryServer):
         finally:
             with self._lock:
                 self._clients.pop(sock, None)
+                left = self._per_source.pop(source, 1) - 1
+                if left > 0:
+                    self._per_source[source] = left
             sock.close()
 
     def _stop_clients(self) -> None:

@@ -116,9 +116,9 @@ class RegistryTable:
         key = normalize_name(name)
         return [lease.address for lease in self.leases() if key in lease.names]
 
-    def names(self) -> list[str]:
-        """Every live name, sorted."""
-        return sorted({name for lease in self.leases() for name in lease.names})
+    def names(self, host: str | None = None) -> list[str]:
+        """Every live name, sorted; with ``host``, only those of servers registered at it."""
+        return sorted({name for lease in self.leases() if host is None or lease.host == host for name in lease.names})
 
     def services(self) -> dict[str, list[Address]]:
         """Every live name with its providers, oldest lease first."""

@@ -24,6 +24,11 @@ class Config:
     ``allow_all_attrs`` (everything; classic mode) is set. Setting and deleting attributes
     additionally need ``allow_setattr`` / ``allow_delattr``. ``allow_pickle`` must be set on
     both sides before any pickled bytes are accepted.
+
+    ``forward_dunders``: dunder names (e.g. ``"__name__"``, ``"__doc__"``, ``"__dict__"``) that
+    this side's proxies ask the peer for instead of refusing locally; the *peer's* exposure
+    rules still decide (a peer without ``allow_all_attrs`` refuses them). Empty by default;
+    the classic factories set it.
     """
 
     allow_public_attrs: bool = False
@@ -41,8 +46,13 @@ class Config:
     max_depth: int = 64
     iter_batch: int = 256
     connid: str | None = None
+    forward_dunders: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        names = frozenset(self.forward_dunders)
+        if not all(type(name) is str and len(name) > 4 and name[:2] == name[-2:] == "__" for name in names):
+            raise ValueError("forward_dunders holds dunder names such as '__name__'")
+        object.__setattr__(self, "forward_dunders", names)
         if not self.exposed_prefix:
             raise ValueError("exposed_prefix must not be empty")
         if self.sync_request_timeout is not None and self.sync_request_timeout <= 0:

@@ -44,6 +44,8 @@ class Proxy:
 
     def __getattr__(self, name: str) -> Any:
         if name in _INTERNAL or name.startswith("__") and name.endswith("__"):
+            if name not in _INTERNAL and name in _forwarded(self):  # the peer's exposure decides
+                return self._rpc_conn._request(Op.GETATTR, self._rpc_ref, (name,))
             # not set yet, or a special method the remote type lacks (copy, pickle probes)
             raise AttributeError(name)
         return self._rpc_conn._request(Op.GETATTR, self._rpc_ref, (name,))
@@ -142,6 +144,23 @@ def _check_descriptor(info: object) -> tuple[str, str, tuple[str, ...], tuple[st
     raise RemoteProtocolError(f"malformed type descriptor {info!r:.200}")
 
 
+def _forwarded(proxy: Proxy) -> frozenset[str]:
+    """The dunder names this proxy's connection asks the peer for (config ``forward_dunders``)."""
+    try:
+        names: frozenset[str] = proxy._rpc_conn.config.forward_dunders
+    except AttributeError:  # not fully built yet
+        return frozenset()
+    return names
+
+
+def _get_doc(self: Proxy) -> Any:
+    """The remote object's ``__doc__`` when the connection forwards it, else None."""
+    return self._rpc_conn._request(Op.GETATTR, self._rpc_ref, ("__doc__",)) if "__doc__" in _forwarded(self) else None
+
+
+_DOC: Final = property(_get_doc)
+
+
 def make_proxy_class(info: object) -> type[Proxy]:
     """The proxy class for one remote type, from its descriptor.
 
@@ -159,7 +178,7 @@ def make_proxy_class(info: object) -> type[Proxy]:
 @functools.lru_cache(maxsize=512)
 def _proxy_class(descriptor: tuple[str, str, tuple[str, ...], tuple[str, ...], str]) -> type[Proxy]:
     module, qualname, methods, specials, builtin_name = descriptor
-    namespace: dict[str, Any] = {"__slots__": (), "_rpc_type": (module, qualname)}
+    namespace: dict[str, Any] = {"__slots__": (), "_rpc_type": (module, qualname), "__doc__": _DOC}
     if builtin_name in _BUILTIN_CLASSES:
         namespace["_rpc_builtin"] = getattr(builtins, builtin_name)
     for name in methods:
