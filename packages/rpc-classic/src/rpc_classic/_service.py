@@ -37,14 +37,17 @@ log = logging.getLogger("rpc_classic")
 
 def classic_config(config: ConfigArg = None) -> Config:
     """``config`` (a :class:`rpc_service.Config`, a dict, or None) with everything opened:
-    ``allow_all_attrs``, ``allow_setattr`` and ``allow_delattr`` set; the rest kept."""
+    ``allow_all_attrs``, ``allow_setattr`` and ``allow_delattr`` set, and tracebacks sent
+    (``include_local_traceback``: a peer that may read everything may read those); the rest kept."""
     if config is None:
         base = Config()
     elif isinstance(config, Config):
         base = config
     else:
         base = Config(**config)
-    return dataclasses.replace(base, allow_all_attrs=True, allow_setattr=True, allow_delattr=True)
+    return dataclasses.replace(
+        base, allow_all_attrs=True, allow_setattr=True, allow_delattr=True, include_local_traceback=True
+    )
 
 
 def is_slave(service: object) -> bool:

@@ -24,6 +24,11 @@ class Config:
     ``allow_all_attrs`` (everything; classic mode) is set. Setting and deleting attributes
     additionally need ``allow_setattr`` / ``allow_delattr``. ``allow_pickle`` must be set on
     both sides before any pickled bytes are accepted.
+
+    Errors: the peer always learns an error's type and arguments (its message); the
+    traceback text (file paths, source lines, chained exceptions' messages) and the Python
+    and rpc-service versions only with ``include_local_traceback=True`` (default False;
+    ``rpc_classic.classic_config()`` sets it, and ``include_local_version`` then adds the versions).
     """
 
     allow_public_attrs: bool = False
@@ -34,7 +39,7 @@ class Config:
     exposed_prefix: str = "exposed_"
     sync_request_timeout: float | None = 30.0
     handshake_timeout: float = 10.0
-    include_local_traceback: bool = True
+    include_local_traceback: bool = False
     include_local_version: bool = True
     max_frame_size: int = 64 * 1024 * 1024
     max_pending_requests: int = 1024

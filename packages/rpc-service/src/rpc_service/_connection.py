@@ -22,7 +22,7 @@ from rpc_protocol import Event, Op, RemoteProtocolError
 from ._async import AsyncResult
 from ._boxing import Boxer
 from ._config import Config, ConfigArg, make_config
-from ._dispatch import HANDLERS, Dispatcher, describe_exception, rebuild_exception
+from ._dispatch import HANDLERS, Dispatcher, describe_exception, must_propagate, rebuild_exception
 from ._errors import AsyncResultTimeout, ConnectionClosedError
 from ._exposure import Exposure
 from ._proxy import Proxy
@@ -453,7 +453,9 @@ class Connection:
         seq = request.seq
         try:
             value = HANDLERS[request.op](self._dispatcher, request.target, request.args, request.kwargs)
-        except (Exception, SystemExit, GeneratorExit) as exc:  # the method's, for the caller (Ctrl-C still stops us)
+        except BaseException as exc:  # the method's, for the caller (Ctrl-C on the main thread still stops us)
+            if must_propagate(exc):
+                raise
             self._send(describe_exception(seq, exc, self._config))
             return
         try:

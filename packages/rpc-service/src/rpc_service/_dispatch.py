@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import pickle
 import sys
+import threading
 import traceback
 from itertools import islice
 from typing import Any, Callable, Final
@@ -22,12 +23,9 @@ from ._config import Config
 from ._errors import RemoteError
 from ._exposure import Exposure
 
-__all__ = ["Dispatcher", "HANDLERS", "describe_exception", "rebuild_exception"]
+__all__ = ["Dispatcher", "HANDLERS", "describe_exception", "must_propagate", "rebuild_exception"]
 
 _PLAIN: Final = (type(None), bool, int, float, complex, str, bytes)
-# Remote exceptions of these builtin types arrive as RemoteError, never as themselves:
-# re-raising them here would stop or exit this process on the peer's say-so.
-_NOT_REBUILT: Final = frozenset({"SystemExit", "KeyboardInterrupt", "GeneratorExit"})
 # Items one ITER_NEXT request may take: the peer's count is capped (it may ask for 10**12 of
 # an endless iterator); a short batch that is not exhausted just makes the peer ask again.
 _MAX_ITER_ITEMS: Final = 1 << 16
@@ -104,6 +102,14 @@ def _crossable(value: object, depth: int = 0) -> bool:
     return False
 
 
+def must_propagate(exc: BaseException) -> bool:
+    """Whether an exception raised while serving a request must stop the serving thread
+    instead of being answered to the peer: only a real Ctrl-C, which arrives on the main
+    thread. Anything else (a handler's own ``BaseException`` subclass, ``SystemExit``...) is
+    the request's outcome, so no worker dies from a request."""
+    return isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread()
+
+
 def describe_exception(seq: int, exc: BaseException, config: Config) -> ErrorReply:
     """The error reply telling the peer that request ``seq`` raised ``exc``."""
     cls = type(exc)
@@ -117,10 +123,16 @@ def describe_exception(seq: int, exc: BaseException, config: Config) -> ErrorRep
 
 
 def rebuild_exception(error: ErrorReply) -> BaseException:
-    """The local exception for a remote one: the builtin type itself, else RemoteError."""
-    if error.exc_module == "builtins" and error.exc_type not in _NOT_REBUILT:
+    """The local exception for a remote one: the builtin type itself, else RemoteError.
+
+    Only builtin subclasses of :class:`Exception` are rebuilt as themselves. ``BaseException``
+    and everything else outside ``Exception`` (``KeyboardInterrupt``, ``SystemExit``,
+    ``GeneratorExit``, ``BaseExceptionGroup``) arrive as :class:`RemoteError`: raised here they
+    would stop a thread or the process on the peer's say-so, past every ``except Exception``.
+    """
+    if error.exc_module == "builtins":
         cls = getattr(builtins, error.exc_type, None)
-        if isinstance(cls, type) and issubclass(cls, BaseException):
+        if isinstance(cls, type) and issubclass(cls, Exception):
             try:
                 exc = cls(*error.args)
             except Exception:
