@@ -21,14 +21,20 @@ from ._exposure import OPTIONAL_SPECIALS
 if TYPE_CHECKING:
     from ._connection import Connection
 
-__all__ = ["Proxy", "make_proxy_class", "is_proxy"]
+__all__ = ["BY_VALUE_BUILTINS", "Proxy", "make_proxy_class", "is_proxy"]
 
 _INTERNAL: Final = frozenset({"_rpc_conn", "_rpc_oid", "_rpc_ref"})
 _NO_KWARGS: Final[dict[str, Any]] = {}
+# The immutable builtins that cross by value. A proxy never claims to be one of them: code
+# that checked isinstance(x, str) trusts x to behave as a str (an immutable value formatted,
+# hashed and compared locally), and a peer's str subclass would format differently later.
+BY_VALUE_BUILTINS: Final = frozenset(
+    {"str", "bytes", "int", "float", "complex", "bool", "tuple", "frozenset", "range", "slice"}
+)
 # Builtin classes a proxy may report as its __class__ (so isinstance(proxy, list) works).
 _BUILTIN_CLASSES: Final = frozenset(
     name for name in dir(builtins) if isinstance(getattr(builtins, name), type) and not name.startswith("_")
-)
+) - BY_VALUE_BUILTINS
 
 
 class Proxy:
