@@ -21,7 +21,7 @@ from rpc_protocol import ErrorReply, Op
 from .__about__ import __version__
 from ._config import Config
 from ._errors import RemoteError
-from ._exposure import Exposure
+from ._exposure import INTERNAL_TYPES, Exposure
 
 __all__ = ["Dispatcher", "HANDLERS", "describe_exception", "must_propagate", "rebuild_exception"]
 
@@ -51,7 +51,12 @@ class Dispatcher:
         return getattr(target, name)(*args[1:], **kwargs)
 
     def _getattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return getattr(target, self._exposure.resolve(target, args[0]))
+        value = getattr(target, self._exposure.resolve(target, args[0]))
+        if isinstance(value, INTERNAL_TYPES) and not self._config.allow_all_attrs:
+            # a frame, code object or traceback reached through any name: its attributes lead
+            # to globals and builtins; only allow_all_attrs hands those out
+            raise AttributeError(f"the attribute {args[0]!r} is a {type(value).__name__} object, which is not handed out")
+        return value
 
     def _setattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         name, value = args
