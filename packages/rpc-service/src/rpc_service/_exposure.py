@@ -58,6 +58,14 @@ INTERNAL_NAMES: Final = frozenset(
 # Objects whose public attributes are interpreter internals: nothing of them is public.
 INTERNAL_TYPES: Final = (types.FrameType, types.CodeType, types.TracebackType)
 
+# Bounds of a type descriptor (both sides apply them: describe() never exceeds them, and a
+# peer's descriptor beyond them is a protocol error). Each method name costs a function in a
+# proxy class; a class with more methods gets the first MAX_DESCRIBED_METHODS (sorted) as
+# methods, and the rest still work through attribute lookup (one more round trip).
+MAX_DESCRIBED_METHODS: Final = 1024
+MAX_DESCRIBED_NAME: Final = 256  # characters of a method name
+MAX_DESCRIBED_QUALNAME: Final = 1024  # characters of the module and of the qualified name
+
 # (module, qualname, methods, specials, builtin class name or "")
 Descriptor = tuple[str, str, tuple[str, ...], tuple[str, ...], str]
 
@@ -191,9 +199,21 @@ class Exposure:
                 public = attr_name
             else:
                 continue
-            if isinstance(attr, _METHOD_TYPES) and public.isidentifier() and not public.startswith(("_rpc_", "__")):
+            if (
+                isinstance(attr, _METHOD_TYPES)
+                and public.isidentifier()
+                and len(public) <= MAX_DESCRIBED_NAME
+                and not public.startswith(("_rpc_", "__"))
+            ):
                 methods.append(public)
         specials = tuple(sorted(name for name in OPTIONAL_SPECIALS.intersection(merged) if merged[name] is not None))
         if isinstance(cls, type) and issubclass(cls, type):
             specials = tuple(sorted({*specials, "__call__"}))
-        return (cls.__module__, cls.__qualname__, tuple(sorted(set(methods))), specials, _builtin_class(cls))
+        module, qualname = str(cls.__module__), cls.__qualname__
+        return (
+            module[:MAX_DESCRIBED_QUALNAME],
+            qualname[:MAX_DESCRIBED_QUALNAME],
+            tuple(sorted(set(methods))[:MAX_DESCRIBED_METHODS]),
+            specials,
+            _builtin_class(cls),
+        )

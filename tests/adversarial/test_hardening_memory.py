@@ -1,0 +1,142 @@
+"""Hardening (issue 13): what one peer may make a server spend in memory. Each server runs in
+its own process (``hardening_child.py``), which measures its own RSS and peak.
+
+- Item 2: a type descriptor with a million method names (one ~9 MiB request) built a proxy
+  class of ~0.55 GiB, kept after disconnect in a process-wide cache. Descriptors are bounded,
+  and proxy classes live only while a connection or proxy uses them.
+- Item 5: 16 MiB of 5-byte empty sets took a server to a ~792 MiB peak (~48x the frame).
+  A frame's decoding has a total budget, so it costs a small constant factor of its size.
+- Item 10: lent objects per connection are capped (``max_lent_objects``), with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+import rpc_protocol as wire
+import rpc_service
+from rpc_service import Connection
+from tests.adversarial.helpers import RawPeer, child_env, frame
+from tests.adversarial.leak_child import record_figures
+
+CHILD = str(Path(__file__).resolve().parent / "hardening_child.py")
+CLIENT_CONFIG: dict[str, Any] = {"sync_request_timeout": 30.0}
+MIB = 1024
+
+
+@pytest.fixture
+def child_server() -> Iterator[Callable[..., int]]:
+    """Starts ``hardening_child.py`` with a protocol_config; returns its port."""
+    children: list[subprocess.Popen[str]] = []
+
+    def start(config: dict[str, Any] | None = None) -> int:
+        child = subprocess.Popen(
+            [sys.executable, CHILD, json.dumps(config or {})], env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        children.append(child)
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line.strip().isdigit(), child.stderr.read() if child.stderr else line
+        return int(line)
+
+    yield start
+    for child in children:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+        child.communicate(timeout=10)
+
+
+def measure(port: int) -> Connection:
+    return rpc_service.connect("127.0.0.1", port, config=CLIENT_CONFIG)
+
+
+def hostile(port: int) -> RawPeer:
+    peer = RawPeer(socket.create_connection(("127.0.0.1", port), timeout=30))
+    peer.handshake()
+    return peer
+
+
+def send_or_closed(peer: RawPeer, data: bytes) -> str:
+    """Send ``data``; return what the server answered: 'error', 'reply' or 'closed'."""
+    try:
+        peer.sock.sendall(data)
+        peer.sock.settimeout(30)
+        while True:
+            chunk = peer.sock.recv(65536)
+            if not chunk:
+                return "closed"
+            for event in peer.proto.receive_data(chunk):
+                if isinstance(event, wire.ErrorReply):
+                    return "error"
+                if isinstance(event, wire.Reply):
+                    return "reply"
+                if isinstance(event, wire.Close):
+                    return "closed"
+    except (ConnectionError, wire.ProtocolError):
+        return "closed"
+
+
+# -- item 2: descriptor bombs and the proxy-class cache ------------------------------------------
+
+
+def test_a_million_method_descriptor_is_refused_cheaply(child_server: Callable[..., int]) -> None:
+    port = child_server({"max_frame_size": 64 * 1024 * 1024})
+    with measure(port) as conn:
+        base = conn.root.reset_peak()
+    names = tuple(f"m{index}" for index in range(1_000_000))
+    peer = hostile(port)
+    bomb = wire.Ref(1, 1, ("hostile", "Bomb", names, (), ""))
+    _, data = peer.request_bytes(wire.Op.CALLATTR, peer.root_ref, ("echo", bomb))
+    outcome = send_or_closed(peer, data)
+    peer.sock.close()
+    with measure(port) as conn:
+        peak = conn.root.peak()
+        classes = conn.root.proxy_classes()
+    grown = (peak - base) / MIB
+    record_figures("hardening_descriptor_bomb", {"request_mib": round(len(data) / 2**20, 1), "peak_growth_mib": round(grown, 1), "outcome": outcome})
+    assert outcome in ("error", "closed")
+    assert grown < 160, f"the server's peak grew by {grown:.0f} MiB for a {len(data) / 2**20:.1f} MiB request"
+    assert classes < 10
+
+
+def test_proxy_classes_do_not_outlive_their_connections(child_server: Callable[..., int]) -> None:
+    port = child_server()
+    kinds = [type(f"Kind{index}", (), {f"exposed_m{j}": (lambda self: None) for j in range(20)}) for index in range(300)]
+    with measure(port) as conn:
+        before = conn.root.proxy_classes()
+        for kind in kinds:
+            conn.root.echo(kind())
+        during = conn.root.proxy_classes()
+    with measure(port) as conn:
+        after = conn.root.proxy_classes()
+    record_figures("hardening_proxy_class_cache", {"before": before, "during": during, "after_disconnect": after})
+    assert during >= 300  # the server really built them...
+    assert after <= before + 2, f"{after - before} proxy classes outlived their connection"  # ...and let them go
+
+
+def test_descriptors_within_the_bounds_still_work() -> None:
+    """A class with more methods than a descriptor may name: the rest work by attribute lookup."""
+
+    class Wide(rpc_service.Service):
+        pass
+
+    for index in range(1500):
+        setattr(Wide, f"exposed_m{index}", lambda self, index=index: index)
+    server = rpc_service.ThreadedServer(Wide, port=0)
+    thread = server.start_in_thread()
+    try:
+        with rpc_service.connect("127.0.0.1", server.port, config=CLIENT_CONFIG) as conn:
+            assert conn.root.m0() == 0 and conn.root.m1499() == 1499 and conn.root.m999() == 999
+    finally:
+        server.close()
+        thread.join(timeout=10)
