@@ -22,7 +22,7 @@ from rpc_protocol import Event, Op, RemoteProtocolError
 from ._async import AsyncResult
 from ._boxing import Boxer
 from ._config import Config, ConfigArg, make_config
-from ._dispatch import HANDLERS, Dispatcher, describe_exception, must_propagate, rebuild_exception
+from ._dispatch import HANDLERS, Dispatcher, describe_exception, must_propagate, rebuild_exception, unpickler
 from ._errors import AsyncResultTimeout, ConnectionClosedError
 from ._exposure import Exposure
 from ._proxy import Proxy
@@ -264,7 +264,7 @@ class Connection:
         data = self._request(Op.PICKLE, proxy, (protocol if type(protocol) is int else pickle.DEFAULT_PROTOCOL,))
         if type(data) is not bytes:
             raise RemoteProtocolError("the peer answered a pickle request without bytes")
-        return pickle.loads, (data,)
+        return unpickler(self._config), (data,)
 
     def _run_callback(self, callback: Callable[[AsyncResult], object], result: AsyncResult) -> None:
         try:

@@ -9,6 +9,7 @@ It never sends anything itself.
 from __future__ import annotations
 
 import builtins
+import io
 import pickle
 import sys
 import threading
@@ -23,7 +24,9 @@ from ._config import Config
 from ._errors import RemoteError
 from ._exposure import INTERNAL_TYPES, Exposure
 
-__all__ = ["Dispatcher", "HANDLERS", "describe_exception", "must_propagate", "rebuild_exception"]
+__all__ = [
+    "Dispatcher", "HANDLERS", "describe_exception", "dumps_plain", "loads_plain", "must_propagate", "rebuild_exception", "unpickler",
+]
 
 _PLAIN: Final = (type(None), bool, int, float, complex, str, bytes)
 # Items one ITER_NEXT request may take: the peer's count is capped (it may ask for 10**12 of
@@ -77,7 +80,65 @@ class Dispatcher:
     def _pickle(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         if not self._config.allow_pickle:
             raise ValueError("pickling is not allowed by the peer's config (allow_pickle)")
-        return pickle.dumps(target, args[0] if args else pickle.DEFAULT_PROTOCOL)
+        protocol = args[0] if args else pickle.DEFAULT_PROTOCOL
+        if type(protocol) is not int:
+            raise ValueError("PICKLE needs an integer protocol number")
+        if self._config.allow_all_attrs:
+            return pickle.dumps(target, protocol)  # everything is reachable anyway
+        return dumps_plain(target, protocol)
+
+
+# -- pickle, as far as the exposure rules reach ----------------------------------------------------
+#
+# Pickling an object hands out its whole state (private attributes included), and unpickling
+# runs whatever callables the bytes name. Unless ``allow_all_attrs`` (everything reachable,
+# classic mode), ``allow_pickle`` therefore covers plain data only, both ways: what the
+# peer could read item by item through the safe special methods anyway.
+
+_PLAIN_PICKLED: Final = frozenset(
+    {type(None), bool, int, float, complex, str, bytes, bytearray, tuple, list, dict, set, frozenset,
+     range, slice, type(...), type(NotImplemented)}
+)
+# The globals plain data needs when unpickled (the rest have opcodes of their own).
+_PLAIN_GLOBALS: Final = frozenset({"complex", "bytearray", "range", "slice", "set", "frozenset", "Ellipsis", "NotImplemented"})
+
+
+class _PlainPickler(pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) in _PLAIN_PICKLED or (type(obj) is type and obj in _PLAIN_PICKLED):
+            return NotImplemented  # the usual way (complex, range... name their class as a global)
+        raise pickle.PicklingError(
+            f"cannot pickle a {type(obj).__qualname__!r} object for the peer: allow_pickle covers plain data "
+            "(None, bool, numbers, str, bytes, bytearray, tuple, list, dict, set, frozenset, range, slice) "
+            "unless allow_all_attrs is also set"
+        )
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module in ("builtins", "__builtin__") and name in _PLAIN_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refusing to unpickle {module}.{name} from the peer: allow_pickle accepts plain data "
+            "unless allow_all_attrs is also set"
+        )
+
+
+def dumps_plain(obj: object, protocol: int) -> bytes:
+    """``pickle.dumps`` of plain data only (PicklingError for anything else inside)."""
+    buffer = io.BytesIO()
+    _PlainPickler(buffer, protocol).dump(obj)
+    return buffer.getvalue()
+
+
+def loads_plain(data: bytes) -> Any:
+    """``pickle.loads`` that names no global beyond the builtins plain data needs."""
+    return _PlainUnpickler(io.BytesIO(data)).load()
+
+
+def unpickler(config: Config) -> Callable[[bytes], Any]:
+    """How this side unpickles a proxy's bytes: fully only under ``allow_all_attrs``."""
+    return pickle.loads if config.allow_all_attrs else loads_plain
 
 
 # What each operation does (docs/protocol.md §5): HANDLERS[op](dispatcher, target, args, kwargs)
