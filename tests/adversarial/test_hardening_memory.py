@@ -140,3 +140,30 @@ def test_descriptors_within_the_bounds_still_work() -> None:
     finally:
         server.close()
         thread.join(timeout=10)
+
+
+# -- item 5: decode amplification ----------------------------------------------------------------
+
+
+def test_a_frame_of_empty_sets_costs_a_small_factor_of_its_size(child_server: Callable[..., int]) -> None:
+    port = child_server({"max_frame_size": 32 * 1024 * 1024})
+    with measure(port) as conn:
+        base = conn.root.reset_peak()
+    peer = hostile(port)
+    marker = b"\x12\x08" + b"M" * 8  # BYTES8 of 8 bytes: replaced by the hostile list below
+    count = 8 * 1024 * 1024 // 10  # two lists (each within max_items) of empty sets: 8 MiB in all
+    one_list = b"\x1c" + struct.pack("<I", count) + (b"\x1e" + struct.pack("<I", 0)) * count  # LIST of empty SETs
+    hostile_list = b"\x18\x02" + one_list + one_list  # TUPLE8 of the two
+    seq, data = peer.request_bytes(wire.Op.CALLATTR, peer.root_ref, ("echo", b"M" * 8))
+    kind, flags, reserved, _, _ = struct.unpack_from("<BBHII", data)
+    payload = data[12:].replace(marker, hostile_list)
+    outcome = send_or_closed(peer, frame(kind, seq, payload, flags=flags, reserved=reserved))
+    peer.sock.close()
+    with measure(port) as conn:
+        peak = conn.root.peak()
+        assert conn.root.echo("still serving") == "still serving"
+    grown = (peak - base) / MIB
+    frame_mib = len(payload) / 2**20
+    record_figures("hardening_decode_amplification", {"frame_mib": round(frame_mib, 1), "peak_growth_mib": round(grown, 1), "factor": round(grown / frame_mib, 1), "outcome": outcome})
+    assert outcome in ("error", "closed")
+    assert grown < 24 * frame_mib, f"decoding a {frame_mib:.0f} MiB frame grew the server's peak by {grown:.0f} MiB"
