@@ -48,9 +48,9 @@ class MeasuredService(rpc_service.Service):
         gc.collect()
         return len(rpc_service.Proxy.__subclasses__())
 
-    def exposed_lend(self, count: int) -> list[object]:
-        """``count`` new plain objects, lent to the caller by reference."""
-        return [Lent() for _ in range(int(count))]
+    def exposed_lend(self, count: int) -> tuple[object, ...]:
+        """``count`` new plain objects, each lent to the caller by reference."""
+        return tuple(Lent() for _ in range(int(count)))
 
     def exposed_lent_here(self) -> int:
         return Lent.live

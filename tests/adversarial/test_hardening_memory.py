@@ -167,3 +167,59 @@ def test_a_frame_of_empty_sets_costs_a_small_factor_of_its_size(child_server: Ca
     record_figures("hardening_decode_amplification", {"frame_mib": round(frame_mib, 1), "peak_growth_mib": round(grown, 1), "factor": round(grown / frame_mib, 1), "outcome": outcome})
     assert outcome in ("error", "closed")
     assert grown < 24 * frame_mib, f"decoding a {frame_mib:.0f} MiB frame grew the server's peak by {grown:.0f} MiB"
+
+
+# -- item 10: lent objects per connection --------------------------------------------------------
+
+
+def test_lent_objects_are_capped_per_connection(child_server: Callable[..., int]) -> None:
+    port = child_server()  # the default max_lent_objects (100 000)
+    with measure(port) as conn:
+        base = conn.root.rss()
+    held: list[Any] = []
+    refused_at = None
+    with measure(port) as conn:
+        for batch in range(130):  # 130 000 objects asked for, 1000 per request
+            try:
+                held.extend(conn.root.lend(1000))
+            except rpc_service.RemoteError as exc:
+                assert exc.remote_type == "rpc_service._errors.LentObjectsLimitError"
+                assert "max_lent_objects=100000" in str(exc)
+                refused_at = batch
+                break
+        with measure(port) as other:
+            grown = (other.root.rss() - base) / MIB
+            lent = other.root.lent_here()
+            assert other.root.echo("others unaffected") == "others unaffected"
+        del held[: len(held) // 2]  # released: lending works again
+        import gc
+
+        gc.collect()
+        assert len(conn.root.lend(1000)) == 1000
+    record_figures("hardening_lent_cap", {"lent": lent, "refused_at_request": refused_at, "server_rss_growth_mib": round(grown, 1)})
+    assert refused_at == 99  # the service itself is one of the 100 000 the client holds
+    assert lent == 99_000
+
+
+def test_max_lent_objects_is_configurable(child_server: Callable[..., int]) -> None:
+    port = child_server({"max_lent_objects": 10})
+    with measure(port) as conn:
+        first = conn.root.lend(9)  # (and the service itself: 10)
+        with pytest.raises(rpc_service.RemoteError, match="max_lent_objects=10"):
+            conn.root.lend(1)
+        assert conn.root.echo(5) == 5  # plain values need no lending
+        del first
+    with pytest.raises(ValueError):
+        rpc_service.Config(max_lent_objects=0)
+
+
+def test_a_client_over_its_own_cap_gets_a_local_error() -> None:
+    server = rpc_service.ThreadedServer(rpc_service.Service, port=0)
+    thread = server.start_in_thread()
+    try:
+        with rpc_service.connect("127.0.0.1", server.port, config={"max_lent_objects": 2}) as conn:
+            with pytest.raises(rpc_service.LentObjectsLimitError):
+                conn.root.__eq__((object(), object(), object()))
+    finally:
+        server.close()
+        thread.join(timeout=10)

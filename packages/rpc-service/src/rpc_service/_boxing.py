@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from rpc_protocol import BackRef, RemoteProtocolError, Ref
 
+from ._errors import LentObjectsLimitError
 from ._exposure import Exposure
 from ._proxy import Proxy, descriptor_members, make_proxy_class
 
@@ -46,6 +47,7 @@ class Boxer:
         self._objects: dict[int, list[Any]] = {}
         self._oid_of: dict[int, int] = {}  # id(object) -> oid, while lent
         self._next_oid = 1
+        self._max_lent = conn.config.max_lent_objects
         self._type_ids: dict[type, int] = {}
         # what the frame being encoded added, to undo if encoding fails
         self._lent_now: list[int] = []
@@ -64,6 +66,11 @@ class Boxer:
         with self._lock:
             oid = self._oid_of.get(id(obj))
             if oid is None:
+                if len(self._objects) >= self._max_lent:
+                    raise LentObjectsLimitError(
+                        f"the peer already holds {len(self._objects)} objects of this side, the limit "
+                        f"(max_lent_objects={self._max_lent}); it must release some before more are lent"
+                    )
                 oid = self._next_oid
                 self._next_oid += 1
                 self._objects[oid] = [obj, 1]

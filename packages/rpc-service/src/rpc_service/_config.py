@@ -25,6 +25,10 @@ class Config:
     additionally need ``allow_setattr`` / ``allow_delattr``. ``allow_pickle`` must be set on
     both sides before any pickled bytes are accepted.
 
+    Limits: ``max_lent_objects`` (default 100 000) caps the distinct local objects the peer
+    may hold references to at once; sending one more raises :class:`LentObjectsLimitError`
+    (a reply that would do it reaches the peer as that error).
+
     Errors: the peer always learns an error's type and arguments (its message); the
     traceback text (file paths, source lines, chained exceptions' messages) and the Python
     and rpc-service versions only with ``include_local_traceback=True`` (default False;
@@ -44,6 +48,7 @@ class Config:
     max_frame_size: int = 64 * 1024 * 1024
     max_pending_requests: int = 1024
     max_depth: int = 64
+    max_lent_objects: int = 100_000
     iter_batch: int = 256
     connid: str | None = None
 
@@ -54,6 +59,8 @@ class Config:
             raise ValueError("sync_request_timeout must be positive or None")
         if self.handshake_timeout <= 0:
             raise ValueError("handshake_timeout must be positive")
+        if self.max_lent_objects < 1:
+            raise ValueError("max_lent_objects must be at least 1")
         if self.iter_batch < 1:
             raise ValueError("iter_batch must be at least 1")
 
