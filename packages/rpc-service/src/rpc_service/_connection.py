@@ -22,7 +22,7 @@ from rpc_protocol import Event, Op, RemoteProtocolError
 from ._async import AsyncResult
 from ._boxing import Boxer
 from ._config import Config, ConfigArg, make_config
-from ._dispatch import HANDLERS, Dispatcher, describe_exception, must_propagate, rebuild_exception, unpickler
+from ._dispatch import HANDLERS, Dispatcher, checked_batch, describe_exception, must_propagate, rebuild_exception, unpickler
 from ._errors import AsyncResultTimeout, ConnectionClosedError
 from ._exposure import Exposure
 from ._proxy import Proxy
@@ -248,8 +248,9 @@ class Connection:
     def _batches(self, iterator: Any, batch: int | None = None) -> Iterator[Any]:
         """Items of the peer's ``iterator``, fetched ``batch`` at a time (doubling to a cap)."""
         batch = self._config.iter_batch if batch is None else batch
+        empties = 0
         while True:
-            items, exhausted = self._request(Op.ITER_NEXT, iterator, (batch,))
+            items, exhausted, empties = checked_batch(self._request(Op.ITER_NEXT, iterator, (batch,)), empties)
             yield from items
             if exhausted:
                 return

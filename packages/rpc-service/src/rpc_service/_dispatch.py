@@ -17,7 +17,7 @@ import traceback
 from itertools import islice
 from typing import Any, Callable, Final
 
-from rpc_protocol import ErrorReply, Op
+from rpc_protocol import ErrorReply, Op, RemoteProtocolError
 
 from .__about__ import __version__
 from ._config import Config
@@ -25,13 +25,33 @@ from ._errors import RemoteError
 from ._exposure import INTERNAL_TYPES, Exposure
 
 __all__ = [
-    "Dispatcher", "HANDLERS", "describe_exception", "dumps_plain", "loads_plain", "must_propagate", "rebuild_exception", "unpickler",
+    "Dispatcher", "HANDLERS", "checked_batch", "describe_exception", "dumps_plain", "loads_plain", "must_propagate", "rebuild_exception", "unpickler",
 ]
 
 _PLAIN: Final = (type(None), bool, int, float, complex, str, bytes)
 # Items one ITER_NEXT request may take: the peer's count is capped (it may ask for 10**12 of
 # an endless iterator); a short batch that is not exhausted just makes the peer ask again.
 _MAX_ITER_ITEMS: Final = 1 << 16
+
+# Empty batches in a row that a peer may answer ITER_NEXT with, unfinished, before it is a
+# protocol error (ours never sends one: a short batch means exhausted). Without a bound, a
+# peer answering every ITER_NEXT with ((), False) makes `for x in proxy` spin forever.
+MAX_EMPTY_BATCHES: Final = 3
+
+
+def checked_batch(reply: object, empties: int) -> tuple[tuple[Any, ...], bool, int]:
+    """The items and exhausted flag of an ITER_NEXT reply, and the count of empty unfinished
+    batches in a row so far (``empties`` before this one); RemoteProtocolError when the reply
+    is malformed or the peer keeps answering with empty unfinished batches."""
+    if type(reply) is not tuple or len(reply) != 2 or type(reply[0]) is not tuple or type(reply[1]) is not bool:
+        raise RemoteProtocolError("the peer answered ITER_NEXT with something other than (items, exhausted)")
+    items, exhausted = reply
+    if items or exhausted:
+        return items, exhausted, 0
+    if empties + 1 > MAX_EMPTY_BATCHES:
+        raise RemoteProtocolError(f"the peer answered ITER_NEXT with {empties + 1} empty unfinished batches in a row")
+    return items, exhausted, empties + 1
+
 
 class Dispatcher:
     """Carries out request operations on local objects for one connection (see HANDLERS)."""
