@@ -18,6 +18,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -223,3 +224,19 @@ def test_a_client_over_its_own_cap_gets_a_local_error() -> None:
     finally:
         server.close()
         thread.join(timeout=10)
+
+
+# -- item 15: buffers of an idle connection --------------------------------------------------------
+
+
+def test_an_idle_connection_gives_back_its_large_buffers(child_server: Callable[..., int]) -> None:
+    port = child_server()
+    blob = b"\xab" * (15 * 1024 * 1024)  # (frames up to 16 MiB keep their buffer for the next)
+    with measure(port) as probe, measure(port) as conn:
+        base = probe.root.rss()
+        assert conn.root.echo(blob) == blob  # one 16 MiB frame each way, then the connection idles
+        time.sleep(2.5)  # > IDLE_RELEASE (1 s), with room for a loaded machine
+        kept = (probe.root.rss() - base) / MIB
+        assert conn.root.echo(b"small") == b"small"  # and it still works
+    record_figures("hardening_idle_buffers", {"frame_mib": 15, "idle_rss_kept_mib": round(kept, 1)})
+    assert kept < 8, f"an idle connection kept {kept:.0f} MiB after one 15 MiB frame"

@@ -25,6 +25,7 @@ from ._config import Config, ConfigArg, make_config
 from ._dispatch import HANDLERS, Dispatcher, checked_batch, describe_exception, must_propagate, rebuild_exception, unpickler
 from ._errors import AsyncResultTimeout, ConnectionClosedError
 from ._exposure import Exposure
+from ._idle import read_into
 from ._proxy import Proxy
 from ._service import Service
 from ._streams import Stream
@@ -407,7 +408,7 @@ class Connection:
                     raise ConnectionClosedError("the peer closed the connection")
                 self._inbox.extend(proto.payload_received(count))
                 return
-            count = self._stream.read_into(self._rview, timeout)
+            count = read_into(self._stream, proto, self._rview, timeout)  # (releases large buffers once idle)
             if not count:
                 raise ConnectionClosedError("the peer closed the connection")
             self._inbox.extend(proto.receive_data(self._rview[:count]))
