@@ -20,10 +20,12 @@ class Config:
 
     Exposure: only ``exposed_``-prefixed (or ``@exposed``) attributes and a fixed set of
     safe special methods (``__len__``, ``__iter__``, ``__getitem__``...) are reachable by the
-    peer unless ``allow_public_attrs`` (every name not starting with ``_``) or
-    ``allow_all_attrs`` (everything; classic mode) is set. Setting and deleting attributes
-    additionally need ``allow_setattr`` / ``allow_delattr``. ``allow_pickle`` must be set on
-    both sides before any pickled bytes are accepted.
+    peer unless ``allow_public_attrs`` (every name not starting with ``_``, except frames,
+    code, tracebacks and the names leading to them) or ``allow_all_attrs`` (everything;
+    classic mode) is set. Setting and deleting attributes additionally need ``allow_setattr``
+    / ``allow_delattr``, and never replace a method or any class-level attribute.
+    ``allow_pickle`` must be set on both sides before any pickled bytes are accepted, and
+    covers plain data only unless ``allow_all_attrs`` is set too.
 
     Limits: ``max_lent_objects`` (default 100 000) caps the distinct local objects the peer
     may hold references to at once; sending one more raises :class:`LentObjectsLimitError`

@@ -4,8 +4,10 @@ Owns the decision for every remote attribute access (get, set, delete, call-by-n
 and the *type descriptor* sent to the peer the first time an object of a type crosses
 (its exposed method names and the special methods it supports, so proxies call methods
 in one round trip). Private and dunder names are never reachable except for the fixed
-set of safe special methods, unless ``allow_all_attrs`` is set. It never calls anything
-on the objects beyond attribute lookup.
+set of safe special methods, unless ``allow_all_attrs`` is set; ``allow_public_attrs`` never
+reaches frames, code objects, tracebacks or the names leading to them, and setting or
+deleting never replaces a method or class-level attribute. It never calls anything on the
+objects beyond attribute lookup.
 """
 
 from __future__ import annotations
