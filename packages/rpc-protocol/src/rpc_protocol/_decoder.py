@@ -51,7 +51,7 @@ class ValueDecoder:
     or the original object); by default the references themselves are returned.
     """
 
-    __slots__ = ("_unbox", "_limits", "_readers", "_hashed", "_budget")
+    __slots__ = ("_unbox", "_limits", "_readers", "_hashed", "_budget", "_budget_base", "_budget_factor")
 
     def __init__(self, unbox: UnboxHook | None = None, limits: CodecLimits = DEFAULT_LIMITS) -> None:
         self._unbox = unbox or _identity
@@ -59,6 +59,8 @@ class ValueDecoder:
         self._readers = _READERS
         self._hashed = 0  # > 0 while reading a set element or dict key
         self._budget = 0  # bytes the containers of the value being decoded may still cost
+        self._budget_base = limits.decode_budget_base
+        self._budget_factor = limits.decode_budget_factor
 
     def decode(self, data: Buffer) -> object:
         """Decode exactly one value that must fill ``data`` completely."""
@@ -77,8 +79,7 @@ class ValueDecoder:
         """Decode ``count`` values that follow each other from ``view[pos:end]``; return
         them and the position after the last."""
         self._hashed = 0
-        limits = self._limits
-        self._budget = limits.decode_budget_base + limits.decode_budget_factor * (end - pos)
+        self._budget = self._budget_base + self._budget_factor * (end - pos)
         try:
             return self._values(view, pos, end, 0, count)
         except RemoteProtocolError:
