@@ -99,7 +99,7 @@ def test_value_waits(connect_to: ConnectTo, service: AsyncService) -> None:
 
 
 def test_remote_exception(connect_to: ConnectTo, service: AsyncService) -> None:
-    conn = connect_to(service)
+    conn = connect_to(service, {"include_local_traceback": True})
     result = async_(conn.root.fail)("boom")
     result.wait(5)
     assert result.ready

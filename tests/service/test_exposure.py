@@ -323,23 +323,26 @@ def test_delattr_is_refused_unless_allowed(connect_to: ConnectTo, config: dict[s
 
 def test_allow_setattr_sets_exposed_attributes_only(connect_to: ConnectTo) -> None:
     root = connect_to(ExposureService, {"allow_setattr": True}).root
+    root.instance_value = "changed"  # the peer's name; the server sets exposed_instance_value
+    assert root.instance_value == "changed"
     target = root.get_target()
-    target.value = 5  # the peer's name; the server sets exposed_value
-    assert target.value == 5
-    assert root.target_state() == (("exposed_value", 5),)
+    with pytest.raises(AttributeError, match="class-level"):
+        target.value = 5  # exposed_value is a class attribute: never replaced (issue 13 item 9)
     for name in ("public", "new_name", "_private", "_new"):
         with pytest.raises(AttributeError):
             setattr(target, name, "x")
-    assert root.target_state() == (("exposed_value", 5),)
+    assert root.target_state() == ()
 
 
 def test_allow_setattr_with_public_attrs_sets_public_names(connect_to: ConnectTo) -> None:
     root = connect_to(ExposureService, {"allow_setattr": True, "allow_public_attrs": True}).root
     target = root.get_target()
-    target.public = "changed"
     target.brand_new = 1
-    assert target.public == "changed"
-    assert root.target_state() == (("brand_new", 1), ("public", "changed"))
+    target.brand_new = 2
+    with pytest.raises(AttributeError, match="class-level"):
+        target.public = "changed"  # a class attribute
+    assert target.public == "public"
+    assert root.target_state() == (("brand_new", 2),)
     with pytest.raises(AttributeError, match="denied"):
         target._private = "x"
 
@@ -347,9 +350,8 @@ def test_allow_setattr_with_public_attrs_sets_public_names(connect_to: ConnectTo
 def test_allow_delattr_deletes_exposed_attributes(connect_to: ConnectTo) -> None:
     root = connect_to(ExposureService, {"allow_setattr": True, "allow_delattr": True}).root
     target = root.get_target()
-    target.value = 9
-    assert target.value == 9
-    del target.value  # the instance attribute goes; the class attribute shows again
+    with pytest.raises(AttributeError, match="class-level"):
+        del target.value  # the class attribute stays
     assert target.value == 1
     del root.instance_value
     with pytest.raises(AttributeError):

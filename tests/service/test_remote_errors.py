@@ -32,6 +32,8 @@ class NeedsTwo(Exception):
 
 
 UNENCODABLE = object()
+# Servers send tracebacks only when configured to (the default gives type and message only).
+TRACEBACKS: dict[str, Any] = {"include_local_traceback": True}
 
 
 class Faulty(Service):
@@ -106,7 +108,7 @@ def test_builtin_exceptions_arrive_as_their_own_type(connect_to: ConnectTo) -> N
 
 
 def test_remote_traceback_names_the_remote_function(connect_to: ConnectTo) -> None:
-    root = connect_to(Faulty).root
+    root = connect_to(Faulty, TRACEBACKS).root
     with pytest.raises(ValueError) as info:
         root.value_error()
     traceback_text: str = getattr(info.value, "remote_traceback")
@@ -122,7 +124,7 @@ def test_remote_traceback_names_the_remote_function(connect_to: ConnectTo) -> No
 
 
 def test_the_traceback_of_a_chained_exception_shows_both(connect_to: ConnectTo) -> None:
-    root = connect_to(Faulty).root
+    root = connect_to(Faulty, TRACEBACKS).root
     with pytest.raises(RuntimeError, match="outer") as info:
         root.chained()
     text: str = getattr(info.value, "remote_traceback")
@@ -153,7 +155,7 @@ def test_stop_iteration_ends_a_for_loop_cleanly(connect_to: ConnectTo) -> None:
 
 
 def test_an_exception_in_a_client_callback_travels_there_and_back(connect_to: ConnectTo) -> None:
-    root = connect_to(Faulty).root
+    root = connect_to(Faulty, TRACEBACKS, client_config=TRACEBACKS).root
 
     def callback() -> None:
         raise KeyError("raised on the client")
@@ -169,7 +171,7 @@ def test_an_exception_in_a_client_callback_travels_there_and_back(connect_to: Co
 
 
 def test_non_builtin_exceptions_arrive_as_remote_error(connect_to: ConnectTo) -> None:
-    root = connect_to(Faulty).root
+    root = connect_to(Faulty, TRACEBACKS).root
     with pytest.raises(RemoteError) as info:
         root.my_error()
     error = info.value
@@ -226,8 +228,9 @@ def test_unencodable_args_arrive_as_their_repr(connect_to: ConnectTo) -> None:
 # -- what the server gives away ---------------------------------------------------------------------
 
 
-def test_no_traceback_when_the_server_withholds_it(connect_to: ConnectTo) -> None:
-    root = connect_to(Faulty, {"include_local_traceback": False}).root
+@pytest.mark.parametrize("config", [None, {"include_local_traceback": False}], ids=["default", "explicit"])
+def test_no_traceback_when_the_server_withholds_it(connect_to: ConnectTo, config: dict[str, Any] | None) -> None:
+    root = connect_to(Faulty, config).root
     with pytest.raises(ValueError) as info:
         root.value_error()
     assert getattr(info.value, "remote_traceback") == ""
@@ -239,8 +242,8 @@ def test_no_traceback_when_the_server_withholds_it(connect_to: ConnectTo) -> Non
     assert "remote traceback" not in str(custom.value)
 
 
-def test_version_line_is_included_by_default(connect_to: ConnectTo) -> None:
-    root = connect_to(Faulty).root
+def test_version_line_is_included_with_the_traceback(connect_to: ConnectTo) -> None:
+    root = connect_to(Faulty, TRACEBACKS).root
     with pytest.raises(RemoteError) as info:
         root.my_error()
     first_line = info.value.remote_traceback.splitlines()[0]
@@ -248,7 +251,7 @@ def test_version_line_is_included_by_default(connect_to: ConnectTo) -> None:
 
 
 def test_version_line_is_omitted_when_configured(connect_to: ConnectTo) -> None:
-    root = connect_to(Faulty, {"include_local_version": False}).root
+    root = connect_to(Faulty, {**TRACEBACKS, "include_local_version": False}).root
     with pytest.raises(RemoteError) as info:
         root.my_error()
     text = info.value.remote_traceback
@@ -259,7 +262,7 @@ def test_version_line_is_omitted_when_configured(connect_to: ConnectTo) -> None:
 
 
 def test_the_client_config_does_not_change_what_the_server_sends(connect_to: ConnectTo) -> None:
-    conn = connect_to(Faulty, client_config={"include_local_traceback": False, "include_local_version": False})
+    conn = connect_to(Faulty, TRACEBACKS, client_config={"include_local_traceback": False, "include_local_version": False})
     with pytest.raises(RemoteError) as info:
         conn.root.my_error()
     assert "exposed_my_error" in info.value.remote_traceback

@@ -62,10 +62,13 @@ def forward_dunders(config: ConfigArg = None) -> Config:
 
 def classic_config(config: ConfigArg = None) -> Config:
     """``config`` (a :class:`rpc_service.Config`, a dict, or None) with everything opened:
-    ``allow_all_attrs``, ``allow_setattr`` and ``allow_delattr`` set, and the module dunders
-    forwarded (:func:`forward_dunders`); the rest kept."""
+    ``allow_all_attrs``, ``allow_setattr`` and ``allow_delattr`` set, the module dunders
+    forwarded (:func:`forward_dunders`), and tracebacks sent (``include_local_traceback``: a
+    peer that may read everything may read those); the rest kept."""
     base = forward_dunders(config)
-    return dataclasses.replace(base, allow_all_attrs=True, allow_setattr=True, allow_delattr=True)
+    return dataclasses.replace(
+        base, allow_all_attrs=True, allow_setattr=True, allow_delattr=True, include_local_traceback=True
+    )
 
 
 def is_slave(service: object) -> bool:

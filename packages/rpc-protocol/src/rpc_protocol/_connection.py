@@ -255,6 +255,19 @@ class Connection:
             return None
         return memoryview(self._payload)[self._filled : self._header.length]
 
+    @property
+    def holds_large_buffer(self) -> bool:
+        """Whether a large-payload buffer is kept for the next large frame (none under way)."""
+        return self._payload is not None and self._filled < 0
+
+    def release_buffers(self) -> None:
+        """Drop the buffer kept for large payloads; call it when the connection is idle.
+
+        A frame under way keeps its buffer; the next large frame allocates a new one.
+        """
+        if self._filled < 0:
+            self._payload = None
+
     def payload_received(self, count: int) -> list[Event]:
         """``count`` bytes were written into the view from :meth:`payload_buffer`."""
         if self._error is not None:

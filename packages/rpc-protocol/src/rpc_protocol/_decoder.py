@@ -2,7 +2,9 @@
 
 Owns :class:`ValueDecoder`: one reader per tag, references turned into objects by the
 caller's ``unbox`` hook. Decoding checks every length against the bytes actually present
-before allocating, bounds nesting depth, container size and shared hashes, and raises only
+before allocating, bounds nesting depth, container size and shared hashes, charges every
+container it builds against the frame's budget (a small constant factor of the frame's size,
+``CodecLimits.decode_budget_*``), and raises only
 :class:`RemoteProtocolError` (or what the hook raised). It never imports pickle or performs I/O.
 """
 
@@ -12,7 +14,7 @@ import struct
 from typing import Callable, Final, Iterable
 
 from ._codec import (
-    BACKREF, BIGINT, BYTES8, BYTES32, COMPLEX, DEFAULT_LIMITS, DICT, ELLIPSIS, FALSE, FLOAT, FROZENSET,
+    BACKREF, BIGINT, BYTES8, BYTES32, COMPLEX, COST_DICT, COST_LIST, COST_SET, COST_SLICE, COST_TUPLE, DEFAULT_LIMITS, DICT, ELLIPSIS, FALSE, FLOAT, FROZENSET,
     INT8, INT64, LIST, NONE, NOT_IMPLEMENTED, REF, REF_TYPED, SET, SLICE, STR8, STR32, TRUE, TUPLE8,
     TUPLE32, BackRef, Buffer, CodecLimits, Ref, UnboxHook,
 )
@@ -49,13 +51,16 @@ class ValueDecoder:
     or the original object); by default the references themselves are returned.
     """
 
-    __slots__ = ("_unbox", "_limits", "_readers", "_hashed")
+    __slots__ = ("_unbox", "_limits", "_readers", "_hashed", "_budget", "_budget_base", "_budget_factor")
 
     def __init__(self, unbox: UnboxHook | None = None, limits: CodecLimits = DEFAULT_LIMITS) -> None:
         self._unbox = unbox or _identity
         self._limits = limits
         self._readers = _READERS
         self._hashed = 0  # > 0 while reading a set element or dict key
+        self._budget = 0  # bytes the containers of the value being decoded may still cost
+        self._budget_base = limits.decode_budget_base
+        self._budget_factor = limits.decode_budget_factor
 
     def decode(self, data: Buffer) -> object:
         """Decode exactly one value that must fill ``data`` completely."""
@@ -74,6 +79,7 @@ class ValueDecoder:
         """Decode ``count`` values that follow each other from ``view[pos:end]``; return
         them and the position after the last."""
         self._hashed = 0
+        self._budget = self._budget_base + self._budget_factor * (end - pos)
         try:
             return self._values(view, pos, end, 0, count)
         except RemoteProtocolError:
@@ -148,14 +154,17 @@ class ValueDecoder:
         return bytes(view[start:stop]), stop
 
     def _items(
-        self, view: memoryview, pos: int, end: int, depth: int, count: struct.Struct, per_item: int = 1
+        self, view: memoryview, pos: int, end: int, depth: int, count: struct.Struct, cost: tuple[int, int], per_item: int = 1
     ) -> tuple[list[object], int]:
         """Read an item count, then that many values (``per_item`` values per item)."""
-        n, start = self._count(view, pos, end, depth, count, per_item)
+        n, start = self._count(view, pos, end, depth, count, cost, per_item)
         return self._values(view, start, end, depth + 1, n * per_item)
 
-    def _count(self, view: memoryview, pos: int, end: int, depth: int, count: struct.Struct, per_item: int) -> tuple[int, int]:
-        """Read and check an item count; return it and the position after it."""
+    def _count(
+        self, view: memoryview, pos: int, end: int, depth: int, count: struct.Struct, cost: tuple[int, int], per_item: int
+    ) -> tuple[int, int]:
+        """Read and check an item count, charge the container's ``cost``; return the count
+        and the position after it."""
         if depth >= self._limits.max_depth:
             raise RemoteProtocolError(f"value nested deeper than {self._limits.max_depth} levels")
         start = _need(pos, count.size, end)
@@ -164,7 +173,15 @@ class ValueDecoder:
             raise RemoteProtocolError(f"container of {n} items exceeds the limit of {self._limits.max_items}")
         if n * per_item > end - start:  # every value takes at least one byte
             raise RemoteProtocolError("container truncated")
+        if n or cost is not COST_TUPLE:  # (the empty tuple is a shared singleton: free)
+            self._charge(cost[0] + cost[1] * n)
         return n, start
+
+    def _charge(self, cost: int) -> None:
+        budget = self._budget - cost
+        if budget < 0:
+            raise _over_budget(self._limits)
+        self._budget = budget
 
     def _values(self, view: memoryview, pos: int, end: int, depth: int, n: int) -> tuple[list[object], int]:
         readers = self._readers
@@ -202,6 +219,11 @@ class ValueDecoder:
                     raise RemoteProtocolError(f"container of {count} items exceeds the limit of {self._limits.max_items}")
                 if count > end - pos - 2:  # every value takes at least one byte
                     raise RemoteProtocolError("container truncated")
+                if count:  # COST_TUPLE, as _count would charge
+                    budget = self._budget - 40 - 8 * count
+                    if budget < 0:
+                        raise _over_budget(self._limits)
+                    self._budget = budget
                 inner, pos = self._values(view, pos + 2, end, depth + 1, count)
                 append(tuple(inner))
             elif tag == BACKREF:
@@ -225,32 +247,32 @@ class ValueDecoder:
         return items, pos
 
     def _tuple8(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
-        items, pos = self._items(view, pos, end, depth, _U8)
+        items, pos = self._items(view, pos, end, depth, _U8, COST_TUPLE)
         return tuple(items), pos
 
     def _tuple32(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
-        items, pos = self._items(view, pos, end, depth, _U32)
+        items, pos = self._items(view, pos, end, depth, _U32, COST_TUPLE)
         return tuple(items), pos
 
     def _frozenset(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
         self._hashed += 1
-        items, pos = self._items(view, pos, end, depth, _U32)
+        items, pos = self._items(view, pos, end, depth, _U32, COST_SET)
         self._hashed -= 1
         _check_collisions(items)
         return frozenset(items), pos
 
     def _list(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
-        return self._items(view, pos, end, depth, _U32)
+        return self._items(view, pos, end, depth, _U32, COST_LIST)
 
     def _set(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
         self._hashed += 1
-        items, pos = self._items(view, pos, end, depth, _U32)
+        items, pos = self._items(view, pos, end, depth, _U32, COST_SET)
         self._hashed -= 1
         _check_collisions(items)
         return set(items), pos
 
     def _dict(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
-        n, pos = self._count(view, pos, end, depth, _U32, 2)
+        n, pos = self._count(view, pos, end, depth, _U32, COST_DICT, 2)
         depth += 1
         read = self._read
         keys: list[object] = []
@@ -268,6 +290,7 @@ class ValueDecoder:
     def _slice(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
         if depth >= self._limits.max_depth:
             raise RemoteProtocolError(f"value nested deeper than {self._limits.max_depth} levels")
+        self._charge(COST_SLICE[0])
         items, pos = self._values(view, pos, end, depth + 1, 3)
         return slice(items[0], items[1], items[2]), pos
 
@@ -343,6 +366,13 @@ def check_hash_collisions(keys: Iterable[object]) -> None:
     values outside the decoder: raises :class:`RemoteProtocolError` when more than 256 of
     ``keys`` share their hash with another (``TypeError`` for an unhashable one)."""
     _check_collisions(list(keys))
+
+
+def _over_budget(limits: CodecLimits) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        f"the value would cost more than {limits.decode_budget_factor} times its encoded size "
+        f"(+{limits.decode_budget_base} bytes) to build (decode budget)"
+    )
 
 
 def _need(pos: int, n: int, end: int) -> int:

@@ -29,6 +29,7 @@ from ._errors import (
     AuthenticationError,
     ConnectionClosedError,
     ConnectionFailedError,
+    LentObjectsLimitError,
     RemoteError,
     ServiceNotFoundError,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionFailedError",
     "RPCError",
+    "LentObjectsLimitError",
     "RemoteError",
     "ServiceNotFoundError",
 ]

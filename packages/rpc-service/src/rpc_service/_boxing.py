@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from rpc_protocol import BackRef, RemoteProtocolError, Ref
 
+from ._errors import LentObjectsLimitError
 from ._exposure import Exposure
-from ._proxy import Proxy, make_proxy_class
+from ._proxy import Proxy, descriptor_members, make_proxy_class
 
 if TYPE_CHECKING:
     from ._connection import Connection
@@ -29,6 +30,10 @@ __all__ = ["Boxer"]
 # Types the peer may describe on one connection. Each costs a proxy class, kept for the
 # connection's life; without a bound a peer could make us build one per 30-byte REF_TYPED.
 _MAX_PEER_TYPES = 4096
+# Members (methods and special methods) of all the proxy classes the peer's descriptors gave
+# one connection: each costs a function (~0.5 KiB), so this bounds a connection's classes to
+# ~16 MiB whatever the peer describes (a descriptor alone is bounded in _proxy).
+_MAX_PEER_MEMBERS = 32768
 
 
 class Boxer:
@@ -42,6 +47,7 @@ class Boxer:
         self._objects: dict[int, list[Any]] = {}
         self._oid_of: dict[int, int] = {}  # id(object) -> oid, while lent
         self._next_oid = 1
+        self._max_lent = conn.config.max_lent_objects
         self._type_ids: dict[type, int] = {}
         # what the frame being encoded added, to undo if encoding fails
         self._lent_now: list[int] = []
@@ -49,6 +55,7 @@ class Boxer:
         # the peer's objects held here: oid -> [weakref to proxy, references received]
         self._proxies: dict[int, list[Any]] = {}
         self._proxy_classes: dict[int, type[Proxy]] = {}
+        self._peer_members = 0  # members of the classes in _proxy_classes
         self.releases_owed: deque[tuple[int, int]] = deque()  # (oid, count), appended from any thread
 
     # -- sending side ------------------------------------------------------------------
@@ -59,6 +66,11 @@ class Boxer:
         with self._lock:
             oid = self._oid_of.get(id(obj))
             if oid is None:
+                if len(self._objects) >= self._max_lent:
+                    raise LentObjectsLimitError(
+                        f"the peer already holds {len(self._objects)} objects of this side, the limit "
+                        f"(max_lent_objects={self._max_lent}); it must release some before more are lent"
+                    )
                 oid = self._next_oid
                 self._next_oid += 1
                 self._objects[oid] = [obj, 1]
@@ -123,7 +135,11 @@ class Boxer:
                 raise RemoteProtocolError(f"reference to an object of unknown type #{ref.type_id}")
             if len(self._proxy_classes) >= _MAX_PEER_TYPES:
                 raise RemoteProtocolError(f"the peer described more than {_MAX_PEER_TYPES} types")
-            cls = self._proxy_classes[ref.type_id] = make_proxy_class(ref.info)
+            cls = make_proxy_class(ref.info)
+            self._peer_members += descriptor_members(ref.info)
+            if self._peer_members > _MAX_PEER_MEMBERS:
+                raise RemoteProtocolError(f"the peer described types with more than {_MAX_PEER_MEMBERS} members in all")
+            self._proxy_classes[ref.type_id] = cls
         entry = self._proxies.get(ref.oid)
         proxy = entry[0]() if entry is not None else None
         if proxy is not None:
@@ -167,4 +183,5 @@ class Boxer:
             self._objects.clear()
             self._oid_of.clear()
         self._proxies.clear()
+        self._proxy_classes.clear()
         self.releases_owed.clear()

@@ -20,10 +20,21 @@ class Config:
 
     Exposure: only ``exposed_``-prefixed (or ``@exposed``) attributes and a fixed set of
     safe special methods (``__len__``, ``__iter__``, ``__getitem__``...) are reachable by the
-    peer unless ``allow_public_attrs`` (every name not starting with ``_``) or
-    ``allow_all_attrs`` (everything; classic mode) is set. Setting and deleting attributes
-    additionally need ``allow_setattr`` / ``allow_delattr``. ``allow_pickle`` must be set on
-    both sides before any pickled bytes are accepted.
+    peer unless ``allow_public_attrs`` (every name not starting with ``_``, except frames,
+    code, tracebacks and the names leading to them) or ``allow_all_attrs`` (everything;
+    classic mode) is set. Setting and deleting attributes additionally need ``allow_setattr``
+    / ``allow_delattr``, and never replace a method or any class-level attribute.
+    ``allow_pickle`` must be set on both sides before any pickled bytes are accepted, and
+    covers plain data only unless ``allow_all_attrs`` is set too.
+
+    Limits: ``max_lent_objects`` (default 100 000) caps the distinct local objects the peer
+    may hold references to at once; sending one more raises :class:`LentObjectsLimitError`
+    (a reply that would do it reaches the peer as that error).
+
+    Errors: the peer always learns an error's type and arguments (its message); the
+    traceback text (file paths, source lines, chained exceptions' messages) and the Python
+    and rpc-service versions only with ``include_local_traceback=True`` (default False;
+    ``rpc_classic.classic_config()`` sets it, and ``include_local_version`` then adds the versions).
 
     ``forward_dunders``: dunder names (e.g. ``"__name__"``, ``"__doc__"``, ``"__dict__"``) that
     this side's proxies ask the peer for instead of refusing locally; the *peer's* exposure
@@ -39,11 +50,12 @@ class Config:
     exposed_prefix: str = "exposed_"
     sync_request_timeout: float | None = 30.0
     handshake_timeout: float = 10.0
-    include_local_traceback: bool = True
+    include_local_traceback: bool = False
     include_local_version: bool = True
     max_frame_size: int = 64 * 1024 * 1024
     max_pending_requests: int = 1024
     max_depth: int = 64
+    max_lent_objects: int = 100_000
     iter_batch: int = 256
     connid: str | None = None
     forward_dunders: frozenset[str] = frozenset()
@@ -59,6 +71,8 @@ class Config:
             raise ValueError("sync_request_timeout must be positive or None")
         if self.handshake_timeout <= 0:
             raise ValueError("handshake_timeout must be positive")
+        if self.max_lent_objects < 1:
+            raise ValueError("max_lent_objects must be at least 1")
         if self.iter_batch < 1:
             raise ValueError("iter_batch must be at least 1")
 

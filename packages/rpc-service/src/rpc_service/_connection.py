@@ -22,9 +22,10 @@ from rpc_protocol import Event, Op, RemoteProtocolError
 from ._async import AsyncResult
 from ._boxing import Boxer
 from ._config import Config, ConfigArg, make_config
-from ._dispatch import HANDLERS, Dispatcher, describe_exception, rebuild_exception
+from ._dispatch import HANDLERS, Dispatcher, checked_batch, describe_exception, must_propagate, rebuild_exception, unpickler
 from ._errors import AsyncResultTimeout, ConnectionClosedError
 from ._exposure import Exposure
+from ._idle import read_into
 from ._proxy import Proxy
 from ._service import Service
 from ._streams import Stream
@@ -248,8 +249,9 @@ class Connection:
     def _batches(self, iterator: Any, batch: int | None = None) -> Iterator[Any]:
         """Items of the peer's ``iterator``, fetched ``batch`` at a time (doubling to a cap)."""
         batch = self._config.iter_batch if batch is None else batch
+        empties = 0
         while True:
-            items, exhausted = self._request(Op.ITER_NEXT, iterator, (batch,))
+            items, exhausted, empties = checked_batch(self._request(Op.ITER_NEXT, iterator, (batch,)), empties)
             yield from items
             if exhausted:
                 return
@@ -264,7 +266,7 @@ class Connection:
         data = self._request(Op.PICKLE, proxy, (protocol if type(protocol) is int else pickle.DEFAULT_PROTOCOL,))
         if type(data) is not bytes:
             raise RemoteProtocolError("the peer answered a pickle request without bytes")
-        return pickle.loads, (data,)
+        return unpickler(self._config), (data,)
 
     def _run_callback(self, callback: Callable[[AsyncResult], object], result: AsyncResult) -> None:
         try:
@@ -406,7 +408,7 @@ class Connection:
                     raise ConnectionClosedError("the peer closed the connection")
                 self._inbox.extend(proto.payload_received(count))
                 return
-            count = self._stream.read_into(self._rview, timeout)
+            count = read_into(self._stream, proto, self._rview, timeout)  # (releases large buffers once idle)
             if not count:
                 raise ConnectionClosedError("the peer closed the connection")
             self._inbox.extend(proto.receive_data(self._rview[:count]))
@@ -453,7 +455,9 @@ class Connection:
         seq = request.seq
         try:
             value = HANDLERS[request.op](self._dispatcher, request.target, request.args, request.kwargs)
-        except (Exception, SystemExit, GeneratorExit) as exc:  # the method's, for the caller (Ctrl-C still stops us)
+        except BaseException as exc:  # the method's, for the caller (Ctrl-C on the main thread still stops us)
+            if must_propagate(exc):
+                raise
             self._send(describe_exception(seq, exc, self._config))
             return
         try:

@@ -9,28 +9,49 @@ It never sends anything itself.
 from __future__ import annotations
 
 import builtins
+import io
 import pickle
 import sys
+import threading
 import traceback
 from itertools import islice
 from typing import Any, Callable, Final
 
-from rpc_protocol import ErrorReply, Op
+from rpc_protocol import ErrorReply, Op, RemoteProtocolError
 
 from .__about__ import __version__
 from ._config import Config
 from ._errors import RemoteError
-from ._exposure import Exposure
+from ._exposure import INTERNAL_TYPES, Exposure
 
-__all__ = ["Dispatcher", "HANDLERS", "describe_exception", "rebuild_exception"]
+__all__ = [
+    "Dispatcher", "HANDLERS", "checked_batch", "describe_exception", "dumps_plain", "loads_plain", "must_propagate", "rebuild_exception", "unpickler",
+]
 
 _PLAIN: Final = (type(None), bool, int, float, complex, str, bytes)
-# Remote exceptions of these builtin types arrive as RemoteError, never as themselves:
-# re-raising them here would stop or exit this process on the peer's say-so.
-_NOT_REBUILT: Final = frozenset({"SystemExit", "KeyboardInterrupt", "GeneratorExit"})
 # Items one ITER_NEXT request may take: the peer's count is capped (it may ask for 10**12 of
 # an endless iterator); a short batch that is not exhausted just makes the peer ask again.
 _MAX_ITER_ITEMS: Final = 1 << 16
+
+# Empty batches in a row that a peer may answer ITER_NEXT with, unfinished, before it is a
+# protocol error (ours never sends one: a short batch means exhausted). Without a bound, a
+# peer answering every ITER_NEXT with ((), False) makes `for x in proxy` spin forever.
+MAX_EMPTY_BATCHES: Final = 3
+
+
+def checked_batch(reply: object, empties: int) -> tuple[tuple[Any, ...], bool, int]:
+    """The items and exhausted flag of an ITER_NEXT reply, and the count of empty unfinished
+    batches in a row so far (``empties`` before this one); RemoteProtocolError when the reply
+    is malformed or the peer keeps answering with empty unfinished batches."""
+    if type(reply) is not tuple or len(reply) != 2 or type(reply[0]) is not tuple or type(reply[1]) is not bool:
+        raise RemoteProtocolError("the peer answered ITER_NEXT with something other than (items, exhausted)")
+    items, exhausted = reply
+    if items or exhausted:
+        return items, exhausted, 0
+    if empties + 1 > MAX_EMPTY_BATCHES:
+        raise RemoteProtocolError(f"the peer answered ITER_NEXT with {empties + 1} empty unfinished batches in a row")
+    return items, exhausted, empties + 1
+
 
 class Dispatcher:
     """Carries out request operations on local objects for one connection (see HANDLERS)."""
@@ -53,7 +74,12 @@ class Dispatcher:
         return getattr(target, name)(*args[1:], **kwargs)
 
     def _getattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return getattr(target, self._exposure.resolve(target, args[0]))
+        value = getattr(target, self._exposure.resolve(target, args[0]))
+        if isinstance(value, INTERNAL_TYPES) and not self._config.allow_all_attrs:
+            # a frame, code object or traceback reached through any name: its attributes lead
+            # to globals and builtins; only allow_all_attrs hands those out
+            raise AttributeError(f"the attribute {args[0]!r} is a {type(value).__name__} object, which is not handed out")
+        return value
 
     def _setattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         name, value = args
@@ -74,7 +100,65 @@ class Dispatcher:
     def _pickle(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         if not self._config.allow_pickle:
             raise ValueError("pickling is not allowed by the peer's config (allow_pickle)")
-        return pickle.dumps(target, args[0] if args else pickle.DEFAULT_PROTOCOL)
+        protocol = args[0] if args else pickle.DEFAULT_PROTOCOL
+        if type(protocol) is not int:
+            raise ValueError("PICKLE needs an integer protocol number")
+        if self._config.allow_all_attrs:
+            return pickle.dumps(target, protocol)  # everything is reachable anyway
+        return dumps_plain(target, protocol)
+
+
+# -- pickle, as far as the exposure rules reach ----------------------------------------------------
+#
+# Pickling an object hands out its whole state (private attributes included), and unpickling
+# runs whatever callables the bytes name. Unless ``allow_all_attrs`` (everything reachable,
+# classic mode), ``allow_pickle`` therefore covers plain data only, both ways: what the
+# peer could read item by item through the safe special methods anyway.
+
+_PLAIN_PICKLED: Final = frozenset(
+    {type(None), bool, int, float, complex, str, bytes, bytearray, tuple, list, dict, set, frozenset,
+     range, slice, type(...), type(NotImplemented)}
+)
+# The globals plain data needs when unpickled (the rest have opcodes of their own).
+_PLAIN_GLOBALS: Final = frozenset({"complex", "bytearray", "range", "slice", "set", "frozenset", "Ellipsis", "NotImplemented"})
+
+
+class _PlainPickler(pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) in _PLAIN_PICKLED or (type(obj) is type and obj in _PLAIN_PICKLED):
+            return NotImplemented  # the usual way (complex, range... name their class as a global)
+        raise pickle.PicklingError(
+            f"cannot pickle a {type(obj).__qualname__!r} object for the peer: allow_pickle covers plain data "
+            "(None, bool, numbers, str, bytes, bytearray, tuple, list, dict, set, frozenset, range, slice) "
+            "unless allow_all_attrs is also set"
+        )
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module in ("builtins", "__builtin__") and name in _PLAIN_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(
+            f"refusing to unpickle {module}.{name} from the peer: allow_pickle accepts plain data "
+            "unless allow_all_attrs is also set"
+        )
+
+
+def dumps_plain(obj: object, protocol: int) -> bytes:
+    """``pickle.dumps`` of plain data only (PicklingError for anything else inside)."""
+    buffer = io.BytesIO()
+    _PlainPickler(buffer, protocol).dump(obj)
+    return buffer.getvalue()
+
+
+def loads_plain(data: bytes) -> Any:
+    """``pickle.loads`` that names no global beyond the builtins plain data needs."""
+    return _PlainUnpickler(io.BytesIO(data)).load()
+
+
+def unpickler(config: Config) -> Callable[[bytes], Any]:
+    """How this side unpickles a proxy's bytes: fully only under ``allow_all_attrs``."""
+    return pickle.loads if config.allow_all_attrs else loads_plain
 
 
 # What each operation does (docs/protocol.md §5): HANDLERS[op](dispatcher, target, args, kwargs)
@@ -104,6 +188,14 @@ def _crossable(value: object, depth: int = 0) -> bool:
     return False
 
 
+def must_propagate(exc: BaseException) -> bool:
+    """Whether an exception raised while serving a request must stop the serving thread
+    instead of being answered to the peer: only a real Ctrl-C, which arrives on the main
+    thread. Anything else (a handler's own ``BaseException`` subclass, ``SystemExit``...) is
+    the request's outcome, so no worker dies from a request."""
+    return isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread()
+
+
 def describe_exception(seq: int, exc: BaseException, config: Config) -> ErrorReply:
     """The error reply telling the peer that request ``seq`` raised ``exc``."""
     cls = type(exc)
@@ -117,10 +209,16 @@ def describe_exception(seq: int, exc: BaseException, config: Config) -> ErrorRep
 
 
 def rebuild_exception(error: ErrorReply) -> BaseException:
-    """The local exception for a remote one: the builtin type itself, else RemoteError."""
-    if error.exc_module == "builtins" and error.exc_type not in _NOT_REBUILT:
+    """The local exception for a remote one: the builtin type itself, else RemoteError.
+
+    Only builtin subclasses of :class:`Exception` are rebuilt as themselves. ``BaseException``
+    and everything else outside ``Exception`` (``KeyboardInterrupt``, ``SystemExit``,
+    ``GeneratorExit``, ``BaseExceptionGroup``) arrive as :class:`RemoteError`: raised here they
+    would stop a thread or the process on the peer's say-so, past every ``except Exception``.
+    """
+    if error.exc_module == "builtins":
         cls = getattr(builtins, error.exc_type, None)
-        if isinstance(cls, type) and issubclass(cls, BaseException):
+        if isinstance(cls, type) and issubclass(cls, Exception):
             try:
                 exc = cls(*error.args)
             except Exception:

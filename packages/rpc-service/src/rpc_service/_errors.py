@@ -6,6 +6,8 @@ connection modules; protocol errors come from ``rpc_protocol`` unchanged::
 
     RPCError (rpc_protocol)
     ├── ProtocolError ...          (rpc_protocol: malformed bytes, handshake failures)
+    │   └── EncodeError ...        (rpc_protocol: a value cannot be put on the wire)
+    │       └── LentObjectsLimitError  lending one more object would pass max_lent_objects
     ├── ConnectionFailedError      could not connect (also a ConnectionError/OSError)
     ├── ConnectionClosedError      the connection is closed, or closed while waiting
     ├── AsyncResultTimeout         a reply did not arrive in time (also a TimeoutError)
@@ -19,13 +21,14 @@ very type, with the remote traceback attached as ``remote_traceback`` and as a n
 
 from __future__ import annotations
 
-from rpc_protocol import RPCError
+from rpc_protocol import EncodeError, RPCError
 
 __all__ = [
     "AsyncResultTimeout",
     "AuthenticationError",
     "ConnectionClosedError",
     "ConnectionFailedError",
+    "LentObjectsLimitError",
     "RemoteError",
     "ServiceNotFoundError",
 ]
@@ -49,6 +52,14 @@ class AuthenticationError(RPCError):
 
 class ServiceNotFoundError(RPCError):
     """No server offers a service by the requested name."""
+
+
+class LentObjectsLimitError(EncodeError):
+    """Sending a value would lend the peer more distinct objects than ``max_lent_objects``.
+
+    Raised where the value is sent (a call's arguments, or a reply, which then reaches the
+    peer as this error); the objects the peer already holds stay lent until it releases them.
+    """
 
 
 class RemoteError(RPCError):

@@ -4,8 +4,10 @@ Owns the decision for every remote attribute access (get, set, delete, call-by-n
 and the *type descriptor* sent to the peer the first time an object of a type crosses
 (its exposed method names and the special methods it supports, so proxies call methods
 in one round trip). Private and dunder names are never reachable except for the fixed
-set of safe special methods, unless ``allow_all_attrs`` is set. It never calls anything
-on the objects beyond attribute lookup.
+set of safe special methods, unless ``allow_all_attrs`` is set; ``allow_public_attrs`` never
+reaches frames, code objects, tracebacks or the names leading to them, and setting or
+deleting never replaces a method or class-level attribute. It never calls anything on the
+objects beyond attribute lookup.
 """
 
 from __future__ import annotations
@@ -45,6 +47,27 @@ _METHOD_TYPES: Final = (
     staticmethod,
 )
 
+# Names ``allow_public_attrs`` never opens: the way from a generator, coroutine, frame or
+# traceback to frames, code and a module's globals or builtins (gi_frame.f_builtins is eval),
+# and the old spellings of function internals. Only ``allow_all_attrs`` reaches them.
+INTERNAL_NAMES: Final = frozenset(
+    """gi_frame gi_code gi_yieldfrom gi_running gi_suspended cr_frame cr_code cr_await
+    cr_origin cr_running cr_suspended ag_frame ag_code ag_await ag_running f_back f_builtins
+    f_code f_globals f_locals f_trace f_trace_lines f_trace_opcodes f_lasti f_lineno tb_frame
+    tb_next tb_lasti tb_lineno func_globals func_code func_closure func_defaults func_dict
+    im_func im_self im_class""".split()
+)
+# Objects whose public attributes are interpreter internals: nothing of them is public.
+INTERNAL_TYPES: Final = (types.FrameType, types.CodeType, types.TracebackType)
+
+# Bounds of a type descriptor (both sides apply them: describe() never exceeds them, and a
+# peer's descriptor beyond them is a protocol error). Each method name costs a function in a
+# proxy class; a class with more methods gets the first MAX_DESCRIBED_METHODS (sorted) as
+# methods, and the rest still work through attribute lookup (one more round trip).
+MAX_DESCRIBED_METHODS: Final = 1024
+MAX_DESCRIBED_NAME: Final = 256  # characters of a method name
+MAX_DESCRIBED_QUALNAME: Final = 1024  # characters of the module and of the qualified name
+
 # (module, qualname, methods, specials, builtin class name or "")
 Descriptor = tuple[str, str, tuple[str, ...], tuple[str, ...], str]
 
@@ -77,6 +100,34 @@ def _builtin_class(cls: type) -> str:
     return ""
 
 
+def _public(obj: object, name: str) -> bool:
+    """Whether ``allow_public_attrs`` opens ``name`` of ``obj`` (or of instances of the class ``obj``)."""
+    return not name.startswith("_") and name not in INTERNAL_NAMES and not isinstance(obj, INTERNAL_TYPES)
+
+
+def _check_replaceable(obj: object, name: str, verb: str) -> None:
+    """Refuse setting or deleting what is not the object's own data: any attribute of a class
+    (its methods and class-level values are shared by every instance, and by every client of
+    a shared service), an instance attribute that would shadow a class-level one (a method
+    above all), and a module's functions and classes. A data descriptor's setter (a property
+    with a setter, a slot) is the class's own way of storing data, so it stays allowed."""
+    if isinstance(obj, type):
+        raise AttributeError(f"{verb} attributes of a class ({obj.__qualname__}.{name}) is denied")
+    if isinstance(obj, types.ModuleType):
+        current = getattr(obj, name, None)
+        if isinstance(current, (*_METHOD_TYPES, type, types.ModuleType)):
+            raise AttributeError(f"{verb} the module attribute {obj.__name__}.{name} is denied")
+        return
+    static = _static_lookup(obj, name)
+    if static is _MISSING:
+        return
+    if verb == "setting" and hasattr(type(static), "__set__") and not isinstance(static, _METHOD_TYPES):
+        return  # a property with a setter, a slot: the class stores the value its own way
+    if verb == "deleting" and hasattr(type(static), "__delete__") and not isinstance(static, _METHOD_TYPES):
+        return
+    raise AttributeError(f"{verb} {name!r} would replace a class-level attribute of {type(obj).__name__!r}, which is denied")
+
+
 class Exposure:
     """The exposure rules of one connection's config."""
 
@@ -101,6 +152,8 @@ class Exposure:
         if name.startswith("_"):
             raise AttributeError(f"access to the private or special attribute {name!r} is denied")
         if config.allow_public_attrs:
+            if name in INTERNAL_NAMES or isinstance(obj, INTERNAL_TYPES):
+                raise AttributeError(f"access to the interpreter-internal attribute {name!r} is denied (allow_public_attrs)")
             return name
         raise AttributeError(f"{type(obj).__name__!r} object has no exposed attribute {name!r}")
 
@@ -111,7 +164,10 @@ class Exposure:
         if type(name) is str and name in SAFE_SPECIALS and not self._config.allow_all_attrs:
             # the safe specials may be invoked, never replaced (a planted __eq__ would run for every peer)
             raise AttributeError(f"{verb} the special attribute {name!r} is denied")
-        return self.resolve(obj, name)
+        real = self.resolve(obj, name)
+        if not self._config.allow_all_attrs:
+            _check_replaceable(obj, real, verb)
+        return real
 
     def visible_names(self, obj: object) -> tuple[str, ...]:
         """What ``dir(proxy)`` shows the peer."""
@@ -122,7 +178,7 @@ class Exposure:
                 names.add(name)
             if name.startswith(self._prefix):
                 names.add(name[len(self._prefix) :])
-            elif _is_marked(_static_lookup(obj, name)) or (config.allow_public_attrs and not name.startswith("_")):
+            elif _is_marked(_static_lookup(obj, name)) or (config.allow_public_attrs and _public(obj, name)):
                 names.add(name)
             elif name in SAFE_SPECIALS:
                 names.add(name)
@@ -141,13 +197,25 @@ class Exposure:
                 continue
             if attr_name.startswith(self._prefix):
                 public = attr_name[len(self._prefix) :]
-            elif _is_marked(attr) or config.allow_all_attrs or (config.allow_public_attrs and not attr_name.startswith("_")):
+            elif _is_marked(attr) or config.allow_all_attrs or (config.allow_public_attrs and _public(cls, attr_name)):
                 public = attr_name
             else:
                 continue
-            if isinstance(attr, _METHOD_TYPES) and public.isidentifier() and not public.startswith(("_rpc_", "__")):
+            if (
+                isinstance(attr, _METHOD_TYPES)
+                and public.isidentifier()
+                and len(public) <= MAX_DESCRIBED_NAME
+                and not public.startswith(("_rpc_", "__"))
+            ):
                 methods.append(public)
         specials = tuple(sorted(name for name in OPTIONAL_SPECIALS.intersection(merged) if merged[name] is not None))
         if isinstance(cls, type) and issubclass(cls, type):
             specials = tuple(sorted({*specials, "__call__"}))
-        return (cls.__module__, cls.__qualname__, tuple(sorted(set(methods))), specials, _builtin_class(cls))
+        module, qualname = str(cls.__module__), cls.__qualname__
+        return (
+            module[:MAX_DESCRIBED_QUALNAME],
+            qualname[:MAX_DESCRIBED_QUALNAME],
+            tuple(sorted(set(methods))[:MAX_DESCRIBED_METHODS]),
+            specials,
+            _builtin_class(cls),
+        )

@@ -11,24 +11,31 @@ connection. Proxies never unpickle anything unless this side's config allows pic
 from __future__ import annotations
 
 import builtins
-import functools
+import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Final
 
 from rpc_protocol import BackRef, Op, RemoteProtocolError
 
-from ._exposure import OPTIONAL_SPECIALS
+from ._exposure import MAX_DESCRIBED_METHODS, MAX_DESCRIBED_NAME, MAX_DESCRIBED_QUALNAME, OPTIONAL_SPECIALS
 
 if TYPE_CHECKING:
     from ._connection import Connection
 
-__all__ = ["Proxy", "make_proxy_class", "is_proxy"]
+__all__ = ["BY_VALUE_BUILTINS", "Proxy", "descriptor_members", "make_proxy_class", "is_proxy"]
 
 _INTERNAL: Final = frozenset({"_rpc_conn", "_rpc_oid", "_rpc_ref"})
 _NO_KWARGS: Final[dict[str, Any]] = {}
+# The immutable builtins that cross by value. A proxy never claims to be one of them: code
+# that checked isinstance(x, str) trusts x to behave as a str (an immutable value formatted,
+# hashed and compared locally), and a peer's str subclass would format differently later.
+BY_VALUE_BUILTINS: Final = frozenset(
+    {"str", "bytes", "int", "float", "complex", "bool", "tuple", "frozenset", "range", "slice"}
+)
 # Builtin classes a proxy may report as its __class__ (so isinstance(proxy, list) works).
 _BUILTIN_CLASSES: Final = frozenset(
     name for name in dir(builtins) if isinstance(getattr(builtins, name), type) and not name.startswith("_")
-)
+) - BY_VALUE_BUILTINS
 
 
 class Proxy:
@@ -129,7 +136,8 @@ def _iter(self: Proxy) -> Any:
 
 
 def _check_descriptor(info: object) -> tuple[str, str, tuple[str, ...], tuple[str, ...], str]:
-    if (
+    # Sizes first (cheap, and before anything walks a peer's million names).
+    if not (
         type(info) is tuple
         and len(info) == 5
         and type(info[0]) is str
@@ -137,9 +145,23 @@ def _check_descriptor(info: object) -> tuple[str, str, tuple[str, ...], tuple[st
         and type(info[2]) is tuple
         and type(info[3]) is tuple
         and type(info[4]) is str
-        and all(type(name) is str and name.isidentifier() and not name.startswith(("_rpc_", "__")) for name in info[2])
-        and all(name in OPTIONAL_SPECIALS for name in info[3])
     ):
+        raise RemoteProtocolError(f"malformed type descriptor {info!r:.200}")
+    if (
+        len(info[2]) > MAX_DESCRIBED_METHODS
+        or len(info[3]) > len(OPTIONAL_SPECIALS)
+        or len(info[0]) > MAX_DESCRIBED_QUALNAME
+        or len(info[1]) > MAX_DESCRIBED_QUALNAME
+        or len(info[4]) > MAX_DESCRIBED_NAME
+    ):
+        raise RemoteProtocolError(
+            f"type descriptor too large ({len(info[2])} methods, {len(info[3])} special methods; "
+            f"at most {MAX_DESCRIBED_METHODS} methods of names up to {MAX_DESCRIBED_NAME} characters)"
+        )
+    if all(
+        type(name) is str and len(name) <= MAX_DESCRIBED_NAME and name.isidentifier() and not name.startswith(("_rpc_", "__"))
+        for name in info[2]
+    ) and all(type(name) is str and name in OPTIONAL_SPECIALS for name in info[3]):
         return info
     raise RemoteProtocolError(f"malformed type descriptor {info!r:.200}")
 
@@ -161,21 +183,48 @@ def _get_doc(self: Proxy) -> Any:
 _DOC: Final = property(_get_doc)
 
 
-def make_proxy_class(info: object) -> type[Proxy]:
-    """The proxy class for one remote type, from its descriptor.
+def descriptor_members(info: object) -> int:
+    """How many members (methods and special methods) a valid descriptor gives its proxy class."""
+    assert type(info) is tuple
+    return len(info[2]) + len(info[3])
+
+
+class _ProxyClasses:
+    """The proxy classes in use, shared by equal descriptors across connections.
 
     Proxy classes hold no connection state (a proxy finds its connection through itself),
-    so equal descriptors share one class across connections: the cache is a memo of a
-    pure function, bounded in size.
+    so equal descriptors share one class. The cache holds them *weakly*: a class lives as
+    long as a connection that was described it, or one of its proxies, does, so what
+    the cache costs is proportional to live use, never to what past peers described.
     """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._classes: weakref.WeakValueDictionary[tuple[Any, ...], type[Proxy]] = weakref.WeakValueDictionary()
+
+    def get(self, descriptor: tuple[str, str, tuple[str, ...], tuple[str, ...], str]) -> type[Proxy]:
+        with self._lock:
+            cls = self._classes.get(descriptor)
+            if cls is None:
+                cls = self._classes[descriptor] = _proxy_class(descriptor)
+            return cls
+
+    def __len__(self) -> int:
+        return len(self._classes)
+
+
+_CLASSES: Final = _ProxyClasses()
+
+
+def make_proxy_class(info: object) -> type[Proxy]:
+    """The proxy class for one remote type, from its descriptor (checked and bounded)."""
     descriptor = _check_descriptor(info)
     try:
-        return _proxy_class(descriptor)
+        return _CLASSES.get(descriptor)
     except TypeError:  # unhashable: a descriptor of ours is always hashable, a peer's may not be
         raise RemoteProtocolError(f"malformed type descriptor {info!r:.200}") from None
 
 
-@functools.lru_cache(maxsize=512)
 def _proxy_class(descriptor: tuple[str, str, tuple[str, ...], tuple[str, ...], str]) -> type[Proxy]:
     module, qualname, methods, specials, builtin_name = descriptor
     namespace: dict[str, Any] = {"__slots__": (), "_rpc_type": (module, qualname), "__doc__": _DOC}
