@@ -21,6 +21,7 @@ from .__about__ import __version__
 from ._config import Config
 from ._errors import RemoteError
 from ._exposure import Exposure
+from ._proxy import is_proxy
 
 __all__ = ["Dispatcher", "HANDLERS", "describe_exception", "rebuild_exception"]
 
@@ -50,6 +51,8 @@ class Dispatcher:
 
     def _callattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         name = self._exposure.resolve(target, args[0])
+        if name == "__exit__" and len(args) == 4 and is_proxy(args[2]):
+            return getattr(target, name)(*local_exit_args(args[2]))
         return getattr(target, name)(*args[1:], **kwargs)
 
     def _getattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -102,6 +105,23 @@ def _crossable(value: object, depth: int = 0) -> bool:
     if type(value) in (tuple, frozenset) and depth < 8:
         return all(_crossable(item, depth + 1) for item in value)  # type: ignore[attr-defined]  # tuple/frozenset
     return False
+
+
+def local_exit_args(exc: Any) -> tuple[type[BaseException], BaseException, None]:
+    """``__exit__`` arguments for a with-block of the peer's that raised ``exc`` (a proxy).
+
+    A remote ``__exit__`` (a ``@contextlib.contextmanager`` generator above all) needs a real
+    exception to throw in, not a proxy: the exception is rebuilt here as the peer would see
+    one of ours (a builtin type as itself, others as RemoteError), with the peer's message.
+    The traceback stays with the peer; the caller re-raises its original exception.
+    """
+    module, qualname = getattr(type(exc), "_rpc_type", ("", ""))
+    try:
+        message = str(exc)  # one request to the peer (STR is always answered)
+    except Exception:
+        message = ""
+    local = rebuild_exception(ErrorReply(0, module, qualname, (message,) if message else (), ""))
+    return type(local), local, None
 
 
 def describe_exception(seq: int, exc: BaseException, config: Config) -> ErrorReply:
