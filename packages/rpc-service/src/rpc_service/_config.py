@@ -9,7 +9,7 @@ loosens a setting.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping, Union
+from typing import Any, Callable, Mapping, Union
 
 __all__ = ["Config", "ConfigArg", "make_config"]
 
@@ -23,7 +23,11 @@ class Config:
     peer unless ``allow_public_attrs`` (every name not starting with ``_``) or
     ``allow_all_attrs`` (everything; classic mode) is set. Setting and deleting attributes
     additionally need ``allow_setattr`` / ``allow_delattr``. ``allow_pickle`` must be set on
-    both sides before any pickled bytes are accepted.
+    both sides before any pickled bytes are accepted. As in RPyC, ``allow_safe_attrs=False``
+    turns the safe special methods off and ``allow_exposed_attrs=False`` the ``exposed_``
+    names and ``@exposed`` marks. ``before_closed(root)`` runs with the peer's root when
+    this side calls ``close()``, while requests can still be made (an exception it raises
+    is logged; the connection closes anyway).
     """
 
     allow_public_attrs: bool = False
@@ -31,6 +35,8 @@ class Config:
     allow_setattr: bool = False
     allow_delattr: bool = False
     allow_pickle: bool = False
+    allow_safe_attrs: bool = True
+    allow_exposed_attrs: bool = True
     exposed_prefix: str = "exposed_"
     sync_request_timeout: float | None = 30.0
     handshake_timeout: float = 10.0
@@ -41,6 +47,7 @@ class Config:
     max_depth: int = 64
     iter_batch: int = 256
     connid: str | None = None
+    before_closed: Callable[[Any], object] | None = None
 
     def __post_init__(self) -> None:
         if not self.exposed_prefix:
@@ -51,6 +58,8 @@ class Config:
             raise ValueError("handshake_timeout must be positive")
         if self.iter_batch < 1:
             raise ValueError("iter_batch must be at least 1")
+        if self.before_closed is not None and not callable(self.before_closed):
+            raise ValueError("before_closed must be a callable taking the peer's root, or None")
 
 
 ConfigArg = Union[Config, Mapping[str, Any], None]

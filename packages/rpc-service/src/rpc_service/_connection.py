@@ -89,6 +89,7 @@ class Connection:
         self._closed = False
         self._close_lock = threading.Lock()
         self._disconnected = False
+        self._before_closed_ran = False
 
     # -- public API --------------------------------------------------------------------
 
@@ -185,6 +186,8 @@ class Connection:
 
     def close(self) -> None:
         """Close the connection; waiting calls fail with ConnectionClosedError."""
+        if self._config.before_closed is not None:
+            self._run_before_closed(self._config.before_closed)
         with self._close_lock:
             if self._closed:
                 return
@@ -197,6 +200,17 @@ class Connection:
             finally:
                 self._send_lock.release()
         self._shutdown()
+
+    def _run_before_closed(self, hook: Callable[[Any], object]) -> None:
+        """The ``before_closed`` config hook, once, while the peer's root is still usable."""
+        with self._close_lock:
+            if self._closed or self._root is None or self._before_closed_ran:
+                return
+            self._before_closed_ran = True
+        try:
+            hook(self._root)
+        except Exception:
+            log.exception("%r: before_closed raised", self)
 
     # -- requests ----------------------------------------------------------------------
 

@@ -109,7 +109,7 @@ def _resolve_forwarded(name: str) -> str:
 class Exposure:
     """The exposure rules of one connection's config."""
 
-    __slots__ = ("_config", "_prefix", "_proxy_type")
+    __slots__ = ("_config", "_prefix", "_proxy_type", "_safe", "_exposed")
 
     def __init__(self, config: Config) -> None:
         from ._proxy import Proxy  # (_proxy imports this module)
@@ -117,6 +117,9 @@ class Exposure:
         self._config = config
         self._prefix = config.exposed_prefix
         self._proxy_type = Proxy
+        # RPyC's allow_safe_attrs / allow_exposed_attrs: False turns that class of names off
+        self._safe = config.allow_safe_attrs or config.allow_all_attrs
+        self._exposed = config.allow_exposed_attrs
 
     def resolve(self, obj: object, name: object) -> str:
         """The real attribute name behind the remote ``name``, or AttributeError."""
@@ -125,14 +128,15 @@ class Exposure:
         config = self._config
         if issubclass(type(obj), self._proxy_type):
             return _resolve_forwarded(name)
-        if name in SAFE_SPECIALS:
+        if name in SAFE_SPECIALS and self._safe:
             return name
-        if name.startswith(self._prefix) and _has_attr(obj, name):
-            return name  # RPyC's spelling: obj.exposed_foo is obj.foo
-        prefixed = self._prefix + name
-        if _static_lookup(obj, prefixed) is not _MISSING or prefixed in getattr(obj, "__dict__", ()):
-            return prefixed  # also under allow_all_attrs: the proxy's `name` method means exposed_<name>
-        if config.allow_all_attrs or _is_marked(_static_lookup(obj, name)):
+        if self._exposed:
+            if name.startswith(self._prefix) and _has_attr(obj, name):
+                return name  # RPyC's spelling: obj.exposed_foo is obj.foo
+            prefixed = self._prefix + name
+            if _static_lookup(obj, prefixed) is not _MISSING or prefixed in getattr(obj, "__dict__", ()):
+                return prefixed  # also under allow_all_attrs: the proxy's `name` method means exposed_<name>
+        if config.allow_all_attrs or (self._exposed and _is_marked(_static_lookup(obj, name))):
             return name
         if name.startswith("_"):
             raise AttributeError(f"access to the private or special attribute {name!r} is denied")
@@ -160,11 +164,13 @@ class Exposure:
         for name in dir(obj):
             if config.allow_all_attrs:
                 names.add(name)
-            if name.startswith(self._prefix):
+            if self._exposed and name.startswith(self._prefix):
                 names.add(name[len(self._prefix) :])
-            elif _is_marked(_static_lookup(obj, name)) or (config.allow_public_attrs and not name.startswith("_")):
+            elif (self._exposed and _is_marked(_static_lookup(obj, name))) or (
+                config.allow_public_attrs and not name.startswith("_")
+            ):
                 names.add(name)
-            elif name in SAFE_SPECIALS:
+            elif name in SAFE_SPECIALS and self._safe:
                 names.add(name)
         return tuple(sorted(names))
 
@@ -181,15 +187,17 @@ class Exposure:
         for attr_name, attr in merged.items():
             if attr_name.startswith("__"):
                 continue
-            if attr_name.startswith(self._prefix):
+            if self._exposed and attr_name.startswith(self._prefix):
                 public = attr_name[len(self._prefix) :]
-            elif _is_marked(attr) or config.allow_all_attrs or (config.allow_public_attrs and not attr_name.startswith("_")):
+            elif (self._exposed and _is_marked(attr)) or config.allow_all_attrs or (config.allow_public_attrs and not attr_name.startswith("_")):
                 public = attr_name
             else:
                 continue
             if isinstance(attr, _METHOD_TYPES) and public.isidentifier() and not public.startswith(("_rpc_", "__")):
                 methods.append(public)
         specials = tuple(sorted(name for name in OPTIONAL_SPECIALS.intersection(merged) if merged[name] is not None))
+        if not self._safe:
+            specials = ()
         if isinstance(cls, type) and issubclass(cls, type):
             specials = tuple(sorted({*specials, "__call__"}))
         return (cls.__module__, cls.__qualname__, tuple(sorted(set(methods))), specials, _builtin_class(cls))
