@@ -63,10 +63,9 @@ class ContextService(Service):
             def __enter__(self) -> str:
                 return "entered"
 
-            def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+            def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
                 service.seen.append(exc)
                 service.events.append(f"exit {exc_type.__name__ if exc_type else None} {tb}")
-                return False
 
         return Plain()
 

@@ -21,6 +21,7 @@ from rpc_protocol import Event, Op, RemoteProtocolError
 
 from ._async import AsyncResult
 from ._boxing import Boxer
+from ._by_value import ByValue
 from ._config import Config, ConfigArg, make_config
 from ._dispatch import HANDLERS, Dispatcher, describe_exception, rebuild_exception
 from ._errors import AsyncResultTimeout, ConnectionClosedError
@@ -472,7 +473,10 @@ class Connection:
             return
         try:
             with self._send_lock:
-                self._send_locked(self._proto.send_reply, seq, value)
+                if type(value) is ByValue:  # a result its service marked as plain data (_by_value)
+                    self._send_locked(self._proto.send_reply, seq, value.value, True)
+                else:
+                    self._send_locked(self._proto.send_reply, seq, value)
         except wire.EncodeError as exc:
             self._send(describe_exception(seq, exc, self._config))
 

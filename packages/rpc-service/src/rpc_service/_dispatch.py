@@ -18,6 +18,7 @@ from typing import Any, Callable, Final
 from rpc_protocol import ErrorReply, Op
 
 from .__about__ import __version__
+from ._by_value import marked_result
 from ._config import Config
 from ._errors import RemoteError
 from ._exposure import Exposure
@@ -47,16 +48,17 @@ class Dispatcher:
         return self._exposure.describe(type(target))
 
     def _call(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return target(*args, **kwargs)
+        return marked_result(target, target(*args, **kwargs), self._config)
 
     def _callattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         name = self._exposure.resolve(target, args[0])
         if name == "__exit__" and len(args) == 4 and is_proxy(args[2]):
             return getattr(target, name)(*local_exit_args(args[2]))
-        return getattr(target, name)(*args[1:], **kwargs)
+        method = getattr(target, name)
+        return marked_result(method, method(*args[1:], **kwargs), self._config)
 
     def _getattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return getattr(target, self._exposure.resolve(target, args[0]))
+        return marked_result(None, getattr(target, self._exposure.resolve(target, args[0])), self._config)
 
     def _setattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         name, value = args
