@@ -11,6 +11,7 @@ other object inside a copied result still travels as a reference. It never pickl
 from __future__ import annotations
 
 import dataclasses
+import types
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from rpc_protocol import Op
@@ -26,6 +27,7 @@ BY_VALUE_MARK: Final = "__rpc_by_value__"
 _T = TypeVar("_T")
 _SCALARS: Final = frozenset({type(None), bool, int, float, complex, str, bytes, type(...), type(NotImplemented), slice})
 _CONTAINERS: Final = (dict, list, tuple, set, frozenset)  # a marked subclass arrives as the first base it has
+_UNMARKABLE: Final = _SCALARS | frozenset(_CONTAINERS)  # builtin types take no mark: skipped at once
 
 
 class ByValue:
@@ -45,7 +47,7 @@ def by_value(obj: _T) -> _T:
     class that is a dataclass or a subclass of ``dict``/``list``/``tuple``/``set``/
     ``frozenset`` (apply it outermost, after ``@dataclass``): an instance that is a result
     of a call or attribute read arrives as a plain ``dict`` (a dataclass: its fields) or as
-    its builtin base. Subclasses inherit the mark. Copies are bounded by the connection's
+    its builtin base. As with ``@exposed``, a subclass is not marked unless marked itself. Copies are bounded by the connection's
     ``max_depth`` and frame size; what is not plain data inside stays a reference.
     """
     if isinstance(obj, type):
@@ -62,14 +64,17 @@ def by_value(obj: _T) -> _T:
 
 
 def _marked_type(cls: type) -> bool:
-    return cls not in _SCALARS and getattr(cls, BY_VALUE_MARK, False) is True
+    """Whether ``cls`` itself is marked (as with ``@exposed``, a subclass is marked on its own)."""
+    return cls not in _UNMARKABLE and cls.__dict__.get(BY_VALUE_MARK) is True
 
 
 def marked_result(function: object, value: object, config: Config) -> object:
-    """``value``, or a :class:`ByValue` of its plain copy when ``function`` or its type is marked."""
-    func = getattr(function, "__func__", function)
-    own = getattr(func, "__dict__", None)
-    if (type(own) is dict and own.get(BY_VALUE_MARK) is True) or _marked_type(type(value)):
+    """``value``, or a :class:`ByValue` of its plain copy when ``function`` or its type is marked.
+
+    On the path of every call: no attribute lookup that can miss (a miss raises inside).
+    """
+    func = function.__func__ if type(function) is types.MethodType else function
+    if (type(func) is types.FunctionType and func.__dict__.get(BY_VALUE_MARK) is True) or _marked_type(type(value)):
         return ByValue(_Copier(config).plain(value, 0))
     return value
 

@@ -91,6 +91,7 @@ class Connection:
         self._close_lock = threading.Lock()
         self._disconnected = False
         self._before_closed_ran = False
+        self._before_closed_lock = threading.RLock()  # a concurrent close() waits for the hook
 
     # -- public API --------------------------------------------------------------------
 
@@ -204,14 +205,14 @@ class Connection:
 
     def _run_before_closed(self, hook: Callable[[Any], object]) -> None:
         """The ``before_closed`` config hook, once, while the peer's root is still usable."""
-        with self._close_lock:
+        with self._before_closed_lock:
             if self._closed or self._root is None or self._before_closed_ran:
                 return
             self._before_closed_ran = True
-        try:
-            hook(self._root)
-        except Exception:
-            log.exception("%r: before_closed raised", self)
+            try:
+                hook(self._root)
+            except Exception:
+                log.exception("%r: before_closed raised", self)
 
     # -- requests ----------------------------------------------------------------------
 
