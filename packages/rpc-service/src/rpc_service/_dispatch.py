@@ -2,8 +2,10 @@
 
 Owns what each request operation does to its target (under the exposure rules), how a
 local exception is described to the peer (type, args that can cross, traceback text as
-the config allows) and how a remote exception description becomes a local exception.
-It never sends anything itself.
+the config allows) and how a remote exception description becomes a local exception
+(also for a peer's with-block that raised, see :func:`local_exit_args`). Results that
+the service marked by value leave here wrapped (``_by_value``). It never sends anything
+itself; only reading a peer's exception text goes through that exception's proxy.
 """
 
 from __future__ import annotations
