@@ -47,8 +47,9 @@ def by_value(obj: _T) -> _T:
     class that is a dataclass or a subclass of ``dict``/``list``/``tuple``/``set``/
     ``frozenset`` (apply it outermost, after ``@dataclass``): an instance that is a result
     of a call or attribute read arrives as a plain ``dict`` (a dataclass: its fields) or as
-    its builtin base. As with ``@exposed``, a subclass is not marked unless marked itself. Copies are bounded by the connection's
-    ``max_depth`` and frame size; what is not plain data inside stays a reference.
+    its builtin base. As with ``@exposed``, a subclass is not marked unless marked itself.
+    Copies are bounded by the connection's ``max_depth`` and frame size; what is not plain
+    data inside stays a reference.
     """
     if isinstance(obj, type):
         if not (dataclasses.is_dataclass(obj) or issubclass(obj, _CONTAINERS)):
