@@ -40,7 +40,14 @@ class Settings(dict):  # type: ignore[type-arg]  # a plain dict subclass, as use
     pass
 
 
+@dataclasses.dataclass
+class SubPoint(Point):  # not marked itself: marks are not inherited (as with @exposed)
+    z: int = 0
+
+
 class DataService(Service):
+    exposed_origin = Point(0, 0)
+
     def __init__(self) -> None:
         self.table: dict[str, Any] = {"rows": [[1, 2], [3, 4]], "tags": {"a", "b"}, "meta": {"n": 2}}
 
@@ -68,6 +75,9 @@ class DataService(Service):
 
     def exposed_point(self) -> Point:
         return Point(3, 4)
+
+    def exposed_sub_point(self) -> SubPoint:
+        return SubPoint(1, 2, 3)
 
     def exposed_settings(self) -> Settings:
         return Settings(debug=True, paths=["/a"])
@@ -127,6 +137,14 @@ def test_marked_types_arrive_as_plain_data(connect_to: ConnectTo) -> None:
     assert type(point) is dict and point == {"x": 3, "y": 4}
     settings = conn.root.settings()
     assert type(settings) is dict and settings == {"debug": True, "paths": ["/a"]}
+    assert conn.root.origin == {"x": 0, "y": 0}  # an attribute read, too
+    assert rpc_service.is_proxy(conn.root.sub_point())
+
+
+def test_async_call_of_a_marked_method_gets_the_copy(connect_to: ConnectTo) -> None:
+    conn = connect_to(DataService())
+    result = rpc_service.async_(conn.root.table)()
+    assert type(result.value) is dict and result.value["rows"] == [[1, 2], [3, 4]]
 
 
 def test_copies_keep_the_depth_and_size_limits(connect_to: ConnectTo) -> None:
