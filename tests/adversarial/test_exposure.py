@@ -28,7 +28,8 @@ ESCAPES = [
 ]  # fmt: skip
 PRIVATE = ["_private_method", "_lock", "_hidden", "_private", "_TargetService__x", "_"]
 NOT_EXPOSED = ["secret", "public_method", "name", "mro", "live_items", "on_connect", "connection_config", "items"]
-EXPOSED_TRICKS = ["exposed_echo", "exposed_get_name", "exposed___class__", "exposed__private_method", "exposed_", ""]
+# (exposed_echo itself is a second spelling of echo, as in RPyC: issue 16; prefixing other names reaches nothing)
+EXPOSED_TRICKS = ["exposed_secret", "exposed_exposed_echo", "exposed___class__", "exposed__private_method", "exposed_", ""]
 
 
 def targets(conn: Connection) -> dict[str, Any]:
@@ -166,7 +167,7 @@ def test_proxies_forward_other_names_and_the_server_refuses_them(normal_client: 
             continue
         refused(lambda: getattr(root, name), name)
     item = root.make("q")
-    for name in ["name", "secret", "_private", "_hidden", "public_method", "exposed_get_name"]:
+    for name in ["name", "secret", "_private", "_hidden", "public_method", "exposed_name"]:
         refused(lambda: getattr(item, name), name)
     for name in ["secret", "_lock", "echo"]:
         with pytest.raises(AttributeError, match="not allowed"):
@@ -179,7 +180,7 @@ def test_hostile_peer_without_proxies_gets_the_same_refusals(raw_peer: Callable[
     """A raw peer addresses the server's objects by id (BACKREF): same rules, same messages."""
     peer = raw_peer()
     peer.handshake()
-    for name in ["__class__", "__dict__", "__globals__", "_private_method", "secret", "exposed_echo"]:
+    for name in ["__class__", "__dict__", "__globals__", "_private_method", "secret", "exposed_secret"]:
         answer = peer.call(Op.GETATTR, peer.root_ref, (name,))
         assert isinstance(answer, wire.ErrorReply) and answer.exc_type == "AttributeError", answer
         assert name in str(answer.args[0])

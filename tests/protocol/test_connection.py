@@ -360,6 +360,19 @@ def test_by_value_flag_makes_the_reply_carry_containers() -> None:
     assert deliver(b, a, p.ErrorReply(3, "m", "T", ([1],))) == [p.ErrorReply(3, "m", "T", ([1],))]
 
 
+def test_replier_may_send_containers_by_value_unasked() -> None:
+    a, b = pair()
+    deliver(a, b, request(1))
+    value = [1, {"k": {2}}, (3, [4])]
+    (reply,) = a.receive_data(wire(b.send_reply(1, value, by_value=True)))
+    assert reply == p.Reply(1, value) and isinstance(reply, p.Reply) and type(reply.value) is list
+    deliver(a, b, request(2))
+    with pytest.raises(p.EncodeError, match="list"):
+        b.send_reply(2, [1])  # without it, the request's (absent) flag decides
+    deliver(a, b, request(3, by_value=True))
+    assert a.receive_data(wire(b.send_reply(3, {"x": [1]}, by_value=False))) == [p.Reply(3, {"x": [1]})]
+
+
 def test_send_keeps_large_bytes_uncopied() -> None:
     a, b = pair()
     big = b"\x5a" * (256 * 1024)

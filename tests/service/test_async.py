@@ -280,26 +280,32 @@ def test_async_rejects_what_is_not_a_proxy() -> None:
             async_(thing)
 
 
-def test_timed_raises_after_its_timeout(connect_to: ConnectTo, service: AsyncService) -> None:
+def test_timed_result_expires_after_its_timeout(connect_to: ConnectTo, service: AsyncService) -> None:
     conn = connect_to(service)
     call = timed(conn.root.block, 0.2)
     started = time.monotonic()
-    with pytest.raises(AsyncResultTimeout, match="0.2") as info:
-        call()
+    result = call()
+    assert isinstance(result, AsyncResult)  # as RPyC's timed: the call itself never blocks
+    with pytest.raises(AsyncResultTimeout) as info:
+        result.value
     assert 0.15 <= time.monotonic() - started < 3
     assert isinstance(info.value, TimeoutError)
+    assert result.expired and not result.ready
     service.gate.set()
     assert conn.root.echo("usable") == "usable"  # the late reply does not confuse anything
 
 
 def test_timed_returns_the_value_in_time(connect_to: ConnectTo, service: AsyncService) -> None:
     conn = connect_to(service)
-    assert timed(conn.root.echo, 5)("quick") == "quick"
+    result = timed(conn.root.echo, 5)("quick")
+    assert result.value == "quick" and not result.expired
     with pytest.raises(ValueError, match="nope"):
-        timed(conn.root.fail, 5)("nope")
-    assert timed(conn.root.get_adder(), 5)(1, 1) == 2
+        timed(conn.root.fail, 5)("nope").value
+    assert timed(conn.root.get_adder(), 5)(1, 1).value == 2
     with pytest.raises(TypeError):
         timed(len, 1)
+    with pytest.raises(ValueError):
+        timed(conn.root.echo, 0)
 
 
 def test_many_in_flight_collected_out_of_order(connect_to: ConnectTo, service: AsyncService) -> None:

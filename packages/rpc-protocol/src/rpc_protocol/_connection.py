@@ -192,12 +192,17 @@ class Connection:
         self._pending_out.add(seq)  # a Request leaves the state OPEN (TRANSITIONS)
         return buffers
 
-    def send_reply(self, seq: int, value: object) -> list[Buffer]:
-        """``send(Reply(seq, value))``, without making the event: the path every answer takes."""
-        by_value = self._pending_in.get(seq)
-        if self.state is not State.OPEN or by_value is None:  # let send() say what is wrong
+    def send_reply(self, seq: int, value: object, by_value: bool = False) -> list[Buffer]:
+        """``send(Reply(seq, value))``, without making the event: the path every answer takes.
+
+        ``by_value=True`` copies plain lists, dicts and sets in ``value`` as a request
+        flagged BY_VALUE would have asked (the replier's choice: a result its service marks
+        as plain data); without it the request's flag decides.
+        """
+        asked = self._pending_in.get(seq)
+        if self.state is not State.OPEN or asked is None:  # let send() say what is wrong
             return self.send(Reply(seq, value))
-        encoder = self._by_value_encoder if by_value else self._encoder
+        encoder = self._by_value_encoder if by_value or asked else self._encoder
         buffers = encode_reply(encoder, seq, value, self._peer_frame_limit())
         del self._pending_in[seq]  # a Reply leaves the state OPEN (TRANSITIONS)
         return buffers

@@ -22,6 +22,7 @@ from rpc_protocol import RPCError
 
 from .__about__ import __version__
 from ._async import AsyncResult, async_, timed
+from ._by_value import by_value, obtain
 from ._config import Config, ConfigArg
 from ._connection import Connection
 from ._errors import (
@@ -76,7 +77,9 @@ __all__ = [
     "Proxy",
     "async_",
     "buffiter",
+    "by_value",
     "is_proxy",
+    "obtain",
     "restricted",
     "timed",
     # servers and hooks

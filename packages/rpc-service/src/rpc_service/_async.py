@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rpc_protocol import Op
 
-from ._errors import AsyncResultTimeout
 from ._proxy import Proxy
 
 if TYPE_CHECKING:
@@ -139,16 +138,19 @@ def async_(proxy: Any) -> Callable[..., AsyncResult]:
     raise TypeError(f"async_() needs a proxy of a remote callable, not {type(proxy).__name__}")
 
 
-def timed(proxy: Any, timeout: float) -> Callable[..., Any]:
-    """Wrap a remote callable so each call raises AsyncResultTimeout after ``timeout`` seconds."""
+def timed(proxy: Any, timeout: float) -> Callable[..., AsyncResult]:
+    """Wrap a remote callable so each call returns an :class:`AsyncResult` that expires
+    ``timeout`` seconds after the call (as RPyC's ``timed``): ``.value`` then raises
+    AsyncResultTimeout, and ``.expired`` turns true. ``timed(f, t)(...).value`` is the
+    blocking form.
+    """
+    if timeout is None or not timeout > 0:
+        raise ValueError(f"timed() needs a positive timeout, not {timeout!r}")
     call = async_(proxy)
 
-    def timed_call(*args: Any, **kwargs: Any) -> Any:
+    def timed_call(*args: Any, **kwargs: Any) -> AsyncResult:
         result = call(*args, **kwargs)
         result.set_expiry(timeout)
-        try:
-            return result.value
-        except AsyncResultTimeout:
-            raise AsyncResultTimeout(f"no reply within {timeout} s") from None
+        return result
 
     return timed_call

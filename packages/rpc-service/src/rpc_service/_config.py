@@ -9,7 +9,7 @@ loosens a setting.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, Mapping, Union
+from typing import Any, Callable, Mapping, Union
 
 __all__ = ["Config", "ConfigArg", "make_config"]
 
@@ -40,6 +40,11 @@ class Config:
     this side's proxies ask the peer for instead of refusing locally; the *peer's* exposure
     rules still decide (a peer without ``allow_all_attrs`` refuses them). Empty by default;
     the classic factories set it.
+
+    As in RPyC, ``allow_safe_attrs=False`` turns the safe special methods off and
+    ``allow_exposed_attrs=False`` the ``exposed_`` names and ``@exposed`` marks.
+    ``before_closed(root)`` runs with the peer's root when this side calls ``close()``, while
+    requests can still be made (an exception it raises is logged; the connection closes anyway).
     """
 
     allow_public_attrs: bool = False
@@ -47,6 +52,8 @@ class Config:
     allow_setattr: bool = False
     allow_delattr: bool = False
     allow_pickle: bool = False
+    allow_safe_attrs: bool = True
+    allow_exposed_attrs: bool = True
     exposed_prefix: str = "exposed_"
     sync_request_timeout: float | None = 30.0
     handshake_timeout: float = 10.0
@@ -59,6 +66,7 @@ class Config:
     iter_batch: int = 256
     connid: str | None = None
     forward_dunders: frozenset[str] = frozenset()
+    before_closed: Callable[[Any], object] | None = None
 
     def __post_init__(self) -> None:
         names = frozenset(self.forward_dunders)
@@ -75,6 +83,8 @@ class Config:
             raise ValueError("max_lent_objects must be at least 1")
         if self.iter_batch < 1:
             raise ValueError("iter_batch must be at least 1")
+        if self.before_closed is not None and not callable(self.before_closed):
+            raise ValueError("before_closed must be a callable taking the peer's root, or None")
 
 
 ConfigArg = Union[Config, Mapping[str, Any], None]

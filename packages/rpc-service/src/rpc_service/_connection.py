@@ -21,6 +21,7 @@ from rpc_protocol import Event, Op, RemoteProtocolError
 
 from ._async import AsyncResult
 from ._boxing import Boxer
+from ._by_value import ByValue
 from ._config import Config, ConfigArg, make_config
 from ._dispatch import HANDLERS, Dispatcher, checked_batch, describe_exception, must_propagate, rebuild_exception, unpickler
 from ._errors import AsyncResultTimeout, ConnectionClosedError
@@ -90,6 +91,8 @@ class Connection:
         self._closed = False
         self._close_lock = threading.Lock()
         self._disconnected = False
+        self._before_closed_ran = False
+        self._before_closed_lock = threading.RLock()  # a concurrent close() waits for the hook
 
     # -- public API --------------------------------------------------------------------
 
@@ -186,6 +189,8 @@ class Connection:
 
     def close(self) -> None:
         """Close the connection; waiting calls fail with ConnectionClosedError."""
+        if self._config.before_closed is not None:
+            self._run_before_closed(self._config.before_closed)
         with self._close_lock:
             if self._closed:
                 return
@@ -198,6 +203,17 @@ class Connection:
             finally:
                 self._send_lock.release()
         self._shutdown()
+
+    def _run_before_closed(self, hook: Callable[[Any], object]) -> None:
+        """The ``before_closed`` config hook, once, while the peer's root is still usable."""
+        with self._before_closed_lock:
+            if self._closed or self._root is None or self._before_closed_ran:
+                return
+            self._before_closed_ran = True
+            try:
+                hook(self._root)
+            except Exception:
+                log.exception("%r: before_closed raised", self)
 
     # -- requests ----------------------------------------------------------------------
 
@@ -462,7 +478,10 @@ class Connection:
             return
         try:
             with self._send_lock:
-                self._send_locked(self._proto.send_reply, seq, value)
+                if type(value) is ByValue:  # a result its service marked as plain data (_by_value)
+                    self._send_locked(self._proto.send_reply, seq, value.value, True)
+                else:
+                    self._send_locked(self._proto.send_reply, seq, value)
         except wire.EncodeError as exc:
             self._send(describe_exception(seq, exc, self._config))
 

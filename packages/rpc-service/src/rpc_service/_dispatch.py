@@ -2,8 +2,10 @@
 
 Owns what each request operation does to its target (under the exposure rules), how a
 local exception is described to the peer (type, args that can cross, traceback text as
-the config allows) and how a remote exception description becomes a local exception.
-It never sends anything itself.
+the config allows) and how a remote exception description becomes a local exception
+(also for a peer's with-block that raised, see :func:`local_exit_args`). Results that
+the service marked by value leave here wrapped (``_by_value``). It never sends anything
+itself; only reading a peer's exception text goes through that exception's proxy.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from typing import Any, Callable, Final
 from rpc_protocol import ErrorReply, Op, RemoteProtocolError
 
 from .__about__ import __version__
+from ._by_value import marked_result
 from ._config import Config
 from ._errors import RemoteError
 from ._exposure import INTERNAL_TYPES, Exposure
+from ._proxy import is_proxy
 
 __all__ = [
     "Dispatcher", "HANDLERS", "checked_batch", "describe_exception", "dumps_plain", "loads_plain", "must_propagate", "rebuild_exception", "unpickler",
@@ -67,11 +71,14 @@ class Dispatcher:
         return self._exposure.describe(type(target))
 
     def _call(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return target(*args, **kwargs)
+        return marked_result(target, target(*args, **kwargs), self._config)
 
     def _callattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         name = self._exposure.resolve(target, args[0])
-        return getattr(target, name)(*args[1:], **kwargs)
+        if name == "__exit__" and len(args) == 4 and is_proxy(args[2]):
+            return getattr(target, name)(*local_exit_args(args[2]))
+        method = getattr(target, name)
+        return marked_result(method, method(*args[1:], **kwargs), self._config)
 
     def _getattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         value = getattr(target, self._exposure.resolve(target, args[0]))
@@ -79,7 +86,7 @@ class Dispatcher:
             # a frame, code object or traceback reached through any name: its attributes lead
             # to globals and builtins; only allow_all_attrs hands those out
             raise AttributeError(f"the attribute {args[0]!r} is a {type(value).__name__} object, which is not handed out")
-        return value
+        return marked_result(None, value, self._config)
 
     def _setattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         name, value = args
@@ -194,6 +201,23 @@ def must_propagate(exc: BaseException) -> bool:
     thread. Anything else (a handler's own ``BaseException`` subclass, ``SystemExit``...) is
     the request's outcome, so no worker dies from a request."""
     return isinstance(exc, KeyboardInterrupt) and threading.current_thread() is threading.main_thread()
+
+
+def local_exit_args(exc: Any) -> tuple[type[BaseException], BaseException, None]:
+    """``__exit__`` arguments for a with-block of the peer's that raised ``exc`` (a proxy).
+
+    A remote ``__exit__`` (a ``@contextlib.contextmanager`` generator above all) needs a real
+    exception to throw in, not a proxy: the exception is rebuilt here as the peer would see
+    one of ours (a builtin type as itself, others as RemoteError), with the peer's message.
+    The traceback stays with the peer; the caller re-raises its original exception.
+    """
+    module, qualname = getattr(type(exc), "_rpc_type", ("", ""))
+    try:
+        message = str(exc)  # one request to the peer (STR is always answered)
+    except Exception:
+        message = ""
+    local = rebuild_exception(ErrorReply(0, module, qualname, (message,) if message else (), ""))
+    return type(local), local, None
 
 
 def describe_exception(seq: int, exc: BaseException, config: Config) -> ErrorReply:

@@ -128,26 +128,66 @@ def _check_replaceable(obj: object, name: str, verb: str) -> None:
     raise AttributeError(f"{verb} {name!r} would replace a class-level attribute of {type(obj).__name__!r}, which is denied")
 
 
+def _has_attr(obj: object, name: str) -> bool:
+    return _static_lookup(obj, name) is not _MISSING or name in getattr(obj, "__dict__", ())
+
+
+def _forwardable(name: str) -> bool:
+    return not name.startswith("_rpc_") and not (name.startswith("__") and name.endswith("__") and name not in SAFE_SPECIALS)
+
+
+def _describe_proxy_class(cls: type) -> Descriptor:
+    """A proxy class lent on (rpc over rpc) is described as the owner described its type."""
+    module, qualname = getattr(cls, "_rpc_type", ("", ""))
+    methods = tuple(sorted(name for name, attr in vars(cls).items() if hasattr(attr, "_rpc_name")))
+    specials = tuple(sorted(OPTIONAL_SPECIALS.intersection(vars(cls))))
+    builtin = getattr(cls, "_rpc_builtin", None)
+    return (module, qualname, methods, specials, builtin.__name__ if isinstance(builtin, type) else "")
+
+
+def _resolve_forwarded(name: str) -> str:
+    """The name to use on a proxy of a third party's object that this side lends on.
+
+    Rpc over rpc: the object's owner applies its own exposure rules when the proxy forwards
+    the operation, so this side only keeps the proxy's own machinery (``_rpc_*`` and dunder
+    names other than the safe specials, which the proxy would answer locally) out of reach.
+    """
+    if not _forwardable(name):
+        raise AttributeError(f"access to the private or special attribute {name!r} of a forwarded proxy is denied")
+    return name
+
+
 class Exposure:
     """The exposure rules of one connection's config."""
 
-    __slots__ = ("_config", "_prefix")
+    __slots__ = ("_config", "_prefix", "_proxy_type", "_safe", "_exposed")
 
     def __init__(self, config: Config) -> None:
+        from ._proxy import Proxy  # (_proxy imports this module)
+
         self._config = config
         self._prefix = config.exposed_prefix
+        self._proxy_type = Proxy
+        # RPyC's allow_safe_attrs / allow_exposed_attrs: False turns that class of names off
+        self._safe = config.allow_safe_attrs or config.allow_all_attrs
+        self._exposed = config.allow_exposed_attrs
 
     def resolve(self, obj: object, name: object) -> str:
         """The real attribute name behind the remote ``name``, or AttributeError."""
         if type(name) is not str:
             raise AttributeError("attribute names must be strings")
         config = self._config
-        if name in SAFE_SPECIALS:
+        if issubclass(type(obj), self._proxy_type):
+            return _resolve_forwarded(name)
+        if name in SAFE_SPECIALS and self._safe:
             return name
-        prefixed = self._prefix + name
-        if _static_lookup(obj, prefixed) is not _MISSING or prefixed in getattr(obj, "__dict__", ()):
-            return prefixed  # also under allow_all_attrs: the proxy's `name` method means exposed_<name>
-        if config.allow_all_attrs or _is_marked(_static_lookup(obj, name)):
+        if self._exposed:
+            if name.startswith(self._prefix) and _has_attr(obj, name):
+                return name  # RPyC's spelling: obj.exposed_foo is obj.foo
+            prefixed = self._prefix + name
+            if _static_lookup(obj, prefixed) is not _MISSING or prefixed in getattr(obj, "__dict__", ()):
+                return prefixed  # also under allow_all_attrs: the proxy's `name` method means exposed_<name>
+        if config.allow_all_attrs or (self._exposed and _is_marked(_static_lookup(obj, name))):
             return name
         if name.startswith("_"):
             raise AttributeError(f"access to the private or special attribute {name!r} is denied")
@@ -159,6 +199,8 @@ class Exposure:
 
     def resolve_for(self, obj: object, name: object, allowed: bool, verb: str) -> str:
         """Like :meth:`resolve`, for setting or deleting, which the config must allow."""
+        if type(name) is str and issubclass(type(obj), self._proxy_type):
+            return _resolve_forwarded(name)  # the owner's config decides (see _resolve_forwarded)
         if not allowed and not self._config.allow_all_attrs:
             raise AttributeError(f"{verb} attributes of remote objects is not allowed by this side's config")
         if type(name) is str and name in SAFE_SPECIALS and not self._config.allow_all_attrs:
@@ -171,21 +213,25 @@ class Exposure:
 
     def visible_names(self, obj: object) -> tuple[str, ...]:
         """What ``dir(proxy)`` shows the peer."""
+        if issubclass(type(obj), self._proxy_type):
+            return tuple(sorted(name for name in dir(obj) if type(name) is str and _forwardable(name)))
         names = set()
         config = self._config
         for name in dir(obj):
             if config.allow_all_attrs:
                 names.add(name)
-            if name.startswith(self._prefix):
+            if self._exposed and name.startswith(self._prefix):
                 names.add(name[len(self._prefix) :])
-            elif _is_marked(_static_lookup(obj, name)) or (config.allow_public_attrs and _public(obj, name)):
+            elif (self._exposed and _is_marked(_static_lookup(obj, name))) or (config.allow_public_attrs and _public(obj, name)):
                 names.add(name)
-            elif name in SAFE_SPECIALS:
+            elif name in SAFE_SPECIALS and self._safe:
                 names.add(name)
         return tuple(sorted(names))
 
     def describe(self, cls: type) -> Descriptor:
         """The descriptor of ``cls`` sent with the first reference to one of its instances."""
+        if issubclass(cls, self._proxy_type):
+            return _describe_proxy_class(cls)
         config = self._config
         # the class attributes as _static_lookup would find them, gathered once
         merged: dict[str, object] = {}
@@ -195,9 +241,9 @@ class Exposure:
         for attr_name, attr in merged.items():
             if attr_name.startswith("__"):
                 continue
-            if attr_name.startswith(self._prefix):
+            if self._exposed and attr_name.startswith(self._prefix):
                 public = attr_name[len(self._prefix) :]
-            elif _is_marked(attr) or config.allow_all_attrs or (config.allow_public_attrs and _public(cls, attr_name)):
+            elif (self._exposed and _is_marked(attr)) or config.allow_all_attrs or (config.allow_public_attrs and _public(cls, attr_name)):
                 public = attr_name
             else:
                 continue
@@ -209,6 +255,8 @@ class Exposure:
             ):
                 methods.append(public)
         specials = tuple(sorted(name for name in OPTIONAL_SPECIALS.intersection(merged) if merged[name] is not None))
+        if not self._safe:
+            specials = ()
         if isinstance(cls, type) and issubclass(cls, type):
             specials = tuple(sorted({*specials, "__call__"}))
         module, qualname = str(cls.__module__), cls.__qualname__

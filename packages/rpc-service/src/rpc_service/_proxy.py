@@ -221,7 +221,7 @@ def make_proxy_class(info: object) -> type[Proxy]:
     descriptor = _check_descriptor(info)
     try:
         return _CLASSES.get(descriptor)
-    except TypeError:  # unhashable: a descriptor of ours is always hashable, a peer's may not be
+    except (TypeError, ValueError):  # unhashable, or a name type() refuses (a NUL in it): a peer's doing
         raise RemoteProtocolError(f"malformed type descriptor {info!r:.200}") from None
 
 
@@ -234,4 +234,9 @@ def _proxy_class(descriptor: tuple[str, str, tuple[str, ...], tuple[str, ...], s
         namespace[name] = _method(name)
     for name in specials:
         namespace[name] = _call if name == "__call__" else _iter if name == "__iter__" else _special(name)
-    return type(f"Proxy[{module}.{qualname}]", (Proxy,), namespace)
+    # Named as the remote class (as RPyC's netref classes are), so proxy.__class__.__name__,
+    # __qualname__ and __module__ read as the remote type's; it is still a local Proxy
+    # subclass, so isinstance() against a local class of the same name stays False.
+    namespace["__module__"] = module
+    namespace["__qualname__"] = qualname or "Proxy"
+    return type(qualname.rpartition(".")[2] or "Proxy", (Proxy,), namespace)

@@ -1,0 +1,146 @@
+"""RPyC compatibility of config keys (issue 16): ``allow_safe_attrs``, ``allow_exposed_attrs``
+and ``before_closed``."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+import rpc_service
+from rpc_service import Config, Service, exposed
+
+from .conftest import ConnectTo
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Box:
+    def __init__(self) -> None:
+        self.items = [1, 2, 3]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> int:
+        return self.items[index]
+
+    def exposed_size(self) -> int:
+        return len(self.items)
+
+    @exposed
+    def marked(self) -> str:
+        return "marked"
+
+    def public(self) -> str:
+        return "public"
+
+
+class BoxService(Service):
+    def exposed_box(self) -> Box:
+        return Box()
+
+    def public_method(self) -> str:
+        return "public method"
+
+    def make_box(self) -> Box:
+        return Box()
+
+
+def test_defaults_are_on() -> None:
+    config = Config()
+    assert config.allow_safe_attrs and config.allow_exposed_attrs and config.before_closed is None
+
+
+def test_safe_attrs_off_refuses_special_methods(connect_to: ConnectTo) -> None:
+    conn = connect_to(BoxService, {"allow_safe_attrs": False})
+    box = conn.root.box()
+    assert box.size() == 3  # exposed names still work
+    with pytest.raises(TypeError):
+        len(box)  # the proxy is not told the type has __len__
+    with pytest.raises(TypeError):
+        box[0]
+    with pytest.raises(AttributeError):
+        box.__getitem__(0)  # nor does asking by name get through
+    assert "size" in dir(box) and "__len__" not in dir(box)
+
+
+def test_safe_attrs_on_by_default(connect_to: ConnectTo) -> None:
+    box = connect_to(BoxService).root.box()
+    assert len(box) == 3 and box[1] == 2
+    assert "__len__" in dir(box)
+
+
+def test_exposed_attrs_off_refuses_prefixed_and_marked_names(connect_to: ConnectTo) -> None:
+    conn = connect_to(BoxService, {"allow_exposed_attrs": False, "allow_public_attrs": True})
+    box = conn.root.make_box()
+    with pytest.raises(AttributeError):
+        box.size  # no longer the name of exposed_size
+    assert box.exposed_size() == 3  # ... which is only a public name now
+    assert box.marked() == "marked"  # a public name: allow_public_attrs reaches it
+    assert box.public() == "public"
+    assert len(box) == 3  # safe specials unaffected
+    assert "size" not in dir(box)
+    with pytest.raises(AttributeError):
+        conn.root.box  # the root's exposed_ methods are off too
+    assert conn.root.public_method() == "public method"
+
+
+def test_exposed_attrs_off_without_public_attrs_reaches_nothing_named(connect_to: ConnectTo) -> None:
+    conn = connect_to(BoxService, {"allow_exposed_attrs": False})
+    with pytest.raises(AttributeError):
+        conn.root.box()
+    with pytest.raises(AttributeError):
+        conn.root.get_service_name()
+
+
+class Recorder(Service):
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def exposed_note(self, text: str) -> None:
+        self.calls.append(text)
+
+
+def test_before_closed_runs_with_the_peer_root_before_closing(connect_to: ConnectTo) -> None:
+    recorder = Recorder()
+    seen: list[Any] = []
+
+    def before_closed(root: Any) -> None:
+        seen.append(root)
+        root.note("goodbye")  # the connection is still usable
+
+    conn = connect_to(recorder, client_config={"before_closed": before_closed})
+    assert recorder.calls == []
+    conn.close()
+    conn.close()  # once only
+    assert recorder.calls == ["goodbye"]
+    assert len(seen) == 1 and rpc_service.is_proxy(seen[0])
+    assert conn.closed
+
+
+def test_before_closed_failure_still_closes(connect_to: ConnectTo, caplog: pytest.LogCaptureFixture) -> None:
+    def failing(root: Any) -> None:
+        raise RuntimeError("hook failed")
+
+    conn = connect_to(Recorder, client_config={"before_closed": failing})
+    conn.close()
+    assert conn.closed
+    assert "before_closed raised" in caplog.text
+
+
+def test_before_closed_runs_once_under_concurrent_close(connect_to: ConnectTo) -> None:
+    recorder = Recorder()
+    conn = connect_to(recorder, client_config={"before_closed": lambda root: root.note("bye")})
+    threads = [threading.Thread(target=conn.close) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert recorder.calls == ["bye"]
+
+
+def test_before_closed_must_be_callable() -> None:
+    with pytest.raises(ValueError, match="before_closed"):
+        Config(before_closed="not callable")  # type: ignore[arg-type]  # the error under test
