@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from typing import Iterator, Protocol
 
@@ -18,6 +17,11 @@ import pytest
 import rpc_registry
 from rpc_registry._cli import main
 from tests.registry.helpers import KEY, client_for, source_path, start_registry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # 3.10: the same parser, from PyPI (a test dependency)
+    import tomli as tomllib
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,11 @@ import rpc_tls
 from rpc_tls._cli import main
 
 from .conftest import EchoService
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # 3.10: the same parser, from PyPI (a test dependency)
+    import tomli as tomllib
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "packages" / "rpc-tls"
 
