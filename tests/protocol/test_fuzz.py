@@ -232,6 +232,7 @@ def test_corrupted_handshake(root: object, pos: int, byte: int, cuts: list[int])
     feed_or_reject(receiver, split(corrupt(stream, pos, byte), cuts))
 
 
+@pytest.mark.timeout(180)  # the heaviest fuzz target: ~60 s on Python 3.10 on a loaded 2-core machine
 @FUZZ
 @given(
     values(),
