@@ -454,6 +454,8 @@ class Connection:
         try:
             value = HANDLERS[request.op](self._dispatcher, request.target, request.args, request.kwargs)
         except (Exception, SystemExit, GeneratorExit) as exc:  # the method's, for the caller (Ctrl-C still stops us)
+            if self.closed:  # no one to tell: skip formatting a traceback (deep when callbacks nested, O(depth²) to unwind)
+                raise ConnectionClosedError("the connection is closed") from exc
             self._send(describe_exception(seq, exc, self._config))
             return
         try:
