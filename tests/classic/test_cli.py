@@ -15,7 +15,7 @@ from typing import Iterator
 import pytest
 
 import rpc_classic
-from rpc_classic._cli import bind_warning, main
+from rpc_classic._cli import bind_warning, build_parser, main
 
 from .conftest import READY_TIMEOUT, child_env, finish, first_line, start_cli
 
@@ -198,3 +198,77 @@ def test_registers_with_a_registry(cli_processes: list[subprocess.Popen[str]]) -
         assert finish(proc)[0] == 0
     finally:
         registry.close()
+
+
+# -- newcomer's checks: --version, help for every option, one-line errors, --verbose/--logfile
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"rpc-classic {rpc_classic.__version__}"
+
+
+def test_every_option_has_help() -> None:
+    undocumented = [
+        action.option_strings
+        for action in build_parser()._actions
+        if action.option_strings and not (action.help and action.help.strip())
+    ]
+    assert not undocumented
+
+
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["--port", "99999"], "--port"),
+        (["--port", "-1"], "--port"),
+        (["--port", "http"], "--port"),
+        (["--registry-port", "65536", "--register"], "--registry-port"),
+        (["--host", "999.1.1.1"], "--host"),
+        (["--host", "no-such-host.invalid"], "--host"),
+        (["--logfile", "/nonexistent-dir/rpc.log"], "--logfile"),
+        (["--verbose", "--quiet"], "--quiet"),
+    ],
+)
+def test_bad_values_are_one_line_errors(argv: list[str], names: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rpc-classic: error: "), err
+    assert names in err
+
+
+def test_missing_certificate_files_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("rpc_tls", reason="rpc-tls is not importable")
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(SystemExit) as info:
+        main(["--certfile", missing, "--keyfile", missing, "--port", "0"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.pem" in err, err
+
+
+def test_a_port_out_of_range_from_the_console_is_one_line_without_traceback() -> None:
+    proc = start_cli("--port", "99999")
+    code, err = finish(proc)
+    assert code == 2
+    assert err.strip().splitlines() == ["rpc-classic: error: argument --port: 99999 is not a port number (0-65535); see --help"]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_logfile_and_verbose(verbose: bool, tmp_path: Path, cli_processes: list[subprocess.Popen[str]]) -> None:
+    logfile = tmp_path / "classic.log"
+    proc = start_cli("--mode", "oneshot", "--port", "0", "--logfile", str(logfile), *(["--verbose"] if verbose else []))
+    cli_processes.append(proc)
+    host, port = first_line(proc).split("\t")
+    with rpc_classic.connect(host, int(port)) as conn:
+        assert conn.eval("1 + 1") == 2
+    code, err = finish(proc)
+    assert code == 0, err
+    assert err == ""  # the log went to the file
+    text = logfile.read_text(encoding="utf-8")
+    assert " INFO: serving " in text
+    assert (" DEBUG: " in text) is verbose, text

@@ -38,6 +38,7 @@ def test_roundtrip_immutable_values(value: object) -> None:
     assert same(roundtrip(value), value)
 
 
+@pytest.mark.timeout(180)  # generating nested dicts/sets is slow: ~50 s on a loaded 2-core machine
 @PROPERTY
 @given(values(by_value=True))
 def test_roundtrip_containers_by_value(value: object) -> None:

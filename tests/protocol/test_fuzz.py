@@ -172,11 +172,17 @@ def test_invalid_utf8_is_a_protocol_error(raw: bytes) -> None:
 
 @pytest.mark.parametrize(
     "hexdata",
-    ["1a 01000000 1c00000000", "1e 01000000 1d00000000", "1d 01000000 1c00000000 00", "1a 01000000 1b 00 00 00"],
+    ["1a 01000000 1c00000000", "1e 01000000 1d00000000", "1d 01000000 1c00000000 00"]
+    + (["1a 01000000 1b 00 00 00"] if sys.version_info < (3, 12) else []),  # a slice in a set: see below
 )
 def test_unhashable_members_are_a_protocol_error(hexdata: str) -> None:
     with pytest.raises(p.RemoteProtocolError):
         p.ValueDecoder().decode(bytes.fromhex(hexdata))
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="slices are hashable from Python 3.12 on")
+def test_a_slice_in_a_set_decodes_where_slices_are_hashable() -> None:
+    assert p.ValueDecoder().decode(bytes.fromhex("1a 01000000 1b 00 00 00")) == frozenset({slice(None, None, None)})
 
 
 # -- the connection --------------------------------------------------------------------
@@ -232,6 +238,7 @@ def test_corrupted_handshake(root: object, pos: int, byte: int, cuts: list[int])
     feed_or_reject(receiver, split(corrupt(stream, pos, byte), cuts))
 
 
+@pytest.mark.timeout(180)  # the heaviest fuzz target: ~60 s on Python 3.10 on a loaded 2-core machine
 @FUZZ
 @given(
     values(),

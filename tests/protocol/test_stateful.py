@@ -9,6 +9,7 @@ bodies only do what the protocol allows; any exception is a failure.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -158,4 +159,4 @@ class TwoPeers(RuleBasedStateMachine):
 
 
 TwoPeers.TestCase.settings = settings(max_examples=100, stateful_step_count=50, deadline=None)
-TestTwoPeers = TwoPeers.TestCase
+TestTwoPeers = pytest.mark.timeout(180)(TwoPeers.TestCase)  # 100 runs of 50 steps: slow on 3.10 under load

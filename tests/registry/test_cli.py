@@ -4,20 +4,25 @@ stopped by SIGTERM), and the client subcommands ``list`` and ``lookup`` run in-p
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from typing import Iterator, Protocol
 
 import pytest
 
 import rpc_registry
-from rpc_registry._cli import main
+from rpc_registry._cli import _parser, main
 from tests.registry.helpers import KEY, client_for, source_path, start_registry
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # 3.10: the same parser, from PyPI (a test dependency)
+    import tomli as tomllib
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,3 +137,48 @@ def test_the_console_script_points_at_main() -> None:
     with pytest.raises(SystemExit) as info:
         main(["--help"])
     assert info.value.code == 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--port", "99999"],
+        ["serve", "--port", "-1"],
+        ["lookup", "x", "--port", "70000"],
+        ["list", "--port", "eighty"],
+    ],
+)
+def test_bad_ports_are_one_line_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a port number (0-65535)" in err, err
+
+
+def test_an_unresolvable_host_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--host", "no-such-host.invalid", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("rpc-registry: cannot listen on no-such-host.invalid:0"), err
+
+
+def test_every_option_has_help() -> None:
+    parser = _parser()
+    subparsers = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    parsers = [parser, *(sub for action in subparsers for sub in action.choices.values())]
+    assert len(parsers) == 4
+    undocumented = [
+        (each.prog, action.option_strings)
+        for each in parsers
+        for action in each._actions
+        if action.option_strings and not (action.help and action.help.strip())
+    ]
+    assert not undocumented
+
+
+def test_serve_logs_queries_at_debug(serve_cli: ServeCli) -> None:
+    served = serve_cli("--mode", "tcp", "--log-level", "debug")
+    assert main(["lookup", "nothing-here", *served.args()]) == 1
+    stderr = stop(served)
+    assert re.search(r"DEBUG: query for 'nothing-here' from 127\.0\.0\.1.*: 0 server\(s\)", stderr), stderr
+

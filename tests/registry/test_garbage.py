@@ -108,15 +108,25 @@ def test_tcp_garbage_closes_that_connection_only(payload: bytes) -> None:
         server.close()
 
 
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    """``size`` bytes however the kernel splits them (bounded by the socket's timeout)."""
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        assert chunk, f"the registry closed after {len(data)} of {size} bytes"
+        data += chunk
+    return data
+
+
 def test_tcp_several_requests_on_one_connection() -> None:
     server = start_registry("tcp")
     try:
         with socket.create_connection(("127.0.0.1", server.port), timeout=2) as sock:
             for _ in range(3):
                 sock.sendall(frame(encode(Query("x"), new_rid())))
-                (size,) = struct.unpack(">I", sock.recv(4))
+                (size,) = struct.unpack(">I", recv_exactly(sock, 4))
                 assert 0 < size <= MAX_MESSAGE_SIZE
-                assert len(sock.recv(size)) == size
+                assert len(recv_exactly(sock, size)) == size
     finally:
         server.close()
 

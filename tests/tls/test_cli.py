@@ -8,19 +8,24 @@ a certificate says. The console script entry point is the one ``pyproject.toml``
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 
 import rpc_service
 import rpc_tls
-from rpc_tls._cli import main
+from rpc_tls._cli import _parser, main
 
 from .conftest import EchoService
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # 3.10: the same parser, from PyPI (a test dependency)
+    import tomli as tomllib
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "packages" / "rpc-tls"
 
@@ -92,3 +97,17 @@ def test_console_script_and_module_entry_points() -> None:
         [sys.executable, "-m", "rpc_tls", "--version"], capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     )
     assert result.returncode == 0 and result.stdout.strip() == f"rpc-tls {rpc_tls.__version__}"
+
+
+def test_every_option_has_help() -> None:
+    parser = _parser()
+    subparsers = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    parsers = [parser, *(sub for action in subparsers for sub in action.choices.values())]
+    assert len(parsers) == 5
+    undocumented = [
+        (each.prog, action.option_strings or action.dest)
+        for each in parsers
+        for action in each._actions
+        if not isinstance(action, argparse._SubParsersAction) and not (action.help and action.help.strip())
+    ]
+    assert not undocumented

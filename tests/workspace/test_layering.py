@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,11 @@ from pathlib import Path
 import pytest
 
 from tests.workspace._repo import PackageDir, package, workspace_packages
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # 3.10: the same parser, from PyPI (a test dependency)
+    import tomli as tomllib
 
 #: Modules that mean I/O or threads; the sans-I/O core must not load them.
 IO_AND_THREAD_MODULES = frozenset({"socket", "ssl", "selectors", "threading", "asyncio"})

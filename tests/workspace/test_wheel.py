@@ -173,10 +173,14 @@ def check_contents(built: Built) -> None:
     metadata = wheel_metadata(built.wheel)
     assert "Classifier: Typing :: Typed" in metadata
     assert "License-Expression: MIT" in metadata
+    assert "License-File: LICENSE" in metadata
+    assert [n for n in names if n.endswith(".dist-info/licenses/LICENSE")], f"{built.wheel.name} lacks its LICENSE"
+    assert "Author: The rpc maintainers" in metadata
+    assert "Project-URL: Homepage, " in metadata
     if built.sdist is not None:
         top = f"{name}-{built.pkg.version()}"
         snames = sdist_names(built.sdist)
-        for required in ("pyproject.toml", "README.md", f"src/{name}/__about__.py", f"src/{name}/py.typed"):
+        for required in ("pyproject.toml", "README.md", "LICENSE", f"src/{name}/__about__.py", f"src/{name}/py.typed"):
             assert f"{top}/{required}" in snames, f"{built.sdist.name} lacks {required}"
 
 

@@ -26,6 +26,8 @@ from typing import Any, Sequence
 
 import rpc_service
 
+from .__about__ import __version__
+from ._cli_args import OneLineParser, configure_logging, host_address, port_number
 from ._factories import DEFAULT_PORT, DEFAULT_TLS_PORT
 from ._service import SlaveService, classic_config
 
@@ -44,16 +46,21 @@ def _server_class(mode: str) -> type[rpc_service.Server]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="rpc-classic",
         description="Serve a classic-mode SlaveService: whoever connects can import, eval and exec "
         "anything as this user. Without --host/--port/--socket-path it listens on a unix socket "
         "(mode 0600) in a new private directory and prints its path; TCP needs an explicit --host "
         "or --port and warns loudly unless clients must present TLS certificates (--ca-certs).",
     )
-    parser.add_argument("--mode", choices=("threaded", "forking", "oneshot", "stdio"), default="threaded")
-    parser.add_argument("--host", default=None, help="serve TCP on this address (with --port alone: 127.0.0.1, ::1 with --ipv6)")
-    parser.add_argument("--port", type=int, default=None, help=f"serve TCP on this port (default {DEFAULT_PORT}, {DEFAULT_TLS_PORT} with TLS; 0 picks one)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--mode", choices=("threaded", "forking", "oneshot", "stdio"), default="threaded",
+        help="threaded (default): a thread per client; forking: a process per client; oneshot: serve "
+        "one client, after printing HOST<TAB>PORT; stdio: one client on stdin/stdout",
+    )
+    parser.add_argument("--host", type=host_address, default=None, help="serve TCP on this address (with --port alone: 127.0.0.1, ::1 with --ipv6)")
+    parser.add_argument("--port", type=port_number, default=None, help=f"serve TCP on this port (default {DEFAULT_PORT}, {DEFAULT_TLS_PORT} with TLS; 0 picks one)")
     parser.add_argument("--ipv6", action="store_true", help="listen on IPv6")
     parser.add_argument("--socket-path", default=None, help="listen on this unix socket instead of TCP")
     tls = parser.add_argument_group("TLS (needs rpc-classic[tls])")
@@ -62,15 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     tls.add_argument("--ca-certs", default=None, help="CA certificates: clients must present a certificate they sign")
     registry = parser.add_argument_group("registry (needs rpc-classic[registry])")
     registry.add_argument("--register", action="store_true", help="announce the server to a registry")
-    registry.add_argument("--registry-type", choices=("udp", "tcp"), default="udp")
-    registry.add_argument("--registry-host", default=None, help="the registry (UDP default: broadcast)")
-    registry.add_argument("--registry-port", type=int, default=DEFAULT_REGISTRY_PORT)
+    registry.add_argument("--registry-type", choices=("udp", "tcp"), default="udp", help="the registry's transport (default: udp)")
+    registry.add_argument("--registry-host", type=host_address, default=None, help="the registry (UDP default: broadcast)")
+    registry.add_argument(
+        "--registry-port", type=port_number, default=DEFAULT_REGISTRY_PORT, help=f"the registry's port (default: {DEFAULT_REGISTRY_PORT})"
+    )
     registry.add_argument(
         "--register-redis", metavar="URL", default=None,
         help="announce the server on Redis (redis://[user:password@]host[:port][/db], rediss://...; "
         "needs rpc-registry[redis])",
     )
-    parser.add_argument("--quiet", "-q", action="store_true", help="log warnings and errors only")
+    logs = parser.add_argument_group("logging (default: INFO and above, to stderr)")
+    verbosity = logs.add_mutually_exclusive_group()
+    verbosity.add_argument("--quiet", "-q", action="store_true", help="log warnings and errors only")
+    verbosity.add_argument("--verbose", "-v", action="store_true", help="log DEBUG records too (every connection and registration)")
+    logs.add_argument("--logfile", metavar="PATH", default=None, help="append the log to PATH instead of stderr")
     return parser
 
 
@@ -141,7 +154,10 @@ def _authenticator(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         import rpc_tls
     except ImportError:
         parser.error("TLS options need rpc-tls: pip install 'rpc-classic[tls]'")
-    return rpc_tls.TLSAuthenticator(args.keyfile, args.certfile, ca_certs=args.ca_certs)
+    try:
+        return rpc_tls.TLSAuthenticator(args.keyfile, args.certfile, ca_certs=args.ca_certs)
+    except (rpc_tls.TLSError, OSError, ValueError) as exc:  # a missing or unreadable certificate/key file
+        parser.error(str(exc))
 
 
 def _registrar(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Any:
@@ -178,11 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--mode stdio serves stdin/stdout: it takes no address, TLS or registry options")
     authenticator = None if args.mode == "stdio" else _authenticator(args, parser)
     registrar = None if args.mode == "stdio" else _registrar(args, parser)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-    )
+    try:
+        configure_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO, args.logfile)
+    except OSError as exc:
+        parser.error(f"cannot open --logfile {args.logfile}: {exc.strerror or exc}")
     if args.mode == "stdio":
         rpc_service.serve_stdio(SlaveService, classic_config())
         return 0

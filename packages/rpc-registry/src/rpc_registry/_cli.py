@@ -14,7 +14,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from .__about__ import __version__
 from ._auth import load_key
@@ -30,17 +30,37 @@ __all__ = ["main"]
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line (exit status 2); subcommand parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see --help\n")
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rpc-registry", description="Service discovery for the rpc stack.")
+    parser = _Parser(prog="rpc-registry", description="Service discovery for the rpc stack.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{serve,list,lookup}")
 
     def common(sub: argparse.ArgumentParser, host_help: str) -> None:
         sub.add_argument("-m", "--mode", type=str.lower, choices=("udp", "tcp"), default="udp", help="transport (default: udp)")
         sub.add_argument("--host", default=None, help=host_help)
-        sub.add_argument("-p", "--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+        sub.add_argument("-p", "--port", type=_port, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
         sub.add_argument("--key-file", default=None, help="file holding the shared key that signs registrations")
-        sub.add_argument("--log-level", type=str.lower, choices=_LOG_LEVELS, default="warning", help="default: warning")
+        sub.add_argument(
+            "--log-level", type=str.lower, choices=_LOG_LEVELS, default="warning",
+            help="default: warning; info shows registrations, debug every query",
+        )
 
     serve = commands.add_parser("serve", help="run a registry until interrupted")
     common(serve, "address to bind (default: 0.0.0.0 for udp, to hear broadcasts; 127.0.0.1 for tcp)")
@@ -105,7 +125,10 @@ def _client(args: argparse.Namespace) -> RegistryClient | RedisRegistry:
 
 def _serve(args: argparse.Namespace, key: bytes | None) -> int:
     kind: type[RegistryServer] = TCPRegistryServer if args.mode == "tcp" else UDPRegistryServer
-    server = kind(args.host, args.port, args.pruning_timeout, args.allow_listing, key=key)
+    try:
+        server = kind(args.host, args.port, args.pruning_timeout, args.allow_listing, key=key)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {args.host or kind.DEFAULT_HOST}:{args.port}: {exc.strerror or exc}") from exc
     print(f"rpc-registry: {args.mode} registry on {server.host}:{server.port}", flush=True)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)

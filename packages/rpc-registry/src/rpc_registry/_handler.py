@@ -202,8 +202,11 @@ class RegistryHandler:
             self._next_prune = now + min(1.0, table.pruning_timeout)
         body = envelope.body
         if isinstance(body, Query):
-            return Providers(tuple(table.query(body.name)))
+            providers = table.query(body.name)
+            self.logger.debug("query for %r from %s: %d server(s)", body.name, source, len(providers))
+            return Providers(tuple(providers))
         if isinstance(body, ListNames):
+            self.logger.debug("listing asked by %s%s", source, "" if self.allow_listing else " (refused: listing is disabled)")
             if not self.allow_listing:
                 return Nack("listing is disabled on this registry")
             return Names(tuple(table.names(host=body.host or None)))

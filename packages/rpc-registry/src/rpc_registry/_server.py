@@ -96,10 +96,10 @@ class RegistryServer:
         self._per_source: dict[str, int] = {}  # TCP: connections being served per source address
         if self.host == "0.0.0.0":
             self.logger.warning(
-                "%s listens on all interfaces (0.0.0.0:%d)%s; pass host= to restrict it",
+                "%s listens on all interfaces (0.0.0.0:%d)%s; pass host= (rpc-registry serve --host) to restrict it",
                 type(self).__name__,
                 self.port,
-                "" if self.handler.key else " without a key: any host that reaches it can register names",
+                "" if self.handler.key else " without a key (key=, rpc-registry serve --key-file): any host that reaches it can register names",
             )
 
     @property

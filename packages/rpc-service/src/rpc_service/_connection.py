@@ -474,6 +474,8 @@ class Connection:
         except BaseException as exc:  # the method's, for the caller (Ctrl-C on the main thread still stops us)
             if must_propagate(exc):
                 raise
+            if self.closed:  # no one to tell: skip formatting a traceback (deep when callbacks nested, O(depth²) to unwind)
+                raise ConnectionClosedError("the connection is closed") from exc
             self._send(describe_exception(seq, exc, self._config))
             return
         try:

@@ -227,6 +227,9 @@ def describe_exception(seq: int, exc: BaseException, config: Config) -> ErrorRep
     text = ""
     if config.include_local_traceback:
         text = "".join(traceback.format_exception(exc))
+        nested = getattr(exc, "remote_traceback", None)
+        if nested and not hasattr(exc, "add_note"):  # 3.10 has no notes to carry an earlier hop's traceback
+            text += "\n========= remote traceback =========\n" + nested.rstrip() + "\n"
         if config.include_local_version:
             text = f"(peer: Python {sys.version.split()[0]}, rpc-service {__version__})\n{text}"
     return ErrorReply(seq, cls.__module__, cls.__qualname__, args, text)

@@ -14,7 +14,8 @@ import logging
 import os
 import socket
 import threading
-from typing import Any
+import time
+from typing import Any, ClassVar
 
 from ._config import ConfigArg, make_config
 from ._connection import Connection
@@ -35,7 +36,14 @@ class Server:
     Binds at construction (so ``port`` is known at once): 127.0.0.1 unless ``hostname``
     says otherwise, port 0 picks a free port, ``socket_path`` listens on a unix socket
     instead, ``ipv6`` uses an IPv6 socket (``hostname`` then defaults to ``::1``).
+
+    Ctrl-C (KeyboardInterrupt) in :meth:`start` closes the server and returns. Closing waits
+    for the registry (the last refresh, then the unregistration) at most
+    ``REGISTRY_CLOSE_TIMEOUT`` seconds in all; an unreachable registry's lease then expires
+    on its own.
     """
+
+    REGISTRY_CLOSE_TIMEOUT: ClassVar[float] = 1.0
 
     def __init__(
         self,
@@ -88,6 +96,7 @@ class Server:
         self._clients: set[Connection] = set()
         self._pending: set[socket.socket] = set()  # accepted, not yet handshaken
         self._threads: set[threading.Thread] = set()
+        self._lease_thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         where = self.socket_path or f"{self.host}:{self.port}"
@@ -114,9 +123,11 @@ class Server:
         self._serving.set()
         self.logger.info("serving %s on %s", self._service_names(), self)
         if self.auto_register:
-            self._spawn(self._lease_loop, "rpc-registrar")
+            self._lease_thread = self._spawn(self._lease_loop, "rpc-registrar")
         try:
             self._accept_loop()
+        except KeyboardInterrupt:  # Ctrl-C: close and return, no traceback
+            self.logger.info("interrupted: closing %s", self)
         finally:
             self.close()
 
@@ -155,16 +166,32 @@ class Server:
             conn.close()
         self._join_threads()
         if self.auto_register and self.registrar is not None:
+            self._withdraw(self.registrar)
+
+    def _withdraw(self, registrar: Registrar) -> None:
+        """Unregister, waiting for the lease thread and the registry at most
+        ``REGISTRY_CLOSE_TIMEOUT`` seconds in all (a blocked registrar is left to its daemon thread)."""
+        deadline = time.monotonic() + self.REGISTRY_CLOSE_TIMEOUT
+        if self._lease_thread is not None:
+            self._lease_thread.join(self.REGISTRY_CLOSE_TIMEOUT)
+
+        def unregister() -> None:
             try:
-                self.registrar.unregister(self.port)
+                registrar.unregister(self.port)
             except Exception as exc:
                 self.logger.warning("could not unregister from the registry: %s", exc)
+
+        worker = threading.Thread(target=unregister, name="rpc-unregister", daemon=True)
+        worker.start()
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            self.logger.warning("the registry did not answer within %g s; closed without waiting for it", self.REGISTRY_CLOSE_TIMEOUT)
 
     def _join_threads(self) -> None:
         current = threading.current_thread()
         for _ in range(3):  # threads may start others while we join (bounded)
-            with self._lock:
-                threads = [thread for thread in self._threads if thread is not current]
+            with self._lock:  # (the lease thread is waited for, boundedly, by _withdraw)
+                threads = [thread for thread in self._threads if thread is not current and thread is not self._lease_thread]
             if not threads:
                 return
             for thread in threads:

@@ -13,6 +13,7 @@ import selectors
 import signal
 import socket
 import time
+import warnings
 from functools import partial
 from typing import Any, Callable
 
@@ -152,6 +153,12 @@ class ForkingServer(Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if not hasattr(os, "fork"):
             raise OSError("ForkingServer needs os.fork")
+        # Python 3.12+ warns on every fork() from a process with threads. Forking from the
+        # accept loop while other threads run is this server's design: the child only serves
+        # the one connection it was forked for. Silenced for this module's fork() only.
+        warnings.filterwarnings(
+            "ignore", r"This process \(pid=\d+\) is multi-threaded", DeprecationWarning, r"rpc_service\._server_pool"
+        )
         super().__init__(*args, **kwargs)
         self._children: set[int] = set()
 

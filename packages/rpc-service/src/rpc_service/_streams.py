@@ -3,6 +3,8 @@
 Owns the I/O boundary: reading into caller-provided buffers with an optional timeout,
 writing lists of buffers without concatenating them (``sendmsg``/``writev`` on
 memoryviews, advancing past partial writes instead of re-slicing each chunk), and closing.
+Sockets fall back to ``select()`` and one ``sendall`` per buffer where the platform lacks
+``poll()`` or ``sendmsg`` (Windows); pipes need POSIX (``poll``/``select`` on pipes, ``readv``).
 ``OSError`` is translated into :class:`ConnectionClosedError` here; timeouts into the
 builtin :class:`TimeoutError`. Streams know nothing about frames.
 """
@@ -61,16 +63,23 @@ def _advance(views: list[memoryview], sent: int) -> list[memoryview]:
 
 
 class _PollingReader:
-    """Waits for readability with poll() so the descriptor itself can stay blocking."""
+    """Waits for readability with poll() so the descriptor itself can stay blocking; with
+    select() where the platform has no poll() (Windows: sockets only)."""
 
     def __init__(self, fd: int) -> None:
-        self._poll = select.poll()
-        self._poll.register(fd, select.POLLIN | select.POLLPRI)
+        self._fd = fd
+        self._poll = select.poll() if hasattr(select, "poll") else None
+        if self._poll is not None:
+            self._poll.register(fd, select.POLLIN | select.POLLPRI)
 
     def wait(self, timeout: float | None) -> None:
         if timeout is None:
             return
-        if not self._poll.poll(max(0, int(timeout * 1000 + 0.999))):
+        if self._poll is not None:
+            ready = bool(self._poll.poll(max(0, int(timeout * 1000 + 0.999))))
+        else:
+            ready = bool(select.select([self._fd], [], [], max(0.0, timeout))[0])
+        if not ready:
             raise TimeoutError("timed out waiting for data")
 
 
@@ -91,6 +100,7 @@ class SocketStream:
         self.sock = sock
         self._poller = _PollingReader(sock.fileno())
         self._pending: Callable[[], int] | None = getattr(sock, "pending", None)
+        self._vectored = getattr(sock, "sendmsg", None) is not None  # (Windows has no sendmsg)
         self._kernel_timeouts = _KERNEL_TIMEOUTS and self._pending is None  # (TLS buffers bytes of its own)
         self._armed: float | None = None  # the SO_RCVTIMEO set, None: none
         self._closed = False
@@ -158,6 +168,10 @@ class SocketStream:
                 self.sock.sendall(b"".join(buffers))
                 return
             views = [memoryview(buf) for buf in buffers]
+            if not self._vectored:  # one sendall per buffer: more system calls, still no copy
+                for view in views:
+                    self.sock.sendall(view)
+                return
             while views:
                 sent = self.sock.sendmsg(views[:_IOV_MAX])
                 views = _advance(views, sent)
