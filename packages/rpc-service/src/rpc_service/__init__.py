@@ -23,12 +23,14 @@ from rpc_protocol import RPCError
 from .__about__ import __version__
 from ._async import AsyncResult, async_, timed
 from ._config import Config, ConfigArg
-from ._connection import Connection
+from ._connection import Connection, ConnectionStats, Lifecycle
 from ._errors import (
     AsyncResultTimeout,
     AuthenticationError,
     ConnectionClosedError,
     ConnectionFailedError,
+    ConnectionRejectedError,
+    HandshakeTimeout,
     RemoteError,
     ServiceNotFoundError,
 )
@@ -61,6 +63,8 @@ __all__ = [
     "Config",
     "ConfigArg",
     "Connection",
+    "ConnectionStats",
+    "Lifecycle",
     "connect",
     "connect_pipes",
     "connect_stream",
@@ -96,6 +100,8 @@ __all__ = [
     "AuthenticationError",
     "ConnectionClosedError",
     "ConnectionFailedError",
+    "ConnectionRejectedError",
+    "HandshakeTimeout",
     "RPCError",
     "RemoteError",
     "ServiceNotFoundError",

@@ -24,6 +24,10 @@ class Config:
     ``allow_all_attrs`` (everything; classic mode) is set. Setting and deleting attributes
     additionally need ``allow_setattr`` / ``allow_delattr``. ``allow_pickle`` must be set on
     both sides before any pickled bytes are accepted.
+
+    ``write_timeout``: a write to a socket that makes no progress for this many seconds
+    (the peer does not read) fails the connection instead of blocking its thread forever;
+    None waits forever.
     """
 
     allow_public_attrs: bool = False
@@ -34,6 +38,7 @@ class Config:
     exposed_prefix: str = "exposed_"
     sync_request_timeout: float | None = 30.0
     handshake_timeout: float = 10.0
+    write_timeout: float | None = 60.0
     include_local_traceback: bool = True
     include_local_version: bool = True
     max_frame_size: int = 64 * 1024 * 1024
@@ -47,6 +52,8 @@ class Config:
             raise ValueError("exposed_prefix must not be empty")
         if self.sync_request_timeout is not None and self.sync_request_timeout <= 0:
             raise ValueError("sync_request_timeout must be positive or None")
+        if self.write_timeout is not None and self.write_timeout <= 0:
+            raise ValueError("write_timeout must be positive or None")
         if self.handshake_timeout <= 0:
             raise ValueError("handshake_timeout must be positive")
         if self.iter_batch < 1:

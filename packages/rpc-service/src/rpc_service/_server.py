@@ -18,6 +18,7 @@ from typing import Any
 
 from ._config import ConfigArg, make_config
 from ._connection import Connection
+from ._errors import ConnectionRejectedError
 from ._hooks import Authenticator, Registrar
 from ._service import Service, ServiceArg, instantiate
 from ._streams import SocketStream, Stream
@@ -239,7 +240,13 @@ class Server:
                     # may share its open file description (and so its blocking mode)
                     stream = channel
             conn = Connection(instantiate(self.service), stream or SocketStream(sock), config, credentials=credentials)
-            conn._handshake()
+            conn._handshake(accepting=True)
+        except ConnectionRejectedError as exc:  # on_connect raised: the traceback is logged at ERROR
+            self.logger.error("rejected client %s: %s", address, exc, exc_info=exc.__cause__ or exc)
+            if stream is not None:
+                stream.close()
+            _shutdown_socket(sock)
+            return None
         except Exception as exc:
             self.logger.info("dropped client %s before serving it: %s: %s", address, type(exc).__name__, exc)
             if stream is not None:
