@@ -409,7 +409,9 @@ def test_stats_count_calls_served(connect_to: ConnectTo) -> None:
 
 def test_lifecycle_moves_from_open_to_closed(connect_to: ConnectTo) -> None:
     conn = connect_to(ApplyService)
-    assert conn.lifecycle is Lifecycle.OPEN and not conn.closed
+    before = conn.lifecycle
+    assert before is Lifecycle.OPEN and not conn.closed
     conn.close()
-    assert conn.lifecycle is Lifecycle.CLOSED and conn.closed
+    after = conn.lifecycle
+    assert after is Lifecycle.CLOSED and conn.closed
     assert "closed" in repr(conn)
