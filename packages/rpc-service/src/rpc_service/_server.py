@@ -39,6 +39,9 @@ class Server:
     Binds at construction (so ``port`` is known at once): 127.0.0.1 unless ``hostname``
     says otherwise, port 0 picks a free port, ``socket_path`` listens on a unix socket
     instead, ``ipv6`` uses an IPv6 socket (``hostname`` then defaults to ``::1``).
+    ``max_connections`` bounds the clients served at once (one more is refused) and the
+    unfinished handshakes (when full, the oldest is dropped); ``idle_timeout`` closes a
+    client nothing arrived from for that long (None: never).
     """
 
     def __init__(
