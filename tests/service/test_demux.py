@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+import rpc_protocol
 import rpc_service
 from rpc_service import (
     Connection,
@@ -323,6 +324,7 @@ def test_failures_to_open_are_rpc_errors(silent_listener: int) -> None:
         rpc_service.connect("127.0.0.1", silent_listener, timeout=0.2)
     with pytest.raises(RPCError):
         rpc_service.connect_subproc(["/nonexistent/rpc-child"])
+    assert rpc_service.ProtocolError is rpc_protocol.ProtocolError
 
 
 # -- write timeout ---------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ sans-I/O ``rpc_protocol``; nothing else is required.
 
 from __future__ import annotations
 
-from rpc_protocol import RPCError
+from rpc_protocol import ProtocolError, RPCError
 
 from .__about__ import __version__
 from ._async import AsyncResult, async_, timed
@@ -102,6 +102,7 @@ __all__ = [
     "ConnectionFailedError",
     "ConnectionRejectedError",
     "HandshakeTimeout",
+    "ProtocolError",
     "RPCError",
     "RemoteError",
     "ServiceNotFoundError",

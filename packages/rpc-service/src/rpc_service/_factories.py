@@ -166,7 +166,11 @@ def connect_pipes(
     The connection owns the descriptors from now on and closes them when it closes (file
     objects are closed at once; the connection keeps a duplicate of their descriptor).
     """
-    return connect_stream(PipeStream(_fd(input), _fd(output)), service, config, connection_class=connection_class)
+    try:
+        stream = PipeStream(_fd(input), _fd(output))
+    except OSError as exc:  # e.g. a closed descriptor
+        raise ConnectionFailedError(f"cannot use the pipes: {exc}") from exc
+    return connect_stream(stream, service, config, connection_class=connection_class)
 
 
 def connect_subproc(
