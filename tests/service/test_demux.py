@@ -16,6 +16,8 @@ import time
 from typing import Any, Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import rpc_protocol
 import rpc_service
@@ -417,3 +419,54 @@ def test_lifecycle_moves_from_open_to_closed(connect_to: ConnectTo) -> None:
     after = conn.lifecycle
     assert after is Lifecycle.CLOSED and conn.closed
     assert "closed" in repr(conn)
+
+
+# -- random mixes ------------------------------------------------------------------------------------
+
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("echo"), st.integers(-(2**70), 2**70)),
+        st.tuples(st.just("nest"), st.integers(0, 6)),
+        st.tuples(st.just("async"), st.integers(0, 1000)),
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plans=st.lists(_OPS, min_size=1, max_size=6))
+def test_random_mixes_of_calls_callbacks_and_async_calls_on_shared_threads(plans: list[list[tuple[str, int]]]) -> None:
+    """Threads share one connection, each running its own random mix of plain calls,
+    nested callbacks and async calls: every result is the caller's own."""
+    conn = rpc_service.connect_thread(remote_service=ApplyService, config={"sync_request_timeout": 20})
+    try:
+        root: Any = conn.root
+        errors: list[str] = []
+
+        def down(remaining: int) -> int:
+            if remaining == 0:
+                return 0
+            result: int = root.apply(down, remaining - 1)
+            return result + 1
+
+        def worker(index: int) -> None:
+            try:
+                for kind, value in plans[index]:
+                    if kind == "echo":
+                        got = root.echo((index, value))
+                        expected: Any = (index, value)
+                    elif kind == "nest":
+                        got, expected = root.apply(down, value), value
+                    else:
+                        got, expected = rpc_service.async_(root.echo)((index, value)).value, (index, value)
+                    if got != expected:
+                        errors.append(f"thread {index}: {kind}({value}) gave {got!r}")
+            except BaseException as exc:
+                errors.append(f"thread {index}: {type(exc).__name__}: {exc}")
+
+        _run_threads(len(plans), worker, timeout=30)
+        assert errors == []
+        assert conn.stats.calls_pending == 0
+    finally:
+        conn.close()
