@@ -215,17 +215,12 @@ class Demux:
         with self._write_lock:
             with self._lock:
                 buffers = self._encode(encode, *fields)
-            self._write(buffers)
-
-    def _write(self, buffers: list[wire.Buffer]) -> None:
-        """Write encoded frames; the caller holds ``_write_lock`` (not ``_lock``)."""
-        try:
-            self._stream.write(buffers)
-        except ConnectionClosedError:
-            # the stream is unusable: close for everyone (on_disconnect only if the handshake was done)
-            self._shutdown(notify=self._proto.peer_hello is not None)
-            raise
-        self._bytes_sent += len(buffers[0]) if len(buffers) == 1 else sum(map(len, buffers))
+            try:  # (_write, inlined: every reply takes this path)
+                self._stream.write(buffers)
+            except ConnectionClosedError:
+                self._shutdown(notify=self._proto.peer_hello is not None)
+                raise
+            self._bytes_sent += len(buffers[0]) if len(buffers) == 1 else sum(map(len, buffers))
 
     def _awaited(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> AsyncResult:
         """Send the frame ``encode(seq, *fields)`` under a fresh sequence number, with a
@@ -245,7 +240,7 @@ class Demux:
                     self._slots.pop(seq, None)
                     raise
                 self._calls_sent += 1
-            try:  # (_write, inlined: the path of every call)
+            try:  # (the same write as in _send, inlined: the path of every call)
                 self._stream.write(buffers)
             except ConnectionClosedError:
                 self._shutdown(notify=True)
