@@ -16,8 +16,8 @@ waits while another reads sleeps on a lock of its own until its reply, the role,
 close reaches it. Nested callbacks need no extra thread: serving a request releases the
 role, and a call made from the handler takes it again.
 
-Subclasses provide ``_dispatch(event)`` (what an inbox event means) and ``_disconnected()``
-(what closing means above this layer); this module must not know about services or proxies
+Subclasses provide ``_serve_request(request)`` and ``_dispatch(event)`` (what an inbox
+event means) and ``_disconnected()`` (what closing means above this layer); this module must not know about services or proxies
 beyond the boxer's release queue.
 """
 
@@ -112,6 +112,11 @@ class Demux:
     # -- hooks for the subclass --------------------------------------------------------
 
     def _dispatch(self, event: Event) -> None:
+        """Handle an inbox event other than a request (no lock held)."""
+        raise NotImplementedError
+
+    def _serve_request(self, request: wire.Request) -> None:
+        """Serve one of the peer's requests and send its answer (no lock held)."""
         raise NotImplementedError
 
     def _disconnected(self, notify: bool) -> None:
@@ -284,7 +289,10 @@ class Demux:
                         self._wake_one()  # someone reads while this thread serves
                     lock.release()
                     try:
-                        self._dispatch(event)
+                        if type(event) is wire.Request:
+                            self._serve_request(event)
+                        else:
+                            self._dispatch(event)
                     finally:
                         del event  # its arguments (proxies) may die now, as locally
                         lock.acquire()
