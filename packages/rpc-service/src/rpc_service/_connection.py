@@ -258,6 +258,10 @@ class Connection(Demux):
         try:
             value = HANDLERS[request.op](self._dispatcher, request.target, request.args, request.kwargs)
         except (Exception, SystemExit, GeneratorExit) as exc:  # the method's, for the caller (Ctrl-C still stops us)
+            if self.closed:
+                # nobody to tell: skip formatting the traceback (unwinding deeply nested
+                # callbacks after a close would format one per level)
+                return
             self._send(self._proto.send, describe_exception(seq, exc, self._config))
             return
         try:
