@@ -172,12 +172,12 @@ class RawPeer:
         self.events: list[wire.Event] = []
 
     def handshake(self, services: tuple[str, ...] = ("RAW",), timeout: float = 5.0, root: object = None) -> None:
-        """Preface, then the peer's Hello, then ours (``root``: what we offer, e.g. a ``Ref``)."""
-        self.sock.sendall(joined(self.proto.send(wire.Preface())))
+        """Our preface and Hello at once (``root``: what we offer, e.g. a ``Ref``), then the
+        server's Hello, which it sends only after ours (and its on_connect)."""
+        self.sock.sendall(joined([*self.proto.send(wire.Preface()), *self.proto.send(wire.Hello(services=services, root=root))]))
         hello = self.wait_for(wire.Hello, timeout=timeout)
         assert isinstance(hello, wire.Hello) and isinstance(hello.root, wire.Ref)
         self.root = hello.root
-        self.sock.sendall(joined(self.proto.send(wire.Hello(services=services, root=root))))
 
     @property
     def root_ref(self) -> wire.BackRef:

@@ -519,3 +519,30 @@ def test_send_request_refuses_what_send_refuses() -> None:
         a.send_request(1, CALL, p.BackRef(0))
     with pytest.raises(p.LocalProtocolError, match="no request #5"):
         a.send_reply(5, None)
+
+
+def test_the_accepting_side_sends_its_hello_last_in_one_round_trip() -> None:
+    """docs/protocol.md §1: the connecting side writes preface and Hello at once; the
+    accepting side writes its preface at once and its Hello only after the peer's Hello
+    (and its own setting up). Both end OPEN; the connecting side waited one round trip."""
+    client, server = p.Connection(), p.Connection()
+    opening = wire([*client.send(p.Preface()), *client.send(p.Hello(services=("C",)))])
+    server_preface = wire(server.send(p.Preface()))
+    assert server.receive_data(opening) == [p.Preface(1, 1), p.Hello(("C",))]
+    assert server.state is p.State.HELLO_RECEIVED  # on_connect runs here, before our Hello
+    assert client.receive_data(server_preface) == [p.Preface(1, 1)]
+    assert client.state is p.State.HELLO_SENT
+    assert deliver(server, client, p.Hello(services=("S",))) == [p.Hello(("S",))]
+    assert state(client) is state(server) is p.State.OPEN
+
+
+def test_the_accepting_side_may_refuse_with_close_instead_of_its_hello() -> None:
+    client, server = p.Connection(), p.Connection()
+    opening = wire([*client.send(p.Preface()), *client.send(p.Hello(services=("C",)))])
+    client.receive_data(wire(server.send(p.Preface())))
+    server.receive_data(opening)
+    reason = "on_connect failed: PermissionError: no"
+    assert deliver(server, client, p.Close(reason)) == [p.Close(reason)]
+    assert server.state is p.State.CLOSE_SENT and client.state is p.State.CLOSE_RECEIVED
+    with pytest.raises(p.LocalProtocolError):
+        client.send(p.Request(client.next_seq(), CALL, p.BackRef(0), ()))

@@ -18,18 +18,20 @@ sans-I/O ``rpc_protocol``; nothing else is required.
 
 from __future__ import annotations
 
-from rpc_protocol import RPCError
+from rpc_protocol import ProtocolError, RPCError
 
 from .__about__ import __version__
 from ._async import AsyncResult, async_, timed
 from ._by_value import by_value, obtain
 from ._config import Config, ConfigArg
-from ._connection import Connection
+from ._connection import Connection, ConnectionStats, Lifecycle
 from ._errors import (
     AsyncResultTimeout,
     AuthenticationError,
     ConnectionClosedError,
     ConnectionFailedError,
+    ConnectionRejectedError,
+    HandshakeTimeout,
     LentObjectsLimitError,
     RemoteError,
     ServiceNotFoundError,
@@ -63,6 +65,8 @@ __all__ = [
     "Config",
     "ConfigArg",
     "Connection",
+    "ConnectionStats",
+    "Lifecycle",
     "connect",
     "connect_pipes",
     "connect_stream",
@@ -100,6 +104,9 @@ __all__ = [
     "AuthenticationError",
     "ConnectionClosedError",
     "ConnectionFailedError",
+    "ConnectionRejectedError",
+    "HandshakeTimeout",
+    "ProtocolError",
     "RPCError",
     "LentObjectsLimitError",
     "RemoteError",

@@ -23,7 +23,7 @@ __all__ = ["AsyncResult", "async_", "timed"]
 class AsyncResult:
     """The eventual result of a request: a value, or the exception the peer raised."""
 
-    __slots__ = ("_conn", "_ready", "_is_error", "_value", "_callbacks", "_deadline")
+    __slots__ = ("_conn", "_ready", "_is_error", "_value", "_callbacks", "_deadline", "_wakers")
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -32,16 +32,15 @@ class AsyncResult:
         self._value: Any = None
         self._callbacks: list[Callable[[AsyncResult], object]] = []
         self._deadline: float | None = None
+        self._wakers: list[Any] | None = None  # the wake-up locks of threads waiting here (the connection's)
 
     def __repr__(self) -> str:
         state = "error" if self.error else "ready" if self._ready else "expired" if self.expired else "pending"
         return f"<AsyncResult {state}>"
 
-    def _set(self, value: Any, is_error: bool) -> None:
-        """Called by the connection's reading thread when the reply arrives."""
-        self._value = value
-        self._is_error = is_error
-        self._ready = True
+    def _run_callbacks(self) -> None:
+        """Run the callbacks added so far; the connection calls it (outside its lock) once
+        it has filled the slot."""
         # Each callback is claimed by exactly one pop() here or remove() in add_callback.
         callbacks = self._callbacks
         while callbacks:

@@ -107,16 +107,19 @@ class Boxer:
             raise RemoteProtocolError(f"the peer referred to object #{oid}, which is not lent to it")
         return entry[0]
 
-    def release(self, oid: int, count: int) -> None:
-        """The peer dropped ``count`` references to object ``oid``."""
+    def release(self, oid: int, count: int) -> object:
+        """The peer dropped ``count`` references to object ``oid``; returns the object when
+        this was its last reference (so the caller decides where it is finalised), else None."""
         with self._lock:
             entry = self._objects.get(oid)
             if entry is None:
-                return
+                return None
             entry[1] -= count
             if entry[1] <= 0:
                 del self._objects[oid]
                 del self._oid_of[id(entry[0])]
+                return entry[0]
+            return None
 
     @property
     def lent(self) -> int:

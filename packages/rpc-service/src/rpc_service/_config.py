@@ -45,6 +45,10 @@ class Config:
     ``allow_exposed_attrs=False`` the ``exposed_`` names and ``@exposed`` marks.
     ``before_closed(root)`` runs with the peer's root when this side calls ``close()``, while
     requests can still be made (an exception it raises is logged; the connection closes anyway).
+
+    ``write_timeout``: a write to a socket that makes no progress for this many seconds
+    (the peer does not read) fails the connection instead of blocking its thread forever;
+    None waits forever.
     """
 
     allow_public_attrs: bool = False
@@ -57,6 +61,7 @@ class Config:
     exposed_prefix: str = "exposed_"
     sync_request_timeout: float | None = 30.0
     handshake_timeout: float = 10.0
+    write_timeout: float | None = 60.0
     include_local_traceback: bool = False
     include_local_version: bool = True
     max_frame_size: int = 64 * 1024 * 1024
@@ -77,6 +82,8 @@ class Config:
             raise ValueError("exposed_prefix must not be empty")
         if self.sync_request_timeout is not None and self.sync_request_timeout <= 0:
             raise ValueError("sync_request_timeout must be positive or None")
+        if self.write_timeout is not None and self.write_timeout <= 0:
+            raise ValueError("write_timeout must be positive or None")
         if self.handshake_timeout <= 0:
             raise ValueError("handshake_timeout must be positive")
         if self.max_lent_objects < 1:

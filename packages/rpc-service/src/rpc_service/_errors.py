@@ -9,11 +9,17 @@ connection modules; protocol errors come from ``rpc_protocol`` unchanged::
     │   └── EncodeError ...        (rpc_protocol: a value cannot be put on the wire)
     │       └── LentObjectsLimitError  lending one more object would pass max_lent_objects
     ├── ConnectionFailedError      could not connect (also a ConnectionError/OSError)
+    │   └── ConnectionRejectedError    the server refused us: its on_connect raised (the reason says why)
+    ├── HandshakeTimeout           the handshake did not finish in time (also a TimeoutError)
     ├── ConnectionClosedError      the connection is closed, or closed while waiting
     ├── AsyncResultTimeout         a reply did not arrive in time (also a TimeoutError)
     ├── AuthenticationError        an authenticator rejected the peer
     ├── ServiceNotFoundError       no service by that name (discovery, connect_by_service)
     └── RemoteError                a remote exception whose type is not a builtin
+
+Every failure to open a connection (``connect`` and the other factories) is an
+``RPCError``: ConnectionFailedError, ConnectionRejectedError, HandshakeTimeout,
+ConnectionClosedError (the peer hung up mid-handshake) or a ProtocolError.
 
 A remote exception of a builtin type (``ValueError``, ``KeyError``...) is re-raised as that
 very type, with the remote traceback attached as ``remote_traceback`` and as a note.
@@ -28,6 +34,8 @@ __all__ = [
     "AuthenticationError",
     "ConnectionClosedError",
     "ConnectionFailedError",
+    "ConnectionRejectedError",
+    "HandshakeTimeout",
     "LentObjectsLimitError",
     "RemoteError",
     "ServiceNotFoundError",
@@ -36,6 +44,16 @@ __all__ = [
 
 class ConnectionFailedError(RPCError, ConnectionError):
     """A connection could not be established (refused, unreachable, name not found)."""
+
+
+class ConnectionRejectedError(ConnectionFailedError):
+    """The accepting side refused the connection during the handshake (its ``on_connect``
+    raised); the message carries the reason it sent: the exception's type and message."""
+
+
+class HandshakeTimeout(RPCError, TimeoutError):
+    """The handshake (or, from a factory's ``timeout``, the connect and the handshake) did
+    not finish in time."""
 
 
 class ConnectionClosedError(RPCError, EOFError):

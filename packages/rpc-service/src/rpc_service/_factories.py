@@ -3,7 +3,9 @@
 Owns turning an address or a pair of file descriptors into a stream, and a stream into a
 handshaken :class:`Connection`. Every factory takes ``service=`` (this side's service,
 :class:`VoidService` by default) and ``config=``. Socket errors while connecting become
-:class:`ConnectionFailedError`.
+:class:`ConnectionFailedError`; a ``timeout`` bounds the connect *and* the handshake
+(:class:`HandshakeTimeout`). When a factory returns, the peer's ``on_connect`` has completed
+(the accepting side sends its Hello after it).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import os
 import socket
 import subprocess
 import threading
+import time
 from typing import IO, Any, Sequence
 
 from ._config import ConfigArg
 from ._connection import Connection
-from ._errors import ConnectionFailedError
+from ._errors import ConnectionFailedError, HandshakeTimeout
 from ._service import ServiceArg, VoidService, instantiate
 from ._streams import PipeStream, SocketStream, Stream, SubprocessStream
 
@@ -30,19 +33,34 @@ def connect_stream(
     config: ConfigArg = None,
     *,
     credentials: Any = None,
+    timeout: float | None = None,
     connection_class: type[Connection] = Connection,
 ) -> Connection:
     """Run the handshake over an already-open stream and return the connection.
 
+    ``timeout`` bounds the handshake (``handshake_timeout`` of the config at most).
     ``connection_class`` (every factory takes it) lets an upper layer return a subclass
     of :class:`Connection`, e.g. classic mode's connection with its shortcuts.
     """
+    return _handshaken(stream, service, config, None if timeout is None else time.monotonic() + timeout, connection_class, credentials=credentials)
+
+
+def _handshaken(
+    stream: Stream,
+    service: ServiceArg,
+    config: ConfigArg,
+    deadline: float | None,
+    connection_class: type[Connection] = Connection,
+    *,
+    credentials: Any = None,
+    accepting: bool = False,
+) -> Connection:
     try:
         conn = connection_class(instantiate(service), stream, config, credentials=credentials)
     except BaseException:
         stream.close()  # e.g. a bad config: the stream is ours, as when the handshake fails
         raise
-    conn._handshake()
+    conn._handshake(deadline, accepting=accepting)
     return conn
 
 
@@ -56,10 +74,14 @@ def connect(
     timeout: float | None = 10.0,
     connection_class: type[Connection] = Connection,
 ) -> Connection:
-    """Connect over TCP (``ipv6=True`` insists on IPv6; otherwise any family ``host`` resolves to)."""
+    """Connect over TCP (``ipv6=True`` insists on IPv6; otherwise any family ``host`` resolves to).
+
+    ``timeout`` bounds the TCP connect and the handshake together.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
     sock = open_tcp(host, port, ipv6=ipv6, timeout=timeout)
     sock.settimeout(None)
-    return _over_socket(sock, service, config, connection_class)
+    return _over_socket(sock, service, config, connection_class, deadline)
 
 
 def open_tcp(host: str, port: int, *, ipv6: bool = False, timeout: float | None = 10.0) -> socket.socket:
@@ -90,7 +112,8 @@ def unix_connect(
     timeout: float | None = 10.0,
     connection_class: type[Connection] = Connection,
 ) -> Connection:
-    """Connect to a server listening on a unix socket."""
+    """Connect to a server listening on a unix socket (``timeout``: connect and handshake)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
@@ -99,15 +122,22 @@ def unix_connect(
         sock.close()
         raise ConnectionFailedError(f"cannot connect to {path}: {exc}") from exc
     sock.settimeout(None)
-    return _over_socket(sock, service, config, connection_class)
+    return _over_socket(sock, service, config, connection_class, deadline)
 
 
 def _over_socket(
-    sock: socket.socket, service: ServiceArg, config: ConfigArg, connection_class: type[Connection] = Connection
+    sock: socket.socket,
+    service: ServiceArg,
+    config: ConfigArg,
+    connection_class: type[Connection] = Connection,
+    deadline: float | None = None,
 ) -> Connection:
+    if deadline is not None and deadline <= time.monotonic():
+        sock.close()
+        raise HandshakeTimeout("the connect took all of the timeout: no time was left for the handshake")
     stream = SocketStream(sock)
     try:
-        return connect_stream(stream, service, config, connection_class=connection_class)
+        return _handshaken(stream, service, config, deadline, connection_class)
     except BaseException:
         stream.close()
         raise
@@ -136,7 +166,11 @@ def connect_pipes(
     The connection owns the descriptors from now on and closes them when it closes (file
     objects are closed at once; the connection keeps a duplicate of their descriptor).
     """
-    return connect_stream(PipeStream(_fd(input), _fd(output)), service, config, connection_class=connection_class)
+    try:
+        stream = PipeStream(_fd(input), _fd(output))
+    except OSError as exc:  # e.g. a closed descriptor
+        raise ConnectionFailedError(f"cannot use the pipes: {exc}") from exc
+    return connect_stream(stream, service, config, connection_class=connection_class)
 
 
 def connect_subproc(
@@ -152,7 +186,10 @@ def connect_subproc(
     The child must serve a connection on its stdio; closing the connection closes the
     pipes and reaps the child.
     """
-    process = subprocess.Popen(list(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE, **popen)
+    try:
+        process = subprocess.Popen(list(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE, **popen)
+    except OSError as exc:
+        raise ConnectionFailedError(f"cannot start {args[0] if args else args!r}: {exc}") from exc
     stream = SubprocessStream(process)
     try:
         return connect_stream(stream, service, config, connection_class=connection_class)
@@ -175,7 +212,7 @@ def connect_thread(
 
     def serve() -> None:
         try:
-            conn = connect_stream(remote, remote_service, remote_config)
+            conn = _handshaken(remote, remote_service, remote_config, None, accepting=True)
         except Exception:
             remote.close()
             return
@@ -193,4 +230,4 @@ def serve_stdio(service: ServiceArg, config: ConfigArg = None) -> None:
     os.dup2(null, 0)
     os.dup2(null, 1)  # stray prints can no longer corrupt the stream
     os.close(null)
-    connect_stream(PipeStream(read_fd, write_fd), service, config).serve_all()
+    _handshaken(PipeStream(read_fd, write_fd), service, config, None, accepting=True).serve_all()

@@ -1,8 +1,9 @@
 """Servers: accept connections and serve a Service on each.
 
 Owns the listening socket, the accept loop, authentication and handshake of each client
-off the accept loop under a deadline, the registry lease (register, refresh, unregister),
-and orderly shutdown (``close()`` closes every client and joins every thread it started).
+off the accept loop under a deadline, the limits on what clients may hold
+(``max_connections``, ``idle_timeout``), the registry lease (register, refresh, unregister),
+the INFO log of accepted and closed connections, and orderly shutdown (``close()`` closes every client and joins every thread it started).
 ``ThreadedServer`` serves each client on its own thread; ``OneShotServer`` serves a single
 client then stops. The pooled and forking variants live in ``_server_pool``.
 """
@@ -17,8 +18,11 @@ import threading
 import time
 from typing import Any, ClassVar
 
+from rpc_protocol import RPCError
+
 from ._config import ConfigArg, make_config
 from ._connection import Connection
+from ._errors import ConnectionClosedError, ConnectionRejectedError
 from ._hooks import Authenticator, Registrar
 from ._service import Service, ServiceArg, instantiate
 from ._streams import SocketStream, Stream
@@ -36,6 +40,9 @@ class Server:
     Binds at construction (so ``port`` is known at once): 127.0.0.1 unless ``hostname``
     says otherwise, port 0 picks a free port, ``socket_path`` listens on a unix socket
     instead, ``ipv6`` uses an IPv6 socket (``hostname`` then defaults to ``::1``).
+    ``max_connections`` bounds the clients served at once (one more is refused) and the
+    unfinished handshakes (when full, the oldest is dropped); ``idle_timeout`` closes a
+    client nothing arrived from for that long (None: never).
 
     Ctrl-C (KeyboardInterrupt) in :meth:`start` closes the server and returns. Closing waits
     for the registry (the last refresh, then the unregistration) at most
@@ -59,9 +66,17 @@ class Server:
         logger: logging.Logger | None = None,
         *,
         backlog: int = 128,
+        max_connections: int | None = 1000,
+        idle_timeout: float | None = None,
     ) -> None:
         if not (isinstance(service, Service) or (isinstance(service, type) and issubclass(service, Service))):
             raise TypeError(f"service must be a Service subclass or instance, not {service!r}")
+        if max_connections is not None and max_connections < 1:
+            raise ValueError("max_connections must be at least 1 (or None)")
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive (or None)")
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
         self.service = service
         self.authenticator = authenticator
         self.registrar = registrar
@@ -93,8 +108,8 @@ class Server:
         self._serving = threading.Event()  # start() is running (see start_in_thread)
         self._closed = threading.Event()
         self._lock = threading.Lock()
-        self._clients: set[Connection] = set()
-        self._pending: set[socket.socket] = set()  # accepted, not yet handshaken
+        self._clients: dict[Connection, Any] = {}  # served connections -> peer address
+        self._pending: dict[socket.socket, None] = {}  # accepted, not yet handshaken, oldest first
         self._threads: set[threading.Thread] = set()
         self._lease_thread: threading.Thread | None = None
 
@@ -110,6 +125,7 @@ class Server:
 
     @property
     def clients(self) -> frozenset[Connection]:
+        """The connections being served now (handshake done, not yet closed): a snapshot."""
         with self._lock:
             return frozenset(self._clients)
 
@@ -212,12 +228,41 @@ class Server:
                         self.logger.exception("accept() failed")
                     continue
                 return
-            self.logger.debug("accepted %s", address)
+            if not self._take_in(sock, address):
+                continue
             try:
                 self._accepted(sock, address)
             except Exception as exc:  # e.g. no thread (or process) to serve it: refuse this client only
                 self.logger.warning("could not serve client %s: %s: %s", address, type(exc).__name__, exc)
+                with self._lock:
+                    self._pending.pop(sock, None)
                 _shutdown_socket(sock)
+
+    def _take_in(self, sock: socket.socket, address: Any) -> bool:
+        """Admit an accepted socket under ``max_connections`` (on the accept loop, so that
+        "oldest" means accepted first): False when it was refused (and closed)."""
+        evicted = None
+        with self._lock:
+            limit = self.max_connections
+            full = limit is not None and len(self._clients) >= limit
+            if not full:
+                if limit is not None and len(self._pending) >= limit:
+                    # the oldest unfinished handshake makes room: silent peers cannot crowd
+                    # out a client that completes its handshake promptly
+                    evicted = next(iter(self._pending))
+                    del self._pending[evicted]
+                self._pending[sock] = None
+        if full:
+            self.logger.warning("refused client %s: max_connections (%s) reached", address, self.max_connections)
+            _shutdown_socket(sock)
+            return False
+        if evicted is not None:
+            self.logger.info("dropped the oldest unfinished handshake to admit %s (max_connections %s)", address, self.max_connections)
+            try:
+                evicted.shutdown(socket.SHUT_RDWR)  # its handshake fails at once; its thread closes it
+            except OSError:
+                pass
+        return True
 
     def _accepted(self, sock: socket.socket, address: Any) -> None:
         """Hand an accepted socket over to be served (subclasses decide how)."""
@@ -247,10 +292,10 @@ class Server:
         """Authenticate and handshake one client under the handshake deadline."""
         raw = sock
         with self._lock:
-            if self._closed.is_set():
+            if self._closed.is_set() or raw not in self._pending:  # closing, or evicted already
                 _shutdown_socket(sock)
+                self._pending.pop(raw, None)
                 return None
-            self._pending.add(raw)
         config = self.protocol_config
         stream: Stream | None = None
         try:
@@ -266,7 +311,13 @@ class Server:
                     # may share its open file description (and so its blocking mode)
                     stream = channel
             conn = Connection(instantiate(self.service), stream or SocketStream(sock), config, credentials=credentials)
-            conn._handshake()
+            conn._handshake(accepting=True)
+        except ConnectionRejectedError as exc:  # on_connect raised: the traceback is logged at ERROR
+            self.logger.error("rejected client %s: %s", address, exc, exc_info=exc.__cause__ or exc)
+            if stream is not None:
+                stream.close()
+            _shutdown_socket(sock)
+            return None
         except Exception as exc:
             self.logger.info("dropped client %s before serving it: %s: %s", address, type(exc).__name__, exc)
             if stream is not None:
@@ -275,26 +326,64 @@ class Server:
             return None
         finally:
             with self._lock:
-                self._pending.discard(raw)
+                self._pending.pop(raw, None)
         with self._lock:
             if self._closed.is_set():
                 conn.close()
                 return None
-            self._clients.add(conn)
+            self._clients[conn] = address
+        self.logger.info("accepted %s from %s (service %s)", conn, address, conn.service.get_service_name())
         return conn
+
+    def _forget(self, conn: Connection) -> None:
+        """A served connection ended: stop counting it (and log it, once)."""
+        with self._lock:
+            if conn not in self._clients:
+                return
+            address = self._clients.pop(conn)
+        self.logger.info("closed connection from %s (service %s)", address, conn.service.get_service_name())
+
+    def _dropped(self, address: Any, exc: Exception) -> None:
+        """Log a connection killed by an exception: the peer's doing (an RPCError: bad bytes,
+        a lost stream, a write timeout) at INFO; anything else, a failure on our side, at
+        ERROR with its traceback."""
+        if isinstance(exc, RPCError):
+            self.logger.info("client %s dropped: %s: %s", address, type(exc).__name__, exc)
+        else:
+            self.logger.error("client %s dropped: a failure on the serving side", address, exc_info=exc)
+
+    def _serve_until_closed(self, conn: Connection) -> None:
+        """Serve ``conn`` until it closes, or until nothing arrives for ``idle_timeout``."""
+        idle = self.idle_timeout
+        if idle is None:
+            conn.serve_all()
+            return
+        try:
+            received = -1
+            while not conn.closed:
+                if conn.serve(idle):
+                    continue
+                stats = conn.stats
+                if stats.bytes_received == received and not stats.calls_pending:
+                    self.logger.info("closing %s: idle for %s s (idle_timeout)", conn, idle)
+                    break
+                received = stats.bytes_received  # busy elsewhere (a handler reads): look again
+        except ConnectionClosedError:
+            pass
+        finally:
+            conn.close()
 
     def _serve_client(self, sock: socket.socket, address: Any) -> None:
         conn = self._open(sock, address)
         if conn is None:
             return
         try:
-            conn.serve_all()
+            self._serve_until_closed(conn)
         except Exception as exc:
-            self.logger.info("client %s dropped: %s: %s", address, type(exc).__name__, exc)
+            self._dropped(address, exc)
         finally:
             conn.close()
-            with self._lock:
-                self._clients.discard(conn)
+            self._forget(conn)
 
     # -- registry lease ----------------------------------------------------------------
 
@@ -340,15 +429,16 @@ class OneShotServer(Server):
                 sock, address = self.listener.accept()
             except OSError:
                 return
+            if not self._take_in(sock, address):
+                continue
             conn = self._open(sock, address)
             if conn is None:
                 continue  # a client that failed the handshake does not use up the shot
             try:
-                conn.serve_all()
+                self._serve_until_closed(conn)
             except Exception as exc:  # a bad peer: log it, as the other servers do, not raise from start()
-                self.logger.info("client %s dropped: %s: %s", address, type(exc).__name__, exc)
+                self._dropped(address, exc)
             finally:
                 conn.close()
-                with self._lock:
-                    self._clients.discard(conn)
+                self._forget(conn)
             return

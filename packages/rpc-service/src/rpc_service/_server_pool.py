@@ -38,6 +38,8 @@ class ThreadPoolServer(Server):
         self._wake_r, self._wake_w = socket.socketpair()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._parked: queue.SimpleQueue[Connection] = queue.SimpleQueue()
+        self._idle_since: dict[Connection, float] = {}  # parked connections (with idle_timeout only)
+        self._poll_interval = 1.0 if self.idle_timeout is None else min(1.0, self.idle_timeout / 4)
 
     def start(self) -> None:
         for index in range(self.nbthreads):
@@ -96,32 +98,49 @@ class ThreadPoolServer(Server):
         except OSError:
             conn.close()
 
-    def _forget(self, conn: Connection) -> None:
-        with self._lock:
-            self._clients.discard(conn)
-
     def _serve_ready(self, conn: Connection) -> None:
         try:
             while conn.serve(0):
                 pass
         except Exception as exc:
-            self.logger.info("client %r dropped: %s: %s", conn, type(exc).__name__, exc)
+            with self._lock:
+                address = self._clients.get(conn)
+            self._dropped(address, exc)
             conn.close()
         self._park(conn)
 
     def _poll_loop(self) -> None:
         while not self._closed.is_set():
             try:
-                ready = self._selector.select(timeout=1.0)
+                ready = self._selector.select(timeout=self._poll_interval)
             except (OSError, ValueError):
                 return  # closed under us
+            if self.idle_timeout is not None:
+                self._close_idle(ready)
             for key, _ in ready:
                 conn: Connection | None = key.data
                 if conn is None:
                     self._drain_wakeups()
                     continue
                 self._selector.unregister(key.fileobj)
+                self._idle_since.pop(conn, None)
                 self._jobs.put(partial(self._serve_ready, conn))
+
+    def _close_idle(self, ready: list[Any]) -> None:
+        """Close the parked connections nothing arrived on for ``idle_timeout``."""
+        assert self.idle_timeout is not None
+        limit = time.monotonic() - self.idle_timeout
+        busy = {key.data for key, _ in ready}
+        for conn, since in list(self._idle_since.items()):
+            if since < limit and conn not in busy:
+                self.logger.info("closing %s: idle for %s s (idle_timeout)", conn, self.idle_timeout)
+                try:
+                    self._selector.unregister(conn.fileno())
+                except (OSError, ValueError, KeyError):
+                    pass
+                del self._idle_since[conn]
+                conn.close()
+                self._forget(conn)
 
     def _drain_wakeups(self) -> None:
         try:
@@ -141,6 +160,9 @@ class ThreadPoolServer(Server):
             except (OSError, ValueError, KeyError):
                 conn.close()
                 self._forget(conn)
+                continue
+            if self.idle_timeout is not None:
+                self._idle_since[conn] = time.monotonic()
 
 
 class ForkingServer(Server):
@@ -174,6 +196,8 @@ class ForkingServer(Server):
                 code = 1
             finally:
                 os._exit(code)
+        with self._lock:
+            self._pending.pop(sock, None)  # the child handshakes it
         sock.close()
         self._children.add(pid)
 

@@ -5,8 +5,9 @@ writing lists of buffers without concatenating them (``sendmsg``/``writev`` on
 memoryviews, advancing past partial writes instead of re-slicing each chunk), and closing.
 Sockets fall back to ``select()`` and one ``sendall`` per buffer where the platform lacks
 ``poll()`` or ``sendmsg`` (Windows); pipes need POSIX (``poll``/``select`` on pipes, ``readv``).
-``OSError`` is translated into :class:`ConnectionClosedError` here; timeouts into the
-builtin :class:`TimeoutError`. Streams know nothing about frames.
+``OSError`` is translated into :class:`ConnectionClosedError` here (a write that makes no
+progress for the write timeout too); read timeouts into the builtin :class:`TimeoutError`.
+Streams know nothing about frames.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class SocketStream:
         self._vectored = getattr(sock, "sendmsg", None) is not None  # (Windows has no sendmsg)
         self._kernel_timeouts = _KERNEL_TIMEOUTS and self._pending is None  # (TLS buffers bytes of its own)
         self._armed: float | None = None  # the SO_RCVTIMEO set, None: none
+        self._write_timeout: float | None = None
         self._closed = False
         self._close_lock = threading.Lock()
 
@@ -157,6 +159,20 @@ class SocketStream:
                     if timeout <= 0:
                         raise TimeoutError("timed out waiting for data") from None
 
+    def set_write_timeout(self, seconds: float | None) -> None:
+        """Fail a write that makes no progress for ``seconds`` (None: wait forever), with
+        :class:`ConnectionClosedError`: a peer that stops reading cannot block a writer
+        forever. Kernel-enforced (SO_SNDTIMEO): it costs nothing per write."""
+        self._write_timeout = seconds
+        whole = micros = 0  # 0 s: no timeout
+        if seconds is not None:
+            whole = int(seconds)
+            micros = max(int((seconds - whole) * 1e6), 0 if whole else 1)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _TIMEVAL.pack(whole, micros))
+        except OSError:
+            pass  # not supported here: writes wait as long as they must
+
     def write(self, buffers: Sequence[Buffer]) -> None:
         if self._closed:
             raise ConnectionClosedError("the stream is closed")
@@ -175,6 +191,8 @@ class SocketStream:
             while views:
                 sent = self.sock.sendmsg(views[:_IOV_MAX])
                 views = _advance(views, sent)
+        except (BlockingIOError, TimeoutError) as exc:  # SO_SNDTIMEO expired (TLS: SSLWantWriteError is an OSError too)
+            raise ConnectionClosedError(f"write timed out: the peer read nothing for {self._write_timeout} s") from exc
         except OSError as exc:
             raise ConnectionClosedError(f"connection lost: {exc}") from exc
 
