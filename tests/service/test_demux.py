@@ -79,7 +79,7 @@ def test_slow_client_callback_does_not_delay_another_threads_replies(connect_to:
 
     def thread_a() -> None:
         try:
-            outcome.append(rpc_service.timed(root.apply, 10)(slow, 21))
+            outcome.append(rpc_service.timed(root.apply, 10)(slow, 21).value)
         except BaseException as exc:
             outcome.append(exc)
 
