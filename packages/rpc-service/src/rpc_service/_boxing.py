@@ -14,7 +14,7 @@ import threading
 import weakref
 from collections import deque
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from rpc_protocol import BackRef, RemoteProtocolError, Ref
 
@@ -34,8 +34,11 @@ _MAX_PEER_TYPES = 4096
 class Boxer:
     """The box/unbox hooks of one connection, with the tables behind them."""
 
-    def __init__(self, conn: Connection, exposure: Exposure) -> None:
+    def __init__(
+        self, conn: Connection, exposure: Exposure, make_class: Callable[[object], type[Proxy]] = make_proxy_class
+    ) -> None:
         self._conn = conn
+        self._make_class = make_class  # the asyncio driver makes its own proxy classes
         self._exposure = exposure
         self._lock = threading.Lock()
         # local objects lent to the peer: oid -> [object, references sent]
@@ -126,7 +129,7 @@ class Boxer:
                 raise RemoteProtocolError(f"reference to an object of unknown type #{ref.type_id}")
             if len(self._proxy_classes) >= _MAX_PEER_TYPES:
                 raise RemoteProtocolError(f"the peer described more than {_MAX_PEER_TYPES} types")
-            cls = self._proxy_classes[ref.type_id] = make_proxy_class(ref.info)
+            cls = self._proxy_classes[ref.type_id] = self._make_class(ref.info)
         entry = self._proxies.get(ref.oid)
         proxy = entry[0]() if entry is not None else None
         if proxy is not None:
