@@ -298,7 +298,7 @@ class AsyncConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             raise ConnectionClosedError("the connection is closed")
-        transport.writelines(buffers)  # type: ignore[arg-type]
+        transport.writelines(buffers)
 
     def _check_open(self) -> None:
         if not self._open:
@@ -474,7 +474,7 @@ class AsyncConnection(asyncio.Protocol):
         except ConnectionClosedError:
             pass
 
-    def _run_hook(self, hook: Callable[[AsyncConnection], Any], name: str) -> None:
+    def _run_hook(self, hook: Callable[..., Any], name: str) -> None:
         """on_disconnect: awaited as a task, or run in a worker thread; errors are logged."""
         if getattr(hook, "__func__", None) is getattr(Service, name):
             return  # the default does nothing: no thread or task for it
@@ -492,7 +492,7 @@ class AsyncConnection(asyncio.Protocol):
         self._tasks.add(task)
         task.add_done_callback(logged)
 
-    async def _call_hook(self, hook: Callable[[AsyncConnection], Any]) -> None:
+    async def _call_hook(self, hook: Callable[..., Any]) -> None:
         if getattr(hook, "__func__", None) is Service.on_connect:
             return
         if _is_async(hook):

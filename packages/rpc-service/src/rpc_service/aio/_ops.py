@@ -18,7 +18,7 @@ from ._proxy import AsyncProxy
 __all__ = ["bool", "call", "contains", "delattr", "delitem", "dir", "getattr", "hash", "len", "repr", "setattr", "setitem", "str"]
 
 
-def _start(proxy: Any, op: Op, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
+def _start(proxy: Any, op: Op, args: tuple[Any, ...] = (), kwargs: dict[builtins.str, Any] | None = None) -> Any:
     if not builtins.isinstance(proxy, AsyncProxy):
         raise TypeError(f"expected an async proxy, not {builtins.type(proxy).__name__}")
     return proxy._rpc_conn._start(op, proxy._rpc_ref, args, {} if kwargs is None else kwargs)

@@ -13,6 +13,7 @@ only calls its connection's ``_request``/``_start`` methods.
 
 from __future__ import annotations
 
+import builtins as _builtins
 import functools
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Final, Generator
 
@@ -20,7 +21,6 @@ from rpc_protocol import Op
 
 from .._exposure import OPTIONAL_SPECIALS
 from .._proxy import _BUILTIN_CLASSES, Proxy, _check_descriptor, _method, _special
-from .._proxy import builtins as _builtins
 
 if TYPE_CHECKING:
     from ._connection import AsyncConnection
@@ -131,6 +131,11 @@ class AsyncProxy(Proxy):
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._rpc_conn._aiterate(self)
+
+    def __iter__(self) -> Any:
+        # defined even when the remote type lacks __iter__: Python would otherwise fall back
+        # to __getitem__ and iterate awaitables on the loop
+        return _iter(self)
 
 
 def _sync_only(name: str) -> Callable[..., Any]:

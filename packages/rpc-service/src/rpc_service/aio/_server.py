@@ -69,7 +69,7 @@ class Server:
         self.backlog = backlog
         self.executor = executor
         self.connections: set[AsyncConnection] = set()
-        self._server: asyncio.AbstractServer | None = None
+        self._server: Any = None  # an asyncio.Server, or _ManualServer with an authenticator
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
 
@@ -164,7 +164,7 @@ class Server:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _listen_authenticated(self, loop: asyncio.AbstractEventLoop) -> asyncio.AbstractServer:
+    async def _listen_authenticated(self, loop: asyncio.AbstractEventLoop) -> _ManualServer:
         """Accept by hand, run the authenticator in a worker thread, then hand the socket
         to asyncio (``connect_accepted_socket``)."""
         authenticator = self.authenticator
@@ -187,7 +187,7 @@ class Server:
                 self._spawn(self._authenticate(loop, sock))
 
         server = _ManualServer(listener, loop.create_task(accept_loop()))
-        return server  # type: ignore[return-value]  # the few AbstractServer methods used here
+        return server
 
     async def _authenticate(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
         assert self.authenticator is not None
