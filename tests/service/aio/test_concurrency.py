@@ -37,14 +37,14 @@ def test_1000_concurrent_calls_from_100_tasks_each_reply_to_its_caller(kind: str
                 await asyncio.gather(*(caller(conn, task, rng) for task in range(100)))
                 assert conn._calls_sent >= 1000 and not conn._slots
         else:
-            server = rpc_service.ThreadedServer(MixedService)
-            server.start_in_thread()
+            threaded = rpc_service.ThreadedServer(MixedService)
+            threaded.start_in_thread()
             try:
-                async with await aio.connect("127.0.0.1", server.port) as conn:
+                async with await aio.connect("127.0.0.1", threaded.port) as conn:
                     await asyncio.gather(*(caller(conn, task, rng) for task in range(100)))
                     assert not conn._slots
             finally:
-                await asyncio.to_thread(server.close)
+                await asyncio.to_thread(threaded.close)
 
     run(main())
 
