@@ -144,3 +144,51 @@ def test_2000_idle_connections_on_one_server() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+
+
+def test_async_handlers_that_suspend_yield_and_fail() -> None:
+    class Steps(rpc_service.Service):
+        async def exposed_steps(self, fail: bool) -> int:
+            await asyncio.sleep(0)  # a bare yield
+            await asyncio.sleep(0.01)  # a future
+            if fail:
+                raise ValueError("after suspending")
+            return 3
+
+    async def main() -> None:
+        async with aio.Server(Steps) as server, await aio.connect("127.0.0.1", server.port) as conn:
+            assert await conn.root.steps(False) == 3
+            with pytest.raises(ValueError, match="after suspending"):
+                await conn.root.steps(True)
+            assert await asyncio.gather(*(conn.root.steps(False) for _ in range(50))) == [3] * 50
+
+    run(main())
+
+
+def test_running_async_handlers_are_cancelled_when_the_client_goes() -> None:
+    outcome: list[str] = []
+
+    class Slow(rpc_service.Service):
+        async def exposed_slow(self) -> None:
+            try:
+                await asyncio.sleep(10)
+                outcome.append("finished")
+            except asyncio.CancelledError:
+                outcome.append("cancelled")
+                raise
+
+    async def main() -> None:
+        async with aio.Server(Slow) as server:
+            conn = await aio.connect("127.0.0.1", server.port)
+            pending = asyncio.ensure_future(conn.root.slow())
+            await asyncio.sleep(0.05)
+            await conn.close()
+            with pytest.raises(rpc_service.ConnectionClosedError):
+                await pending
+            for _ in range(300):
+                if outcome:
+                    break
+                await asyncio.sleep(0.01)
+            assert outcome == ["cancelled"]
+
+    run(main())

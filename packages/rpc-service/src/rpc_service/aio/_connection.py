@@ -18,7 +18,7 @@ import inspect
 import logging
 import threading
 import types
-from typing import Any, AsyncIterator, Awaitable, Callable, Final, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Final, Iterator
 
 import rpc_protocol as wire
 from rpc_protocol import Event, Op, RemoteProtocolError
@@ -47,7 +47,38 @@ _PONG: Final = wire.Pong
 
 
 def _is_async(fn: object) -> bool:
+    if isinstance(fn, (types.FunctionType, types.MethodType)):
+        return inspect.iscoroutinefunction(fn)
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+async def _continue(coro: Coroutine[Any, Any, Any], blocked_on: Any) -> Any:
+    """Drive ``coro``, already started by the caller and suspended on ``blocked_on`` (what
+    it yielded: a future, or None for a bare yield), to its end as a task would.
+
+    Cancelling the task running this cancels the future ``coro`` waits on, so ``coro``
+    sees the CancelledError where it awaits, as in a task of its own.
+    """
+    while True:
+        try:
+            if blocked_on is None:
+                await asyncio.sleep(0)
+            else:
+                await blocked_on
+        except BaseException:
+            pass  # coro retrieves the outcome itself when resumed
+        try:
+            blocked_on = _unblock(coro.send(None))
+        except StopIteration as stop:
+            return stop.value
+
+
+def _unblock(yielded: Any) -> Any:
+    """What a coroutine yielded, taken over as a task would (asyncio's future protocol:
+    the future's ``_asyncio_future_blocking`` flag is reset by whoever waits on it)."""
+    if getattr(yielded, "_asyncio_future_blocking", None):
+        yielded._asyncio_future_blocking = False
+    return yielded
 
 
 class AsyncConnection(asyncio.Protocol):
@@ -272,6 +303,9 @@ class AsyncConnection(asyncio.Protocol):
         if not self._hello.done():
             self._hello.set_exception(ConnectionClosedError("the peer closed the connection during the handshake"))
         self.resume_writing()
+        for task in list(self._tasks):  # handlers still running: nobody waits for their replies
+            if isinstance(task, asyncio.Task):
+                task.cancel()
         self._boxer.clear()
         if was_open:
             self._run_hook(self._service.on_disconnect, "on_disconnect")
@@ -428,7 +462,17 @@ class AsyncConnection(asyncio.Protocol):
             self._reply_error(seq, exc)
             return
         if _is_async(fn):
-            task: asyncio.Future[Any] = self._loop.create_task(fn(*args, **kwargs))
+            # started here, eagerly: a handler that does not suspend costs no task
+            try:
+                coro = fn(*args, **kwargs)
+                blocked_on = _unblock(coro.send(None))
+            except StopIteration as stop:
+                self._reply(seq, stop.value)
+                return
+            except (Exception, SystemExit, GeneratorExit) as exc:
+                self._reply_error(seq, exc)
+                return
+            task: asyncio.Future[Any] = self._loop.create_task(_continue(coro, blocked_on))
         else:
             task = self._loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
         self._tasks.add(task)
