@@ -226,3 +226,25 @@ def test_server_close_ends_connections_and_serve_forever() -> None:
             await conn.root.echo(1)
 
     run(main())
+
+
+def test_plain_handler_iterates_and_mutates_client_objects_through_blocking_proxies() -> None:
+    class Summer(rpc_service.Service):
+        def exposed_total(self, numbers: Any, gen: Any) -> tuple[int, int, int]:
+            numbers[0] = 100  # a blocking call back into the client's loop
+            return sum(numbers), len(numbers), sum(gen)
+
+        def exposed_first_two(self, iterator: Any) -> tuple[Any, Any]:
+            return next(iterator), next(iterator, "done")  # StopIteration crosses as itself
+
+    async def main() -> None:
+        async with aio.Server(Summer) as server, await aio.connect(
+            "127.0.0.1", server.port, config={"iter_batch": 4}
+        ) as conn:
+            numbers = list(range(50))
+            gen = (i for i in range(10))
+            assert await conn.root.total(numbers, gen) == (sum(range(50)) + 100, 50, 45)
+            assert numbers[0] == 100
+            assert await conn.root.first_two(iter([1])) == (1, "done")
+
+    run(main())

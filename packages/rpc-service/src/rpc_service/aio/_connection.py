@@ -81,6 +81,15 @@ def _unblock(yielded: Any) -> Any:
     return yielded
 
 
+class _RemoteStopIteration(RuntimeError):
+    """The peer raised StopIteration (a future cannot hold one): re-raised as itself on
+    worker threads; on the loop, where a coroutine could not raise it anyway, as this."""
+
+    def __init__(self, stop: StopIteration) -> None:
+        super().__init__(f"the peer raised StopIteration{stop.args!r}")
+        self.stop = stop
+
+
 class AsyncConnection(asyncio.Protocol):
     """One end of a connection driven by asyncio: ``root`` is the peer's service (an async
     proxy), ``await close()`` ends it; ``async with`` closes it on exit.
@@ -246,7 +255,7 @@ class AsyncConnection(asyncio.Protocol):
                 if future is not None and not future.done():
                     exc = rebuild_exception(event)  # type: ignore[arg-type]
                     if isinstance(exc, StopIteration):  # a future cannot hold StopIteration
-                        exc = RuntimeError(f"the peer raised StopIteration{exc.args!r}")
+                        exc = _RemoteStopIteration(exc)
                     future.set_exception(exc)
             elif kind is _REQUEST:
                 self._calls_served += 1
@@ -379,7 +388,8 @@ class AsyncConnection(asyncio.Protocol):
             if future.cancelled():
                 result.cancel()
             elif future.exception() is not None:
-                result.set_exception(future.exception())
+                exc = future.exception()
+                result.set_exception(exc.stop if isinstance(exc, _RemoteStopIteration) else exc)
             else:
                 result.set_result(future.result())
 
@@ -406,18 +416,17 @@ class AsyncConnection(asyncio.Protocol):
     def _iterate(self, proxy: AsyncProxy) -> Any:
         """``iter(proxy)`` on a worker thread (blocking; batched for builtin containers)."""
         iterator = self._blocking(Op.CALLATTR, proxy, ("__iter__",), _NO_KWARGS)
-        if type(proxy)._rpc_type in _BATCHED_TYPES:
-            return self._batches(iterator)
-        return iterator
+        return self._batches(iterator, type(proxy)._rpc_type in _BATCHED_TYPES)
 
-    def _batches(self, iterator: Any) -> Iterator[Any]:
-        batch = self._config.iter_batch
+    def _batches(self, iterator: Any, batched: bool) -> Iterator[Any]:
+        batch = self._config.iter_batch if batched else 1
         while True:
             items, exhausted = self._blocking(Op.ITER_NEXT, iterator, (batch,), _NO_KWARGS)
             yield from items
             if exhausted:
                 return
-            batch = min(batch * 2, max(batch, _MAX_ITER_BATCH))
+            if batched:
+                batch = min(batch * 2, max(batch, _MAX_ITER_BATCH))
 
     async def _aiterate(self, proxy: AsyncProxy) -> AsyncIterator[Any]:
         """``async for item in proxy``: batched for builtin containers, else one item per
