@@ -219,3 +219,16 @@ def test_calls_after_close_and_pending_calls_fail() -> None:
             await conn.close()  # twice is fine
 
     run(main())
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_large_payloads_both_ways(kind: str) -> None:
+    async def main() -> None:
+        async with serving(kind) as port, await aio.connect("127.0.0.1", port) as conn:
+            for size in (0, 1, 70_000, 4 * 1024 * 1024 + 3):
+                data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+                assert await conn.root.echo(data) == data
+            results = await asyncio.gather(*(conn.root.echo(bytes([i]) * 300_000) for i in range(8)))
+            assert results == [bytes([i]) * 300_000 for i in range(8)]
+
+    run(main())

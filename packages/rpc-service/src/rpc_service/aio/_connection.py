@@ -37,6 +37,7 @@ __all__ = ["AsyncConnection"]
 log = logging.getLogger("rpc_service.aio")
 _NO_KWARGS: Final[dict[str, Any]] = {}
 _MAX_REASON: Final = 500
+_READ_SIZE: Final = 64 * 1024  # small frames; large payloads are read into the protocol's buffer
 # callables cheap and non-blocking enough to run inline on the loop (no thread hop)
 _INLINE_TYPES: Final = (types.BuiltinFunctionType, types.BuiltinMethodType, types.MethodWrapperType, types.WrapperDescriptorType)
 _REPLY: Final = wire.Reply
@@ -90,7 +91,7 @@ class _RemoteStopIteration(RuntimeError):
         self.stop = stop
 
 
-class AsyncConnection(asyncio.Protocol):
+class AsyncConnection(asyncio.BufferedProtocol):
     """One end of a connection driven by asyncio: ``root`` is the peer's service (an async
     proxy), ``await close()`` ends it; ``async with`` closes it on exit.
 
@@ -137,6 +138,10 @@ class AsyncConnection(asyncio.Protocol):
         self._paused: asyncio.Future[None] | None = None
         self._calls_sent = 0
         self._calls_served = 0
+        self._bytes_received = 0
+        self._rbuf = bytearray(_READ_SIZE)
+        self._rview = memoryview(self._rbuf)
+        self._payload_view: memoryview | None = None
         self._on_made: Callable[[AsyncConnection], None] | None = None  # set by aio.Server
 
     # -- public API --------------------------------------------------------------------
@@ -211,9 +216,25 @@ class AsyncConnection(asyncio.Protocol):
         if self._on_made is not None:
             self._on_made(self)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Where asyncio reads into: straight into the protocol's buffer while a large
+        payload arrives (no copy), else a small reusable buffer (no 256 KiB allocation
+        per read, as ``data_received`` would cost)."""
+        payload = self._proto.payload_buffer()
+        if payload is not None:
+            self._payload_view = payload
+            return payload
+        return self._rview
+
+    def buffer_updated(self, nbytes: int) -> None:
+        payload, self._payload_view = self._payload_view, None
+        self._bytes_received += nbytes
         try:
-            events = self._proto.receive_data(data)
+            if payload is not None:
+                payload.release()
+                events = self._proto.payload_received(nbytes)
+            else:
+                events = self._proto.receive_data(self._rview[:nbytes])
         except RemoteProtocolError as exc:
             log.warning("%r: closing, the peer broke the protocol: %s", self, exc)
             self._abort(exc)
@@ -227,6 +248,9 @@ class AsyncConnection(asyncio.Protocol):
         return None  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        payload, self._payload_view = self._payload_view, None
+        if payload is not None:
+            payload.release()
         self._shutdown()
         if not self._lost.done():
             self._lost.set_result(None)
