@@ -248,3 +248,27 @@ def test_plain_handler_iterates_and_mutates_client_objects_through_blocking_prox
             assert await conn.root.first_two(iter([1])) == (1, "done")
 
     run(main())
+
+
+def test_registrar_lease_and_withdrawal() -> None:
+    calls: list[tuple[str, Any]] = []
+    registered = threading.Event()
+
+    class MemoryRegistrar:
+        REREGISTER_INTERVAL = 60.0
+
+        def register(self, aliases: Any, port: int, interface: str = "") -> bool:
+            calls.append(("register", (tuple(aliases), port)))
+            registered.set()
+            return True
+
+        def unregister(self, port: int) -> None:
+            calls.append(("unregister", port))
+
+    async def main() -> None:
+        async with aio.Server(MixedService, registrar=MemoryRegistrar()) as server:
+            assert await asyncio.to_thread(registered.wait, 5)
+            port = server.port
+        assert calls == [("register", (("MIXED",), port)), ("unregister", port)]
+
+    run(main())
