@@ -37,7 +37,7 @@ __all__ = ["AsyncConnection"]
 log = logging.getLogger("rpc_service.aio")
 _NO_KWARGS: Final[dict[str, Any]] = {}
 _MAX_REASON: Final = 500
-_READ_SIZE: Final = 64 * 1024  # small frames; large payloads are read into the protocol's buffer
+_READ_SIZE: Final = 16 * 1024  # small frames; large payloads are read into the protocol's buffer
 # callables cheap and non-blocking enough to run inline on the loop (no thread hop)
 _INLINE_TYPES: Final = (types.BuiltinFunctionType, types.BuiltinMethodType, types.MethodWrapperType, types.WrapperDescriptorType)
 _REPLY: Final = wire.Reply
@@ -107,6 +107,7 @@ class AsyncConnection(asyncio.BufferedProtocol):
         accepting: bool = False,
         executor: concurrent.futures.Executor | None = None,
         credentials: Any = None,
+        read_buffer: memoryview | None = None,
     ) -> None:
         self._config = config = service.connection_config(make_config(config))
         self._service = service
@@ -139,8 +140,8 @@ class AsyncConnection(asyncio.BufferedProtocol):
         self._calls_sent = 0
         self._calls_served = 0
         self._bytes_received = 0
-        self._rbuf = bytearray(_READ_SIZE)
-        self._rview = memoryview(self._rbuf)
+        # where reads land; a server lends one buffer to all its connections (see Server)
+        self._rview = memoryview(bytearray(_READ_SIZE)) if read_buffer is None else read_buffer
         self._payload_view: memoryview | None = None
         self._on_made: Callable[[AsyncConnection], None] | None = None  # set by aio.Server
 
@@ -220,6 +221,9 @@ class AsyncConnection(asyncio.BufferedProtocol):
         """Where asyncio reads into: straight into the protocol's buffer while a large
         payload arrives (no copy), else a small reusable buffer (no 256 KiB allocation
         per read, as ``data_received`` would cost)."""
+        stale, self._payload_view = self._payload_view, None
+        if stale is not None:  # the last read into it failed (would block): not reported
+            stale.release()
         payload = self._proto.payload_buffer()
         if payload is not None:
             self._payload_view = payload

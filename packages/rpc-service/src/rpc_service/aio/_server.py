@@ -24,6 +24,11 @@ from ._connection import AsyncConnection
 
 __all__ = ["Server"]
 
+_SHARED_READ_SIZE = 64 * 1024
+_OVERLAPPED_LOOPS: tuple[type, ...] = tuple(
+    loop for loop in (getattr(asyncio, "ProactorEventLoop", None),) if isinstance(loop, type)
+)
+
 
 class Server:
     """Serves ``service`` to every client on one event loop (see the module doc).
@@ -72,6 +77,7 @@ class Server:
         self._server: Any = None  # an asyncio.Server, or _ManualServer with an authenticator
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._read_buffer: memoryview | None = None
 
     def __repr__(self) -> str:
         where = self.socket_path or f"{self.hostname}:{self.port}"
@@ -84,6 +90,12 @@ class Server:
         if self._server is not None:
             return
         loop = asyncio.get_running_loop()
+        if not isinstance(loop, _OVERLAPPED_LOOPS):
+            # Reads on this loop go get_buffer -> recv_into -> buffer_updated without a
+            # pause, one connection at a time, and every byte is copied out in between:
+            # the connections can share one read buffer (an idle connection then holds
+            # none). A proactor loop keeps a buffer across a pending read: one each there.
+            self._read_buffer = memoryview(bytearray(_SHARED_READ_SIZE))
         if self.authenticator is not None:
             self._server = await self._listen_authenticated(loop)
         elif self.socket_path is not None:
@@ -143,7 +155,12 @@ class Server:
 
     def _factory(self, credentials: Any = None) -> AsyncConnection:
         conn = AsyncConnection(
-            instantiate(self.service), self.protocol_config, accepting=True, executor=self.executor, credentials=credentials
+            instantiate(self.service),
+            self.protocol_config,
+            accepting=True,
+            executor=self.executor,
+            credentials=credentials,
+            read_buffer=self._read_buffer,
         )
         conn._on_made = self._made
         return conn
