@@ -45,6 +45,8 @@ def test_aio_tls_both_ends_and_sync_tls_client(pki: Pki) -> None:
             client = ssl.create_default_context(cafile=pki.ca)
             async with await aio.connect("127.0.0.1", server.port, ssl=client) as conn:
                 assert await conn.root.echo(b"secret") == b"secret"
+                big = bytes(range(256)) * 8192  # 2 MiB: read straight into the protocol's buffer
+                assert await conn.root.echo(big) == big
                 assert await conn.root.whoami() == "plain"
             sync_result = await asyncio.to_thread(_sync_tls_call, server.port, pki)
             assert sync_result == "over tls"
