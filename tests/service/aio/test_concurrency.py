@@ -192,3 +192,19 @@ def test_running_async_handlers_are_cancelled_when_the_client_goes() -> None:
             assert outcome == ["cancelled"]
 
     run(main())
+
+
+def test_many_plain_handlers_calling_plain_callbacks_at_once() -> None:
+    """40 plain handlers block on 40 plain client callbacks at the same time: each side's
+    plain code needs threads of its own (the loop's default executor has only a few)."""
+
+    def slow_identity(x: int) -> int:
+        time.sleep(0.02)
+        return x
+
+    async def main() -> None:
+        async with aio.Server(MixedService) as server, await aio.connect("127.0.0.1", server.port) as conn:
+            results = await asyncio.gather(*(conn.root.call(slow_identity, i) for i in range(40)))
+            assert results == list(range(40))
+
+    run(main(), limit=20)

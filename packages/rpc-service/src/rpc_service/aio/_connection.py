@@ -32,11 +32,13 @@ from .._exposure import Exposure
 from .._service import Service
 from ._proxy import AsyncProxy, make_async_proxy_class
 
-__all__ = ["AsyncConnection"]
+__all__ = ["AsyncConnection", "HANDLER_THREADS"]
 
 log = logging.getLogger("rpc_service.aio")
 _NO_KWARGS: Final[dict[str, Any]] = {}
 _MAX_REASON: Final = 500
+# threads for plain handlers, made on demand, per client connection or per server
+HANDLER_THREADS: Final = 256
 _READ_SIZE: Final = 16 * 1024  # small frames; large payloads are read into the protocol's buffer
 # callables cheap and non-blocking enough to run inline on the loop (no thread hop)
 _INLINE_TYPES: Final = (types.BuiltinFunctionType, types.BuiltinMethodType, types.MethodWrapperType, types.WrapperDescriptorType)
@@ -113,6 +115,7 @@ class AsyncConnection(asyncio.BufferedProtocol):
         self._service = service
         self._accepting = accepting
         self._executor = executor
+        self._owns_executor = False
         self.credentials = credentials
         exposure = self._exposure = Exposure(config)
         self._boxer = Boxer(self, exposure, make_async_proxy_class)  # type: ignore[arg-type]  # duck-types Connection
@@ -346,6 +349,8 @@ class AsyncConnection(asyncio.BufferedProtocol):
         self._boxer.clear()
         if was_open:
             self._run_hook(self._service.on_disconnect, "on_disconnect")
+        if self._owns_executor and self._executor is not None:
+            self._executor.shutdown(wait=False)  # queued work (on_disconnect) still runs
 
     # -- sending -------------------------------------------------------------------------
 
@@ -511,9 +516,18 @@ class AsyncConnection(asyncio.BufferedProtocol):
                 return
             task: asyncio.Future[Any] = self._loop.create_task(_continue(coro, blocked_on))
         else:
-            task = self._loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+            task = self._loop.run_in_executor(self._pool(), lambda: fn(*args, **kwargs))
         self._tasks.add(task)
         task.add_done_callback(lambda done: self._finished(seq, done))
+
+    def _pool(self) -> concurrent.futures.Executor:
+        """Where plain handlers run: the executor given, else one of this connection's own,
+        made on first use. Not the loop's default executor (a few workers): plain handlers
+        block on the peer, and nested plain callbacks need a thread per level."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="rpc-aio-handler")
+            self._owns_executor = True
+        return self._executor
 
     def _finished(self, seq: int, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
@@ -566,10 +580,14 @@ class AsyncConnection(asyncio.BufferedProtocol):
                 log.error("%r: %s raised", self, name, exc_info=done.exception())
 
         task: asyncio.Future[Any]
-        if _is_async(hook):
-            task = self._loop.create_task(hook(self))
-        else:
-            task = self._loop.run_in_executor(self._executor, hook, self)
+        try:
+            if _is_async(hook):
+                task = self._loop.create_task(hook(self))
+            else:
+                task = self._loop.run_in_executor(self._pool(), hook, self)
+        except RuntimeError as exc:  # the loop or the server's executor is shut down
+            log.error("%r: %s could not run: %s", self, name, exc)
+            return
         self._tasks.add(task)
         task.add_done_callback(logged)
 
@@ -579,7 +597,7 @@ class AsyncConnection(asyncio.BufferedProtocol):
         if _is_async(hook):
             await hook(self)
         else:
-            await self._loop.run_in_executor(self._executor, hook, self)
+            await self._loop.run_in_executor(self._pool(), hook, self)
 
     # -- handshake -------------------------------------------------------------------------
 

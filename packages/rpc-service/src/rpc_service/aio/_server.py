@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from .._config import ConfigArg
 from .._hooks import Authenticator, Registrar
 from .._service import ServiceArg, instantiate
-from ._connection import AsyncConnection
+from ._connection import HANDLER_THREADS, AsyncConnection
 
 __all__ = ["Server"]
 
@@ -78,6 +78,7 @@ class Server:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._read_buffer: memoryview | None = None
+        self._owns_executor = False
 
     def __repr__(self) -> str:
         where = self.socket_path or f"{self.hostname}:{self.port}"
@@ -90,6 +91,9 @@ class Server:
         if self._server is not None:
             return
         loop = asyncio.get_running_loop()
+        if self.executor is None:  # plain handlers of every connection: threads made on demand
+            self.executor = concurrent.futures.ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="rpc-aio-server")
+            self._owns_executor = True
         if not isinstance(loop, _OVERLAPPED_LOOPS):
             # Reads on this loop go get_buffer -> recv_into -> buffer_updated without a
             # pause, one connection at a time, and every byte is copied out in between:
@@ -138,6 +142,8 @@ class Server:
                 await asyncio.get_running_loop().run_in_executor(self.executor, self.registrar.unregister, self.port)
             except Exception:
                 self.logger.exception("%r: unregistering failed", self)
+        if self._owns_executor and self.executor is not None:
+            self.executor.shutdown(wait=False)  # queued work (on_disconnect hooks) still runs
         if self.socket_path is not None:
             try:
                 os.unlink(self.socket_path)
