@@ -49,7 +49,7 @@ def test_mixed_concurrent_operations(actions: list[tuple[str, int, int]]) -> Non
 
     async def main() -> None:
         async with aio.Server(MixedService) as server, await aio.connect("127.0.0.1", server.port) as conn:
-            tasks = []
+            tasks: list[tuple[Any, int | None]] = []
             for kind, value, delay in actions:
                 if kind == "cancel":
                     task = asyncio.ensure_future(conn.root.aecho(value, 0.05 + delay / 100))

@@ -76,6 +76,12 @@ async def _continue(coro: Coroutine[Any, Any, Any], blocked_on: Any) -> Any:
             return stop.value
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark the outcome of ``future`` as seen (no "exception was never retrieved" log)."""
+    if not future.cancelled():
+        future.exception()
+
+
 def _unblock(yielded: Any) -> Any:
     """What a coroutine yielded, taken over as a task would (asyncio's future protocol:
     the future's ``_asyncio_future_blocking`` flag is reset by whoever waits on it)."""
@@ -138,6 +144,7 @@ class AsyncConnection(asyncio.BufferedProtocol):
         self._slots: dict[int, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
         self._hello: asyncio.Future[wire.Hello] = self._loop.create_future()
+        self._hello.add_done_callback(_retrieved)  # a handshake given up on may still fail it
         self._lost: asyncio.Future[None] = self._loop.create_future()
         self._paused: asyncio.Future[None] | None = None
         self._calls_sent = 0
