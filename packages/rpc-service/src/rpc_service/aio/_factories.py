@@ -61,7 +61,7 @@ async def connect(
     ``timeout`` bounds the TCP (and TLS) connect; the protocol handshake is bounded by the
     config's ``handshake_timeout``. ``ssl``: an ``ssl.SSLContext`` makes it a TLS
     connection (``server_hostname`` defaults to ``host``). ``executor`` runs this side's
-    plain ``def`` callbacks (default: the loop's default executor).
+    plain ``def`` callbacks (default: a pool of the connection's own, threads made on demand).
     """
     loop = asyncio.get_running_loop()
 
