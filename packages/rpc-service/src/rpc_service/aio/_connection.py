@@ -1,24 +1,22 @@
-"""The asyncio connection: the sans-I/O protocol driven by an ``asyncio.Protocol``.
+"""The asyncio connection: the sans-I/O protocol driven by an ``asyncio.BufferedProtocol``.
 
 Owns :class:`AsyncConnection`. Everything that touches the protocol object, the boxer's
 tables or the reply futures runs on the connection's event loop, so no lock is needed:
-bytes arrive in ``data_received`` and become events at once; a reply completes its
-caller's future (a cancelled caller's reply is dropped); the peer's requests are served
-as the handler's kind asks (see ``_serve``): ``async def`` handlers run as tasks on the
-loop, plain ``def`` handlers in a worker thread, where proxies block (their calls are
-handed to the loop through ``_blocking``). It shares the wire, the boxing, the dispatch
-table, the exposure rules and the errors with the threaded driver; it never blocks the loop.
+bytes arrive in ``buffer_updated`` and become events at once; a reply completes its
+caller's future (a cancelled caller's reply is dropped); the peer's requests go to
+``_serving`` (async handlers on the loop, plain ones in worker threads, where proxies
+block: their calls are handed to the loop through ``_blocking``). It shares the wire, the
+boxing, the dispatch table, the exposure rules and the errors with the threaded driver;
+it never blocks the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import inspect
 import logging
 import threading
-import types
-from typing import Any, AsyncIterator, Awaitable, Callable, Coroutine, Final, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Final, Iterator
 
 import rpc_protocol as wire
 from rpc_protocol import Event, Op, RemoteProtocolError
@@ -26,22 +24,19 @@ from rpc_protocol import Event, Op, RemoteProtocolError
 from .._boxing import Boxer
 from .._config import Config, ConfigArg, make_config
 from .._connection import _BATCHED_TYPES, _MAX_ITER_BATCH
-from .._dispatch import HANDLERS, Dispatcher, describe_exception, rebuild_exception
+from .._dispatch import Dispatcher, rebuild_exception
 from .._errors import AsyncResultTimeout, ConnectionClosedError, ConnectionRejectedError, HandshakeTimeout
 from .._exposure import Exposure
 from .._service import Service
 from ._proxy import AsyncProxy, make_async_proxy_class
+from ._serving import HANDLER_THREADS, Serving
 
 __all__ = ["AsyncConnection", "HANDLER_THREADS"]
 
 log = logging.getLogger("rpc_service.aio")
 _NO_KWARGS: Final[dict[str, Any]] = {}
 _MAX_REASON: Final = 500
-# threads for plain handlers, made on demand, per client connection or per server
-HANDLER_THREADS: Final = 256
 _READ_SIZE: Final = 16 * 1024  # small frames; large payloads are read into the protocol's buffer
-# callables cheap and non-blocking enough to run inline on the loop (no thread hop)
-_INLINE_TYPES: Final = (types.BuiltinFunctionType, types.BuiltinMethodType, types.MethodWrapperType, types.WrapperDescriptorType)
 _REPLY: Final = wire.Reply
 _ERROR_REPLY: Final = wire.ErrorReply
 _REQUEST: Final = wire.Request
@@ -49,45 +44,10 @@ _RELEASE: Final = wire.Release
 _PONG: Final = wire.Pong
 
 
-def _is_async(fn: object) -> bool:
-    if isinstance(fn, (types.FunctionType, types.MethodType)):
-        return inspect.iscoroutinefunction(fn)
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
-
-
-async def _continue(coro: Coroutine[Any, Any, Any], blocked_on: Any) -> Any:
-    """Drive ``coro``, already started by the caller and suspended on ``blocked_on`` (what
-    it yielded: a future, or None for a bare yield), to its end as a task would.
-
-    Cancelling the task running this cancels the future ``coro`` waits on, so ``coro``
-    sees the CancelledError where it awaits, as in a task of its own.
-    """
-    while True:
-        try:
-            if blocked_on is None:
-                await asyncio.sleep(0)
-            else:
-                await blocked_on
-        except BaseException:
-            pass  # coro retrieves the outcome itself when resumed
-        try:
-            blocked_on = _unblock(coro.send(None))
-        except StopIteration as stop:
-            return stop.value
-
-
 def _retrieved(future: asyncio.Future[Any]) -> None:
     """Mark the outcome of ``future`` as seen (no "exception was never retrieved" log)."""
     if not future.cancelled():
         future.exception()
-
-
-def _unblock(yielded: Any) -> Any:
-    """What a coroutine yielded, taken over as a task would (asyncio's future protocol:
-    the future's ``_asyncio_future_blocking`` flag is reset by whoever waits on it)."""
-    if getattr(yielded, "_asyncio_future_blocking", None):
-        yielded._asyncio_future_blocking = False
-    return yielded
 
 
 class _RemoteStopIteration(RuntimeError):
@@ -99,7 +59,7 @@ class _RemoteStopIteration(RuntimeError):
         self.stop = stop
 
 
-class AsyncConnection(asyncio.BufferedProtocol):
+class AsyncConnection(Serving, asyncio.BufferedProtocol):
     """One end of a connection driven by asyncio: ``root`` is the peer's service (an async
     proxy), ``await close()`` ends it; ``async with`` closes it on exit.
 
@@ -486,126 +446,6 @@ class AsyncConnection(asyncio.BufferedProtocol):
     def _reduce_proxy(self, proxy: AsyncProxy, protocol: Any) -> Any:
         raise TypeError("cannot pickle or copy an async proxy")
 
-    # -- serving the peer's requests --------------------------------------------------------
-
-    def _serve(self, request: wire.Request) -> None:
-        """Run one request: async callables as tasks, plain functions in a worker thread,
-        builtins and the other operations inline (they do not block)."""
-        seq, op, target, args, kwargs = request.seq, request.op, request.target, request.args, request.kwargs
-        try:
-            if op is Op.CALLATTR:
-                fn = getattr(target, self._exposure.resolve(target, args[0]))
-                args = args[1:]
-            elif op is Op.CALL:
-                fn = target
-            elif op is Op.ITER_NEXT and isinstance(target, types.GeneratorType):
-                fn = _generator_job(HANDLERS[op], self._dispatcher, target)
-                args, kwargs = (args, kwargs), _NO_KWARGS
-            else:
-                self._reply(seq, HANDLERS[op](self._dispatcher, target, args, kwargs))
-                return
-            if isinstance(fn, _INLINE_TYPES):
-                self._reply(seq, fn(*args, **kwargs))
-                return
-        except (Exception, SystemExit, GeneratorExit) as exc:
-            self._reply_error(seq, exc)
-            return
-        if _is_async(fn):
-            # started here, eagerly: a handler that does not suspend costs no task
-            try:
-                coro = fn(*args, **kwargs)
-                blocked_on = _unblock(coro.send(None))
-            except StopIteration as stop:
-                self._reply(seq, stop.value)
-                return
-            except (Exception, SystemExit, GeneratorExit) as exc:
-                self._reply_error(seq, exc)
-                return
-            task: asyncio.Future[Any] = self._loop.create_task(_continue(coro, blocked_on))
-        else:
-            task = self._loop.run_in_executor(self._pool(), lambda: fn(*args, **kwargs))
-        self._tasks.add(task)
-        task.add_done_callback(lambda done: self._finished(seq, done))
-
-    def _pool(self) -> concurrent.futures.Executor:
-        """Where plain handlers run: the executor given, else one of this connection's own,
-        made on first use. Not the loop's default executor (a few workers): plain handlers
-        block on the peer, and nested plain callbacks need a thread per level."""
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="rpc-aio-handler")
-            self._owns_executor = True
-        return self._executor
-
-    def _finished(self, seq: int, task: asyncio.Future[Any]) -> None:
-        self._tasks.discard(task)
-        if self._closed:
-            return
-        if task.cancelled():
-            self._reply_error(seq, ConnectionClosedError("the handler was cancelled"))
-            return
-        exc = task.exception()
-        if exc is not None:
-            self._reply_error(seq, exc)
-            return
-        value = task.result()
-        if inspect.isawaitable(value):  # a plain function that returned a coroutine
-            self._spawn_awaiting(seq, value)
-            return
-        self._reply(seq, value)
-
-    def _spawn_awaiting(self, seq: int, awaitable: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(awaitable)
-        self._tasks.add(task)
-        task.add_done_callback(lambda done: self._finished(seq, done))
-
-    def _reply(self, seq: int, value: Any) -> None:
-        if self._closed:
-            return
-        try:
-            self._write(self._encode(self._proto.send_reply, seq, value))
-        except wire.EncodeError as exc:
-            self._reply_error(seq, exc)
-        except ConnectionClosedError:
-            pass
-
-    def _reply_error(self, seq: int, exc: BaseException) -> None:
-        if self._closed:
-            return
-        try:
-            self._write(self._encode(self._proto.send, describe_exception(seq, exc, self._config)))
-        except ConnectionClosedError:
-            pass
-
-    def _run_hook(self, hook: Callable[..., Any], name: str) -> None:
-        """on_disconnect: awaited as a task, or run in a worker thread; errors are logged."""
-        if getattr(hook, "__func__", None) is getattr(Service, name):
-            return  # the default does nothing: no thread or task for it
-
-        def logged(done: asyncio.Future[Any]) -> None:
-            self._tasks.discard(done)
-            if not done.cancelled() and done.exception() is not None:
-                log.error("%r: %s raised", self, name, exc_info=done.exception())
-
-        task: asyncio.Future[Any]
-        try:
-            if _is_async(hook):
-                task = self._loop.create_task(hook(self))
-            else:
-                task = self._loop.run_in_executor(self._pool(), hook, self)
-        except RuntimeError as exc:  # the loop or the server's executor is shut down
-            log.error("%r: %s could not run: %s", self, name, exc)
-            return
-        self._tasks.add(task)
-        task.add_done_callback(logged)
-
-    async def _call_hook(self, hook: Callable[..., Any]) -> None:
-        if getattr(hook, "__func__", None) is Service.on_connect:
-            return
-        if _is_async(hook):
-            await hook(self)
-        else:
-            await self._loop.run_in_executor(self._pool(), hook, self)
-
     # -- handshake -------------------------------------------------------------------------
 
     async def _handshake(self) -> None:
@@ -644,12 +484,3 @@ class AsyncConnection(asyncio.BufferedProtocol):
             self._open = False
             self._shutdown()
             raise
-
-
-def _generator_job(fn: Callable[..., Any], dispatcher: Dispatcher, target: object) -> Callable[..., Any]:
-    """``fn(dispatcher, target, args, kwargs)`` as a function of ``(args, kwargs)`` (a thread job)."""
-
-    def job(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return fn(dispatcher, target, args, kwargs)
-
-    return job
