@@ -10,6 +10,7 @@ from __future__ import annotations
 STACK_MODULES: dict[str, str] = {
     "raw": "bench.stacks.raw",
     "rpc": "bench.stacks.rpc",
+    "rpc-aio": "bench.stacks.rpc_aio",
     "rpyc": "bench.stacks.rpyc_stack",
     "pyro": "bench.stacks.pyro",
     "managers": "bench.stacks.mpmanagers",

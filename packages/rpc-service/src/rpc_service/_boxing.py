@@ -14,7 +14,7 @@ import threading
 import weakref
 from collections import deque
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from rpc_protocol import BackRef, RemoteProtocolError, Ref
 
@@ -39,8 +39,11 @@ _MAX_PEER_MEMBERS = 32768
 class Boxer:
     """The box/unbox hooks of one connection, with the tables behind them."""
 
-    def __init__(self, conn: Connection, exposure: Exposure) -> None:
+    def __init__(
+        self, conn: Connection, exposure: Exposure, make_class: Callable[[object], type[Proxy]] = make_proxy_class
+    ) -> None:
         self._conn = conn
+        self._make_class = make_class  # the asyncio driver makes its own proxy classes
         self._exposure = exposure
         self._lock = threading.Lock()
         # local objects lent to the peer: oid -> [object, references sent]
@@ -138,7 +141,7 @@ class Boxer:
                 raise RemoteProtocolError(f"reference to an object of unknown type #{ref.type_id}")
             if len(self._proxy_classes) >= _MAX_PEER_TYPES:
                 raise RemoteProtocolError(f"the peer described more than {_MAX_PEER_TYPES} types")
-            cls = make_proxy_class(ref.info)
+            cls = self._make_class(ref.info)
             self._peer_members += descriptor_members(ref.info)
             if self._peer_members > _MAX_PEER_MEMBERS:
                 raise RemoteProtocolError(f"the peer described types with more than {_MAX_PEER_MEMBERS} members in all")

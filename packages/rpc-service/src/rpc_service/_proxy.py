@@ -198,7 +198,8 @@ class _ProxyClasses:
     the cache costs is proportional to live use, never to what past peers described.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, build: Callable[[tuple[str, str, tuple[str, ...], tuple[str, ...], str]], type[Proxy]]) -> None:
+        self._build = build
         self._lock = threading.Lock()
         self._classes: weakref.WeakValueDictionary[tuple[Any, ...], type[Proxy]] = weakref.WeakValueDictionary()
 
@@ -206,14 +207,12 @@ class _ProxyClasses:
         with self._lock:
             cls = self._classes.get(descriptor)
             if cls is None:
-                cls = self._classes[descriptor] = _proxy_class(descriptor)
+                cls = self._classes[descriptor] = self._build(descriptor)
             return cls
 
     def __len__(self) -> int:
         return len(self._classes)
 
-
-_CLASSES: Final = _ProxyClasses()
 
 
 def make_proxy_class(info: object) -> type[Proxy]:
@@ -240,3 +239,6 @@ def _proxy_class(descriptor: tuple[str, str, tuple[str, ...], tuple[str, ...], s
     namespace["__module__"] = module
     namespace["__qualname__"] = qualname or "Proxy"
     return type(qualname.rpartition(".")[2] or "Proxy", (Proxy,), namespace)
+
+
+_CLASSES: Final = _ProxyClasses(_proxy_class)

@@ -55,10 +55,11 @@ class Service:
         unrestricted attribute access) returns a changed copy."""
         return config
 
-    def on_connect(self, conn: Connection) -> None:
-        """Called once the connection is up, before any request of the peer is served."""
+    def on_connect(self, conn: Connection) -> object:
+        """Called once the connection is up, before any request of the peer is served.
+        (On the asyncio driver either hook may be ``async def``; hence ``-> object``.)"""
 
-    def on_disconnect(self, conn: Connection) -> None:
+    def on_disconnect(self, conn: Connection) -> object:
         """Called once the connection has closed (it can no longer be used)."""
 
     @classmethod

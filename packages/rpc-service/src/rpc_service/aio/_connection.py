@@ -1,0 +1,488 @@
+"""The asyncio connection: the sans-I/O protocol driven by an ``asyncio.BufferedProtocol``.
+
+Owns :class:`AsyncConnection`. Everything that touches the protocol object, the boxer's
+tables or the reply futures runs on the connection's event loop, so no lock is needed:
+bytes arrive in ``buffer_updated`` and become events at once; a reply completes its
+caller's future (a cancelled caller's reply is dropped); the peer's requests go to
+``_serving`` (async handlers on the loop, plain ones in worker threads, where proxies
+block: their calls are handed to the loop through ``_blocking``). It shares the wire, the
+boxing, the dispatch table, the exposure rules and the errors with the threaded driver;
+it never blocks the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from typing import Any, AsyncIterator, Awaitable, Callable, Final, Iterator
+
+import rpc_protocol as wire
+from rpc_protocol import Event, Op, RemoteProtocolError
+
+from .._boxing import Boxer
+from .._config import Config, ConfigArg, make_config
+from .._connection import _BATCHED_TYPES, _MAX_ITER_BATCH
+from .._dispatch import Dispatcher, checked_batch, rebuild_exception
+from .._errors import AsyncResultTimeout, ConnectionClosedError, ConnectionRejectedError, HandshakeTimeout
+from .._exposure import Exposure
+from .._service import Service
+from ._proxy import AsyncProxy, make_async_proxy_class
+from ._serving import HANDLER_THREADS, Serving
+
+__all__ = ["AsyncConnection", "HANDLER_THREADS"]
+
+log = logging.getLogger("rpc_service.aio")
+_NO_KWARGS: Final[dict[str, Any]] = {}
+_MAX_REASON: Final = 500
+_READ_SIZE: Final = 16 * 1024  # small frames; large payloads are read into the protocol's buffer
+_REPLY: Final = wire.Reply
+_ERROR_REPLY: Final = wire.ErrorReply
+_REQUEST: Final = wire.Request
+_RELEASE: Final = wire.Release
+_PONG: Final = wire.Pong
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark the outcome of ``future`` as seen (no "exception was never retrieved" log)."""
+    if not future.cancelled():
+        future.exception()
+
+
+class _RemoteStopIteration(RuntimeError):
+    """The peer raised StopIteration (a future cannot hold one): re-raised as itself on
+    worker threads; on the loop, where a coroutine could not raise it anyway, as this."""
+
+    def __init__(self, stop: StopIteration) -> None:
+        super().__init__(f"the peer raised StopIteration{stop.args!r}")
+        self.stop = stop
+
+
+class AsyncConnection(Serving, asyncio.BufferedProtocol):
+    """One end of a connection driven by asyncio: ``root`` is the peer's service (an async
+    proxy), ``await close()`` ends it; ``async with`` closes it on exit.
+
+    Made by :func:`aio.connect`, :func:`aio.unix_connect` and :class:`aio.Server`. Any number
+    of tasks may share one connection; each awaits its own reply.
+    """
+
+    def __init__(
+        self,
+        service: Service,
+        config: ConfigArg = None,
+        *,
+        accepting: bool = False,
+        executor: concurrent.futures.Executor | None = None,
+        credentials: Any = None,
+        read_buffer: memoryview | None = None,
+    ) -> None:
+        self._config = config = service.connection_config(make_config(config))
+        self._service = service
+        self._accepting = accepting
+        self._executor = executor
+        self._owns_executor = False
+        self.credentials = credentials
+        exposure = self._exposure = Exposure(config)
+        self._boxer = Boxer(self, exposure, make_async_proxy_class)  # type: ignore[arg-type]  # duck-types Connection
+        self._dispatcher = Dispatcher(config, exposure)
+        self._proto = wire.Connection(
+            wire.ProtocolConfig(
+                max_frame_size=config.max_frame_size,
+                max_pending=config.max_pending_requests,
+                limits=wire.CodecLimits(max_depth=config.max_depth),
+            ),
+            box=self._boxer.box,
+            unbox=self._boxer.unbox,
+        )
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._transport: asyncio.Transport | None = None
+        self._root: Any = None
+        self._open = False
+        self._closed = False
+        self._slots: dict[int, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._hello: asyncio.Future[wire.Hello] = self._loop.create_future()
+        self._hello.add_done_callback(_retrieved)  # a handshake given up on may still fail it
+        self._lost: asyncio.Future[None] = self._loop.create_future()
+        self._paused: asyncio.Future[None] | None = None
+        self._calls_sent = 0
+        self._calls_served = 0
+        self._bytes_received = 0
+        # where reads land; a server lends one buffer to all its connections (see Server)
+        self._rview = memoryview(bytearray(_READ_SIZE)) if read_buffer is None else read_buffer
+        self._payload_view: memoryview | None = None
+        self._on_made: Callable[[AsyncConnection], None] | None = None  # set by aio.Server
+
+    # -- public API --------------------------------------------------------------------
+
+    @property
+    def root(self) -> Any:
+        """The peer's service (an async proxy)."""
+        if self._root is None:
+            raise ConnectionClosedError("the connection is not open") if self._closed else RuntimeError("handshake not done")
+        return self._root
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @property
+    def service(self) -> Service:
+        return self._service
+
+    @property
+    def peer_services(self) -> tuple[str, ...]:
+        hello = self._proto.peer_hello
+        return hello.services if hello else ()
+
+    def __repr__(self) -> str:
+        name = self._config.connid or f"{self._service.get_service_name()}<->{'/'.join(self.peer_services) or '?'}"
+        peer = self._transport.get_extra_info("peername") if self._transport is not None else None
+        state = "closed" if self._closed else "open" if self._open else "handshake"
+        return f"<rpc_service.aio.AsyncConnection {name} with {peer!r} ({state})>"
+
+    async def __aenter__(self) -> AsyncConnection:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def ping(self, data: bytes = b"", timeout: float | None = None) -> None:
+        """A round trip; raises if the peer does not answer (in ``timeout`` seconds)."""
+        self._check_open()
+        seq = self._proto.next_seq()
+        future = self._slots[seq] = self._loop.create_future()
+        self._write(self._encode(self._proto.send, wire.Ping(seq, data)))
+        try:
+            value = await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            self._slots.pop(seq, None)
+            raise AsyncResultTimeout(f"the peer did not answer a ping within {timeout} s") from None
+        if value != data:
+            raise RemoteProtocolError("the peer answered a ping with other data")
+
+    async def close(self) -> None:
+        """Close the connection; pending calls fail with ConnectionClosedError."""
+        if not self._closed and self._transport is not None:
+            try:
+                self._write(self._proto.send(wire.Close("closed by peer")))
+            except Exception:
+                pass  # best effort
+            self._transport.close()
+            self._shutdown()
+        if self._transport is not None:
+            await asyncio.shield(self._lost)
+
+    # -- the asyncio.Protocol side -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        if self._on_made is not None:
+            self._on_made(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """Where asyncio reads into: straight into the protocol's buffer while a large
+        payload arrives (no copy), else a small reusable buffer (no 256 KiB allocation
+        per read, as ``data_received`` would cost)."""
+        stale, self._payload_view = self._payload_view, None
+        if stale is not None:  # the last read into it failed (would block): not reported
+            stale.release()
+        payload = self._proto.payload_buffer()
+        if payload is not None:
+            self._payload_view = payload
+            return payload
+        return self._rview
+
+    def buffer_updated(self, nbytes: int) -> None:
+        payload, self._payload_view = self._payload_view, None
+        self._bytes_received += nbytes
+        try:
+            if payload is not None:
+                payload.release()
+                events = self._proto.payload_received(nbytes)
+            else:
+                events = self._proto.receive_data(self._rview[:nbytes])
+        except RemoteProtocolError as exc:
+            log.warning("%r: closing, the peer broke the protocol: %s", self, exc)
+            self._abort(exc)
+            return
+        self._events(events)
+        if self._proto.error is not None:  # bad bytes after the events just handled
+            log.warning("%r: closing, the peer broke the protocol: %s", self, self._proto.error)
+            self._abort(self._proto.error)
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        payload, self._payload_view = self._payload_view, None
+        if payload is not None:
+            payload.release()
+        self._shutdown()
+        if not self._lost.done():
+            self._lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._paused is None:
+            self._paused = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is not None and not paused.done():
+            paused.set_result(None)
+
+    # -- events --------------------------------------------------------------------------
+
+    def _events(self, events: list[Event]) -> None:
+        slots = self._slots
+        for event in events:
+            kind = type(event)
+            if kind is _REPLY:
+                future = slots.pop(event.seq, None)  # type: ignore[union-attr]
+                if future is not None and not future.done():  # else: its caller gave up
+                    future.set_result(event.value)  # type: ignore[union-attr]
+            elif kind is _ERROR_REPLY:
+                future = slots.pop(event.seq, None)  # type: ignore[union-attr]
+                if future is not None and not future.done():
+                    exc = rebuild_exception(event)  # type: ignore[arg-type]
+                    if isinstance(exc, StopIteration):  # a future cannot hold StopIteration
+                        exc = _RemoteStopIteration(exc)
+                    future.set_exception(exc)
+            elif kind is _REQUEST:
+                self._calls_served += 1
+                self._serve(event)  # type: ignore[arg-type]
+            elif kind is _RELEASE:
+                for oid, count in event.refs:  # type: ignore[union-attr]
+                    self._boxer.release(oid, count)
+            elif kind is _PONG:
+                future = slots.pop(event.seq, None)  # type: ignore[union-attr]
+                if future is not None and not future.done():
+                    future.set_result(event.payload)  # type: ignore[union-attr]
+            elif kind is wire.Ping:
+                self._write(self._encode(self._proto.send, wire.Pong(event.seq, event.payload)))  # type: ignore[union-attr]
+            elif kind is wire.Hello:
+                if not self._hello.done():
+                    self._hello.set_result(event)  # type: ignore[arg-type]
+            elif kind is wire.Close:
+                reason = event.reason  # type: ignore[union-attr]
+                if not self._hello.done():
+                    error: Exception = (
+                        ConnectionClosedError(f"the peer closed the connection during the handshake: {reason}")
+                        if self._accepting
+                        else ConnectionRejectedError(f"the server rejected the connection: {reason}")
+                    )
+                    self._hello.set_exception(error)
+                log.debug("%r: the peer closed: %s", self, reason)
+                try:
+                    self._write(self._proto.send(wire.Close("closing")))
+                except Exception:
+                    pass
+                if self._transport is not None:
+                    self._transport.close()
+                self._shutdown()
+                return
+            # a Preface: the version is settled
+
+    def _abort(self, exc: BaseException) -> None:
+        if not self._hello.done():
+            self._hello.set_exception(exc)
+        if self._transport is not None:
+            self._transport.abort()
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        """Fail every pending call and run on_disconnect (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        was_open, self._open = self._open, False
+        slots, self._slots = self._slots, {}
+        for future in slots.values():
+            if not future.done():
+                future.set_exception(ConnectionClosedError("the connection closed before the reply arrived"))
+        if not self._hello.done():
+            self._hello.set_exception(ConnectionClosedError("the peer closed the connection during the handshake"))
+        self.resume_writing()
+        for task in list(self._tasks):  # handlers still running: nobody waits for their replies
+            if isinstance(task, asyncio.Task):
+                task.cancel()
+        self._boxer.clear()
+        if was_open:
+            self._run_hook(self._service.on_disconnect, "on_disconnect")
+        if self._owns_executor and self._executor is not None:
+            self._executor.shutdown(wait=False)  # queued work (on_disconnect) still runs
+
+    # -- sending -------------------------------------------------------------------------
+
+    def _encode(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> list[wire.Buffer]:
+        """The frame ``encode(*fields)`` after the releases owed to the peer (as ``_demux``)."""
+        boxer = self._boxer
+        releases = boxer.take_releases() if boxer.releases_owed else ()
+        try:
+            buffers = encode(*fields)
+        except BaseException:
+            boxer.rollback()
+            if releases:
+                boxer.releases_owed.extendleft(reversed(releases))
+            raise
+        boxer.commit()
+        if releases:
+            return [*self._proto.send(wire.Release(releases)), *buffers]
+        return buffers
+
+    def _write(self, buffers: list[wire.Buffer]) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionClosedError("the connection is closed")
+        transport.writelines(buffers)
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise ConnectionClosedError("the connection is closed" if self._closed else "the connection is not open yet")
+
+    def _on_loop(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    def _start(self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool = False) -> Awaitable[Any]:
+        """Send a request now (on the loop); the awaitable of its reply."""
+        if not self._open:
+            self._check_open()
+        proto = self._proto
+        seq = proto.next_seq()
+        future = self._loop.create_future()
+        self._slots[seq] = future
+        try:
+            self._write(self._encode(proto.send_request, seq, op, target, args, kwargs, by_value))
+        except BaseException:
+            del self._slots[seq]
+            raise
+        self._calls_sent += 1
+        if self._paused is not None:  # the transport's buffer is full: the caller waits for it too
+            return self._after_drain(future)
+        return future
+
+    async def _after_drain(self, future: asyncio.Future[Any]) -> Any:
+        paused = self._paused
+        if paused is not None:
+            await asyncio.shield(paused)
+        return await future
+
+    def _request(self, op: Op, target: object, args: tuple[Any, ...] = (), kwargs: dict[str, Any] = _NO_KWARGS) -> Any:
+        """A proxy operation: on the loop, an awaitable; on another thread, the value (blocking)."""
+        if threading.get_ident() == self._loop_thread:
+            return self._start(op, target, args, kwargs)
+        return self._blocking(op, target, args, kwargs)
+
+    def _blocking(self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A request from a worker thread: sent by the loop, waited for here."""
+        result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def chain(future: asyncio.Future[Any]) -> None:
+            if future.cancelled():
+                result.cancel()
+            elif future.exception() is not None:
+                exc = future.exception()
+                result.set_exception(exc.stop if isinstance(exc, _RemoteStopIteration) else exc)
+            else:
+                result.set_result(future.result())
+
+        def start() -> None:
+            try:
+                awaitable = self._start(op, target, args, kwargs)
+            except BaseException as exc:
+                result.set_exception(exc)
+                return
+            asyncio.ensure_future(awaitable).add_done_callback(chain)
+
+        try:
+            self._loop.call_soon_threadsafe(start)
+        except RuntimeError:  # the loop is closed
+            raise ConnectionClosedError("the connection's event loop is closed") from None
+        timeout = self._config.sync_request_timeout
+        try:
+            return result.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise AsyncResultTimeout(f"the peer did not reply within sync_request_timeout ({timeout} s)") from None
+
+    # -- iteration and pickling (what the shared proxy code asks of a connection) ----------
+
+    def _iterate(self, proxy: AsyncProxy) -> Any:
+        """``iter(proxy)`` on a worker thread (blocking; batched for builtin containers)."""
+        iterator = self._blocking(Op.CALLATTR, proxy, ("__iter__",), _NO_KWARGS)
+        return self._batches(iterator, type(proxy)._rpc_type in _BATCHED_TYPES)
+
+    def _batches(self, iterator: Any, batched: bool) -> Iterator[Any]:
+        batch = self._config.iter_batch if batched else 1
+        empties = 0
+        while True:
+            items, exhausted, empties = checked_batch(self._blocking(Op.ITER_NEXT, iterator, (batch,), _NO_KWARGS), empties)
+            yield from items
+            if exhausted:
+                return
+            if batched:
+                batch = min(batch * 2, max(batch, _MAX_ITER_BATCH))
+
+    async def _aiterate(self, proxy: AsyncProxy) -> AsyncIterator[Any]:
+        """``async for item in proxy``: batched for builtin containers, else one item per
+        round trip (as the threaded driver)."""
+        iterator = await self._start(Op.CALLATTR, proxy, ("__iter__",), _NO_KWARGS)
+        batched = type(proxy)._rpc_type in _BATCHED_TYPES
+        batch = self._config.iter_batch if batched else 1
+        empties = 0
+        while True:
+            items, exhausted, empties = checked_batch(await self._start(Op.ITER_NEXT, iterator, (batch,), _NO_KWARGS), empties)
+            for item in items:
+                yield item
+            if exhausted:
+                return
+            if batched:
+                batch = min(batch * 2, max(batch, _MAX_ITER_BATCH))
+
+    def _reduce_proxy(self, proxy: AsyncProxy, protocol: Any) -> Any:
+        raise TypeError("cannot pickle or copy an async proxy")
+
+    # -- handshake -------------------------------------------------------------------------
+
+    async def _handshake(self) -> None:
+        """Exchange prefaces and hellos within ``handshake_timeout``; on return ``root`` is
+        usable and on_connect ran (on the accepting side, before our Hello was sent)."""
+        limit = self._config.handshake_timeout
+        proto = self._proto
+        ours = wire.Hello(services=self._service.get_service_aliases(), root=self._service)
+        try:
+            if self._accepting:
+                self._write(proto.send(wire.Preface()))
+            else:
+                self._write([*proto.send(wire.Preface()), *self._encode(proto.send, ours)])
+            try:
+                hello = await asyncio.wait_for(asyncio.shield(self._hello), limit)
+            except asyncio.TimeoutError:
+                raise HandshakeTimeout(f"the peer did not complete the handshake within {limit:.3g} s") from None
+            self._root = hello.root
+            if self._accepting:
+                try:
+                    await self._call_hook(self._service.on_connect)
+                except Exception as exc:
+                    reason = f"on_connect failed: {type(exc).__name__}: {exc}"[:_MAX_REASON]
+                    try:
+                        self._write(proto.send(wire.Close(reason)))
+                    except Exception:
+                        pass
+                    raise ConnectionRejectedError(f"rejected the client: {reason}") from exc
+                self._write(self._encode(proto.send, ours))
+            self._open = not self._closed
+            if not self._accepting:
+                await self._call_hook(self._service.on_connect)
+        except BaseException:
+            if self._transport is not None:
+                self._transport.close()
+            self._open = False
+            self._shutdown()
+            raise

@@ -1,0 +1,244 @@
+"""Serving the peer's requests on the asyncio driver: which handler runs where.
+
+Owns :class:`Serving`, the part of :class:`AsyncConnection` that carries out a request:
+``async def`` handlers are started on the loop at once (a task only if they suspend),
+plain ``def`` handlers run in a worker thread of the connection's pool, builtins and the
+other operations inline; the answer (or the error) is sent when the handler is done.
+Also the lifecycle hooks (either kind). It sends only through the connection's
+``_encode``/``_write`` and never blocks the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import types
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Final
+
+import rpc_protocol as wire
+from rpc_protocol import Op
+
+from .._by_value import ByValue, marked_result
+from .._config import Config
+from .._dispatch import HANDLERS, Dispatcher, describe_exception, must_propagate
+from .._errors import ConnectionClosedError
+from .._exposure import Exposure
+from .._service import Service
+
+__all__ = ["HANDLER_THREADS", "Serving"]
+
+log = logging.getLogger("rpc_service.aio")
+_NO_KWARGS: Final[dict[str, Any]] = {}
+# threads for plain handlers, made on demand, per client connection or per server
+HANDLER_THREADS: Final = 256
+# callables cheap and non-blocking enough to run inline on the loop (no thread hop)
+_INLINE_TYPES: Final = (types.BuiltinFunctionType, types.BuiltinMethodType, types.MethodWrapperType, types.WrapperDescriptorType)
+
+
+def _is_async(fn: object) -> bool:
+    if isinstance(fn, (types.FunctionType, types.MethodType)):
+        return inspect.iscoroutinefunction(fn)
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+async def _continue(coro: Coroutine[Any, Any, Any], blocked_on: Any) -> Any:
+    """Drive ``coro``, already started by the caller and suspended on ``blocked_on`` (what
+    it yielded: a future, or None for a bare yield), to its end as a task would.
+
+    Cancelling the task running this cancels the future ``coro`` waits on, so ``coro``
+    sees the CancelledError where it awaits, as in a task of its own.
+    """
+    while True:
+        try:
+            if blocked_on is None:
+                await asyncio.sleep(0)
+            else:
+                await blocked_on
+        except BaseException:
+            pass  # coro retrieves the outcome itself when resumed
+        try:
+            blocked_on = _unblock(coro.send(None))
+        except StopIteration as stop:
+            return stop.value
+
+
+def _unblock(yielded: Any) -> Any:
+    """What a coroutine yielded, taken over as a task would (asyncio's future protocol:
+    the future's ``_asyncio_future_blocking`` flag is reset by whoever waits on it)."""
+    if getattr(yielded, "_asyncio_future_blocking", None):
+        yielded._asyncio_future_blocking = False
+    return yielded
+
+
+class Serving:
+    """Carrying out the peer's requests (mixed into AsyncConnection; see the module doc)."""
+
+    if TYPE_CHECKING:
+        _config: Config
+        _exposure: Exposure
+        _dispatcher: Dispatcher
+        _loop: asyncio.AbstractEventLoop
+        _proto: wire.Connection
+        _closed: bool
+        _tasks: set[asyncio.Future[Any]]
+        _executor: concurrent.futures.Executor | None
+        _owns_executor: bool
+        _service: Service
+
+        def _encode(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> list[wire.Buffer]: ...
+
+        def _write(self, buffers: list[wire.Buffer]) -> None: ...
+
+    def _serve(self, request: wire.Request) -> None:
+        """Run one request: async callables as tasks, plain functions in a worker thread,
+        builtins and the other operations inline (they do not block)."""
+        seq, op, target, args, kwargs = request.seq, request.op, request.target, request.args, request.kwargs
+        mark: object = None
+        fn: Any
+        try:
+            if op is Op.CALLATTR and self._exposure.resolve(target, args[0]) == "__exit__":
+                # through the dispatcher, in a worker thread: it rebuilds the peer's exception
+                # (asking the peer for its message) for a remote with-block that raised
+                fn = _generator_job(HANDLERS[op], self._dispatcher, target)
+                args, kwargs = (args, kwargs), _NO_KWARGS
+            elif op is Op.CALLATTR:
+                fn = getattr(target, self._exposure.resolve(target, args[0]))
+                args = args[1:]
+                mark = fn  # a @by_value method's results are copied (see _by_value)
+            elif op is Op.CALL:
+                fn = target
+            elif op is Op.ITER_NEXT and isinstance(target, types.GeneratorType):
+                fn = _generator_job(HANDLERS[op], self._dispatcher, target)
+                args, kwargs = (args, kwargs), _NO_KWARGS
+            else:
+                self._reply(seq, HANDLERS[op](self._dispatcher, target, args, kwargs))
+                return
+            if isinstance(fn, _INLINE_TYPES):
+                self._reply_result(seq, mark, fn(*args, **kwargs))
+                return
+        except BaseException as exc:  # the handler's, for the caller (a real Ctrl-C still stops us)
+            if must_propagate(exc):
+                raise
+            self._reply_error(seq, exc)
+            return
+        if _is_async(fn):
+            # started here, eagerly: a handler that does not suspend costs no task
+            try:
+                coro = fn(*args, **kwargs)
+                blocked_on = _unblock(coro.send(None))
+            except StopIteration as stop:
+                self._reply_result(seq, mark, stop.value)
+                return
+            except BaseException as exc:  # (as above)
+                if must_propagate(exc):
+                    raise
+                self._reply_error(seq, exc)
+                return
+            task: asyncio.Future[Any] = self._loop.create_task(_continue(coro, blocked_on))
+        else:
+            task = self._loop.run_in_executor(self._pool(), lambda: fn(*args, **kwargs))
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._finished(seq, done, mark))
+
+    def _pool(self) -> concurrent.futures.Executor:
+        """Where plain handlers run: the executor given, else one of this connection's own,
+        made on first use. Not the loop's default executor (a few workers): plain handlers
+        block on the peer, and nested plain callbacks need a thread per level."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="rpc-aio-handler")
+            self._owns_executor = True
+        return self._executor
+
+    def _finished(self, seq: int, task: asyncio.Future[Any], mark: object = None) -> None:
+        self._tasks.discard(task)
+        if self._closed:
+            return
+        if task.cancelled():
+            self._reply_error(seq, ConnectionClosedError("the handler was cancelled"))
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._reply_error(seq, exc)
+            return
+        value = task.result()
+        if inspect.isawaitable(value):  # a plain function that returned a coroutine
+            self._spawn_awaiting(seq, value)
+            return
+        self._reply_result(seq, mark, value)
+
+    def _reply_result(self, seq: int, mark: object, value: Any) -> None:
+        """Reply with a handler's result, copied by value when ``mark`` (the method) or its
+        type is marked (see ``_by_value``)."""
+        try:
+            value = marked_result(mark, value, self._config)
+        except Exception as exc:  # a by-value copy over the limits
+            self._reply_error(seq, exc)
+            return
+        self._reply(seq, value)
+
+    def _spawn_awaiting(self, seq: int, awaitable: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(awaitable)
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._finished(seq, done))
+
+    def _reply(self, seq: int, value: Any) -> None:
+        if self._closed:
+            return
+        try:
+            if type(value) is ByValue:  # a result its service marked as plain data (_by_value)
+                self._write(self._encode(self._proto.send_reply, seq, value.value, True))
+            else:
+                self._write(self._encode(self._proto.send_reply, seq, value))
+        except wire.EncodeError as exc:
+            self._reply_error(seq, exc)
+        except ConnectionClosedError:
+            pass
+
+    def _reply_error(self, seq: int, exc: BaseException) -> None:
+        if self._closed:
+            return
+        try:
+            self._write(self._encode(self._proto.send, describe_exception(seq, exc, self._config)))
+        except ConnectionClosedError:
+            pass
+
+    def _run_hook(self, hook: Callable[..., Any], name: str) -> None:
+        """on_disconnect: awaited as a task, or run in a worker thread; errors are logged."""
+        if getattr(hook, "__func__", None) is getattr(Service, name):
+            return  # the default does nothing: no thread or task for it
+
+        def logged(done: asyncio.Future[Any]) -> None:
+            self._tasks.discard(done)
+            if not done.cancelled() and done.exception() is not None:
+                log.error("%r: %s raised", self, name, exc_info=done.exception())
+
+        task: asyncio.Future[Any]
+        try:
+            if _is_async(hook):
+                task = self._loop.create_task(hook(self))
+            else:
+                task = self._loop.run_in_executor(self._pool(), hook, self)
+        except RuntimeError as exc:  # the loop or the server's executor is shut down
+            log.error("%r: %s could not run: %s", self, name, exc)
+            return
+        self._tasks.add(task)
+        task.add_done_callback(logged)
+
+    async def _call_hook(self, hook: Callable[..., Any]) -> None:
+        if getattr(hook, "__func__", None) is Service.on_connect:
+            return
+        if _is_async(hook):
+            await hook(self)
+        else:
+            await self._loop.run_in_executor(self._pool(), hook, self)
+
+
+def _generator_job(fn: Callable[..., Any], dispatcher: Dispatcher, target: object) -> Callable[..., Any]:
+    """``fn(dispatcher, target, args, kwargs)`` as a function of ``(args, kwargs)`` (a thread job)."""
+
+    def job(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return fn(dispatcher, target, args, kwargs)
+
+    return job
