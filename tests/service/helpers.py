@@ -8,8 +8,9 @@ Counting wraps the protocol connection's ``send_request`` (reached through the s
 from __future__ import annotations
 
 import socket
+import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -58,3 +59,14 @@ def count_requests(conn: Connection, monkeypatch: pytest.MonkeyPatch) -> list[in
 
     monkeypatch.setattr(conn._proto, "send_request", counting)
     return counter
+
+
+def run_threads(count: int, target: Callable[[int], None], timeout: float = 20) -> None:
+    """Run ``target(index)`` on ``count`` threads at once; fail unless all end within ``timeout``."""
+    threads = [threading.Thread(target=target, args=(index,), name=f"test-worker-{index}") for index in range(count)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert not any(thread.is_alive() for thread in threads), "worker threads did not finish in time"

@@ -17,6 +17,7 @@ import rpc_service
 from rpc_service import AsyncResultTimeout, ConnectionClosedError, Connection, Service
 
 from .conftest import ConnectTo
+from .helpers import run_threads
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -78,16 +79,6 @@ def service() -> Iterator[WorkService]:
     svc.gate.set()  # let any server thread still blocked in block() finish
 
 
-def _run_threads(count: int, target: Callable[[int], None], timeout: float = 20) -> None:
-    threads = [threading.Thread(target=target, args=(index,), name=f"test-worker-{index}") for index in range(count)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + timeout
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    assert not any(thread.is_alive() for thread in threads), "worker threads did not finish in time"
-
-
 def test_threads_sharing_a_connection_get_their_own_replies(connect_to: ConnectTo, service: WorkService) -> None:
     conn = connect_to(service)
     root: Any = conn.root
@@ -104,7 +95,7 @@ def test_threads_sharing_a_connection_get_their_own_replies(connect_to: ConnectT
         except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
-    _run_threads(threads, worker)
+    run_threads(threads, worker)
     assert errors == []
     for index in range(threads):
         assert results[index] == [(index, call, "x" * (call % 7)) for call in range(calls)]
@@ -132,7 +123,7 @@ def test_threads_calling_each_way_at_once(connect_to: ConnectTo, service: WorkSe
         except BaseException as exc:
             errors.append(exc)
 
-    _run_threads(6, worker)
+    run_threads(6, worker)
     assert errors == []
     assert sorted(done) == list(range(6))
 
@@ -326,7 +317,7 @@ def test_sync_request_timeout_with_several_threads(connect_to: ConnectTo, servic
         except BaseException as exc:
             kinds.append(type(exc))
 
-    _run_threads(3, blocked, timeout=10)
+    run_threads(3, blocked, timeout=10)
     assert kinds == [AsyncResultTimeout] * 3
     service.gate.set()
     assert root.echo(5) == 5

@@ -34,7 +34,7 @@ from rpc_service import (
 )
 
 from .conftest import ConnectTo
-from .helpers import Running
+from .helpers import Running, run_threads
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -48,16 +48,6 @@ class ApplyService(Service):
 
     def exposed_blob(self, size: int) -> bytes:
         return b"x" * size
-
-
-def _run_threads(count: int, target: Callable[[int], None], timeout: float = 40) -> None:
-    threads = [threading.Thread(target=target, args=(index,), name=f"demux-worker-{index}") for index in range(count)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + timeout
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    assert not any(thread.is_alive() for thread in threads), "worker threads did not finish in time"
 
 
 # -- a slow callback on one thread, prompt replies on another ---------------------------------
@@ -153,7 +143,7 @@ def test_sixty_four_threads_share_one_connection(connect_to: ConnectTo) -> None:
         except BaseException as exc:
             errors.append(exc)
 
-    _run_threads(64, worker)
+    run_threads(64, worker, timeout=40)
     assert errors == []
     assert finished == [calls] * 64
     stats = conn.stats
@@ -465,7 +455,7 @@ def test_random_mixes_of_calls_callbacks_and_async_calls_on_shared_threads(plans
             except BaseException as exc:
                 errors.append(f"thread {index}: {type(exc).__name__}: {exc}")
 
-        _run_threads(len(plans), worker, timeout=30)
+        run_threads(len(plans), worker, timeout=30)
         assert errors == []
         assert conn.stats.calls_pending == 0
     finally:

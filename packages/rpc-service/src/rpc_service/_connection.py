@@ -43,6 +43,20 @@ _MAX_REASON: Final = 500  # characters of a rejection reason sent to the peer
 _monotonic: Final = time.monotonic
 
 
+def protocol_for(config: Config, boxer: Boxer) -> wire.Connection:
+    """The sans-I/O protocol connection for ``config``'s limits, boxing through ``boxer``
+    (shared by the threaded and the asyncio drivers)."""
+    return wire.Connection(
+        wire.ProtocolConfig(
+            max_frame_size=config.max_frame_size,
+            max_pending=config.max_pending_requests,
+            limits=wire.CodecLimits(max_depth=config.max_depth),
+        ),
+        box=boxer.box,
+        unbox=boxer.unbox,
+    )
+
+
 class Connection(Demux):
     """One end of a connection: ``root`` is the peer's service, ``close()`` ends it.
 
@@ -66,15 +80,7 @@ class Connection(Demux):
         exposure = Exposure(config)
         self._boxer = Boxer(self, exposure)
         self._dispatcher = Dispatcher(config, exposure)
-        self._proto = wire.Connection(
-            wire.ProtocolConfig(
-                max_frame_size=config.max_frame_size,
-                max_pending=config.max_pending_requests,
-                limits=wire.CodecLimits(max_depth=config.max_depth),
-            ),
-            box=self._boxer.box,
-            unbox=self._boxer.unbox,
-        )
+        self._proto = protocol_for(config, self._boxer)
         self._root: Any = None
         self._before_closed_ran = False
         self._before_closed_lock = threading.RLock()  # a concurrent close() waits for the hook

@@ -203,25 +203,21 @@ class _ProxyClasses:
         self._lock = threading.Lock()
         self._classes: weakref.WeakValueDictionary[tuple[Any, ...], type[Proxy]] = weakref.WeakValueDictionary()
 
-    def get(self, descriptor: tuple[str, str, tuple[str, ...], tuple[str, ...], str]) -> type[Proxy]:
-        with self._lock:
-            cls = self._classes.get(descriptor)
-            if cls is None:
-                cls = self._classes[descriptor] = self._build(descriptor)
-            return cls
+    def make(self, info: object) -> type[Proxy]:
+        """The proxy class for one remote type, from its descriptor (checked and bounded)."""
+        descriptor = _check_descriptor(info)
+        try:
+            with self._lock:
+                cls = self._classes.get(descriptor)
+                if cls is None:
+                    cls = self._classes[descriptor] = self._build(descriptor)
+                return cls
+        except (TypeError, ValueError):  # unhashable, or a name type() refuses (a NUL in it): a peer's doing
+            raise RemoteProtocolError(f"malformed type descriptor {info!r:.200}") from None
 
     def __len__(self) -> int:
         return len(self._classes)
 
-
-
-def make_proxy_class(info: object) -> type[Proxy]:
-    """The proxy class for one remote type, from its descriptor (checked and bounded)."""
-    descriptor = _check_descriptor(info)
-    try:
-        return _CLASSES.get(descriptor)
-    except (TypeError, ValueError):  # unhashable, or a name type() refuses (a NUL in it): a peer's doing
-        raise RemoteProtocolError(f"malformed type descriptor {info!r:.200}") from None
 
 
 def _proxy_class(descriptor: tuple[str, str, tuple[str, ...], tuple[str, ...], str]) -> type[Proxy]:
@@ -242,3 +238,4 @@ def _proxy_class(descriptor: tuple[str, str, tuple[str, ...], tuple[str, ...], s
 
 
 _CLASSES: Final = _ProxyClasses(_proxy_class)
+make_proxy_class: Final = _CLASSES.make  # the proxy class for a remote type's descriptor

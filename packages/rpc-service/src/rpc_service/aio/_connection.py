@@ -23,7 +23,7 @@ from rpc_protocol import Event, Op, RemoteProtocolError
 
 from .._boxing import Boxer
 from .._config import Config, ConfigArg, make_config
-from .._connection import _BATCHED_TYPES, _MAX_ITER_BATCH
+from .._connection import _BATCHED_TYPES, _MAX_ITER_BATCH, protocol_for
 from .._dispatch import Dispatcher, checked_batch, rebuild_exception
 from .._errors import AsyncResultTimeout, ConnectionClosedError, ConnectionRejectedError, HandshakeTimeout
 from .._exposure import Exposure
@@ -86,15 +86,7 @@ class AsyncConnection(Serving, asyncio.BufferedProtocol):
         exposure = self._exposure = Exposure(config)
         self._boxer = Boxer(self, exposure, make_async_proxy_class)  # type: ignore[arg-type]  # duck-types Connection
         self._dispatcher = Dispatcher(config, exposure)
-        self._proto = wire.Connection(
-            wire.ProtocolConfig(
-                max_frame_size=config.max_frame_size,
-                max_pending=config.max_pending_requests,
-                limits=wire.CodecLimits(max_depth=config.max_depth),
-            ),
-            box=self._boxer.box,
-            unbox=self._boxer.unbox,
-        )
+        self._proto = protocol_for(config, self._boxer)
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._transport: asyncio.Transport | None = None

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Final, Generator
 from rpc_protocol import Op
 
 from .._exposure import OPTIONAL_SPECIALS
-from .._proxy import _BUILTIN_CLASSES, Proxy, _check_descriptor, _method, _ProxyClasses, _special
+from .._proxy import _BUILTIN_CLASSES, Proxy, _method, _ProxyClasses, _special
 
 if TYPE_CHECKING:
     from ._connection import AsyncConnection
@@ -161,17 +161,6 @@ def _iter(self: AsyncProxy) -> Any:
     return conn._iterate(self)
 
 
-def make_async_proxy_class(info: object) -> type[Proxy]:
-    """The async proxy class for one remote type, from its descriptor (see ``_proxy``)."""
-    descriptor = _check_descriptor(info)
-    try:
-        return _ASYNC_CLASSES.get(descriptor)
-    except (TypeError, ValueError):  # unhashable, or a name type() refuses (a NUL in it): a peer's doing
-        from rpc_protocol import RemoteProtocolError
-
-        raise RemoteProtocolError(f"malformed type descriptor {info!r:.200}") from None
-
-
 def _async_proxy_class(descriptor: tuple[str, str, tuple[str, ...], tuple[str, ...], str]) -> type[Proxy]:
     module, qualname, methods, specials, builtin_name = descriptor
     namespace: dict[str, Any] = {"__slots__": (), "_rpc_type": (module, qualname)}
@@ -191,5 +180,5 @@ def _async_proxy_class(descriptor: tuple[str, str, tuple[str, ...], tuple[str, .
     return type(f"AsyncProxy[{module}.{qualname}]", (AsyncProxy,), namespace)
 
 
-# held weakly, as the threaded driver's (a class lives as long as a connection or proxy uses it)
-_ASYNC_CLASSES: Final = _ProxyClasses(_async_proxy_class)
+# checked, bounded and held weakly, as the threaded driver's (see ``_proxy``)
+make_async_proxy_class: Final = _ProxyClasses(_async_proxy_class).make
