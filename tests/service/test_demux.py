@@ -228,6 +228,86 @@ def test_two_hundred_connects_each_see_on_connect_finished(kind: str) -> None:
             running.stop()
 
 
+# -- the accepting side's preface and Hello: together, after on_connect ----------------------------
+
+
+class GatedOnConnect(Service):
+    """on_connect waits for the test to open the gate."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def on_connect(self, conn: Connection) -> None:
+        self.entered.set()
+        self.gate.wait(10)
+
+
+def read_until_closed(sock: socket.socket, seconds: float) -> bytes:
+    """Everything the peer sends until it closes (bounded by ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    data = b""
+    while (remaining := deadline - time.monotonic()) > 0:
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def client_opening() -> tuple[rpc_protocol.Connection, bytes]:
+    proto = rpc_protocol.Connection()
+    return proto, b"".join(bytes(b) for b in [*proto.send(rpc_protocol.Preface()), *proto.send(rpc_protocol.Hello(services=("RAW",)))])
+
+
+def test_the_server_sends_nothing_until_on_connect_returned_then_preface_and_hello() -> None:
+    service = GatedOnConnect()
+    running = Running(ThreadedServer(service))
+    try:
+        with socket.create_connection(("127.0.0.1", running.server.port), timeout=5) as sock:
+            proto, opening = client_opening()
+            sock.sendall(opening)
+            assert service.entered.wait(5), "on_connect never ran"
+            sock.settimeout(0.2)
+            with pytest.raises(socket.timeout):
+                sock.recv(1)  # neither preface nor Hello while on_connect runs
+            service.gate.set()
+            events: list[rpc_protocol.Event] = []
+            deadline = time.monotonic() + 5
+            while not any(isinstance(e, rpc_protocol.Hello) for e in events) and time.monotonic() < deadline:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(65536)
+                assert chunk, "the server closed instead of answering"
+                events += proto.receive_data(chunk)
+            assert [type(e) for e in events] == [rpc_protocol.Preface, rpc_protocol.Hello]
+            assert proto.state is rpc_protocol.State.OPEN
+    finally:
+        service.gate.set()
+        running.stop()
+
+
+def test_a_client_of_no_common_version_gets_the_servers_preface_and_a_clear_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    running = Running(ThreadedServer(ApplyService))
+    try:
+        with caplog.at_level(logging.INFO, logger="rpc_service"):
+            with socket.create_connection(("127.0.0.1", running.server.port), timeout=5) as sock:
+                future = rpc_protocol.Connection()
+                sock.sendall(b"".join(bytes(b) for b in future.send(rpc_protocol.Preface(200, 201))))
+                answer = read_until_closed(sock, 5)
+            assert answer == b"".join(bytes(b) for b in rpc_protocol.Connection().send(rpc_protocol.Preface()))
+            with pytest.raises(rpc_protocol.HandshakeError, match="no protocol version in common"):
+                future.receive_data(answer)
+            assert any("the peer speaks 200..201" in r.getMessage() for r in caplog.records)
+    finally:
+        running.stop()
+
+
 # -- rejection with a reason ----------------------------------------------------------------------
 
 

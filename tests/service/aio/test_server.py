@@ -139,6 +139,25 @@ def test_on_connect_refusal_reaches_the_client() -> None:
     run(main())
 
 
+def test_a_client_of_no_common_version_gets_the_servers_preface() -> None:
+    import rpc_protocol
+
+    def speak_a_future_version(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"".join(bytes(b) for b in rpc_protocol.Connection().send(rpc_protocol.Preface(200, 201))))
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            return data
+
+    async def main() -> bytes:
+        async with aio.Server(MixedService) as server:
+            return await asyncio.to_thread(speak_a_future_version, server.port)
+
+    ours = b"".join(bytes(b) for b in rpc_protocol.Connection().send(rpc_protocol.Preface()))
+    assert run(main()) == ours
+
+
 def test_unix_socket_both_ways() -> None:
     async def main() -> None:
         with tempfile.TemporaryDirectory() as folder:

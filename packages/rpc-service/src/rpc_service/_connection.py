@@ -57,6 +57,19 @@ def protocol_for(config: Config, boxer: Boxer) -> wire.Connection:
     )
 
 
+def shares_version(peer: wire.Preface) -> bool:
+    """Whether the peer's preface announces a version this side speaks."""
+    return max(peer.min_version, wire.MIN_VERSION) <= min(peer.max_version, wire.MAX_VERSION)
+
+
+def refusal_preface() -> list[wire.Buffer]:
+    """Our preface, for a peer with no version in common: the accepting side, which holds
+    its preface until on_connect ran, sends it at once to such a peer so that the peer learns
+    our range and can say why (docs/protocol.md §1). From a fresh protocol connection: the
+    connection's own would fail settlement before returning the bytes."""
+    return wire.Connection().send(wire.Preface())
+
+
 class Connection(Demux):
     """One end of a connection: ``root`` is the peer's service, ``close()`` ends it.
 
@@ -305,10 +318,12 @@ class Connection(Demux):
         from now); on return ``root`` is usable and on_connect ran.
 
         The connecting side sends its preface and Hello at once and runs on_connect after
-        the peer's Hello. The accepting side (``accepting``: servers) sends its preface at
-        once but its Hello only after on_connect returned, so that when the peer's factory
-        returns, on_connect has completed; if on_connect raises, the peer gets a Close
-        saying why (ConnectionRejectedError on its side) and the exception propagates here.
+        the peer's Hello. The accepting side (``accepting``: servers) sends its preface and
+        Hello together, in one write, only after on_connect returned, so that when the peer's
+        factory returns, on_connect has completed (the peer reads both at once); if
+        on_connect raises, the peer gets a Close saying why (ConnectionRejectedError on its
+        side) and the exception propagates here. A peer with no version in common gets our
+        preface at once, so that it can say why (:func:`refusal_preface`).
         """
         limit = self._config.handshake_timeout
         own = _monotonic() + limit
@@ -319,9 +334,7 @@ class Connection(Demux):
         proto = self._proto
         ours = wire.Hello(services=self._service.get_service_aliases(), root=self._service)
         try:
-            if accepting:
-                self._send(proto.send, wire.Preface())
-            else:  # preface and Hello in one write: the peer's are not awaited first
+            if not accepting:  # preface and Hello in one write: the peer's are not awaited first
                 self._send(lambda: [*proto.send(wire.Preface()), *proto.send(ours)])
             hello = self._await_hello(deadline, accepting)
             self._root = hello.root
@@ -351,12 +364,13 @@ class Connection(Demux):
             reason = f"on_connect failed: {type(exc).__name__}: {exc}"
             if len(reason) > _MAX_REASON:
                 reason = reason[: _MAX_REASON - 3] + "..."
+            proto = self._proto
             try:
-                self._send(self._proto.send, wire.Close(reason))
+                self._send(lambda: [*proto.send(wire.Preface()), *proto.send(wire.Close(reason))])
             except Exception:
                 pass  # the peer may be gone already
             raise ConnectionRejectedError(f"rejected the client: {reason}") from exc
-        self._send(self._proto.send, ours)
+        self._send(lambda: [*self._proto.send(wire.Preface()), *self._proto.send(ours)])
 
     def _await_hello(self, deadline: float, accepting: bool) -> wire.Hello:
         while True:
@@ -367,7 +381,14 @@ class Connection(Demux):
                 if accepting:
                     raise ConnectionClosedError(f"the peer closed the connection during the handshake: {event.reason}")
                 raise ConnectionRejectedError(f"the server rejected the connection: {event.reason}")
-            # a Preface: the version is settled; anything else the state table refuses
+            if type(event) is wire.Preface and accepting and not shares_version(event):
+                self._send(refusal_preface)
+                try:
+                    self._proto.send(wire.Preface())  # raises the HandshakeError naming both ranges
+                except wire.HandshakeError as exc:
+                    self._protocol_broken(exc)  # logged before the stream closes, as bad bytes read are
+                    raise
+            # a Preface: the version is settled (or, accepting, checked); anything else the state table refuses
 
     def _send_close_reply(self) -> None:
         try:

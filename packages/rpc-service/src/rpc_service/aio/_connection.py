@@ -23,7 +23,7 @@ from rpc_protocol import Event, Op, RemoteProtocolError
 
 from .._boxing import Boxer
 from .._config import Config, ConfigArg, make_config
-from .._connection import _BATCHED_TYPES, _MAX_ITER_BATCH, protocol_for
+from .._connection import _BATCHED_TYPES, _MAX_ITER_BATCH, protocol_for, refusal_preface, shares_version
 from .._dispatch import Dispatcher, checked_batch, rebuild_exception
 from .._errors import AsyncResultTimeout, ConnectionClosedError, ConnectionRejectedError, HandshakeTimeout
 from .._exposure import Exposure
@@ -280,7 +280,19 @@ class AsyncConnection(Serving, asyncio.BufferedProtocol):
                     self._transport.close()
                 self._shutdown()
                 return
-            # a Preface: the version is settled
+            elif kind is wire.Preface and self._accepting and not shares_version(event):  # type: ignore[arg-type]
+                self._write(refusal_preface())
+                try:
+                    self._proto.send(wire.Preface())
+                except wire.HandshakeError as exc:  # the ranges do not meet: name both
+                    log.warning("%r: closing, the peer broke the protocol: %s", self, exc)
+                    if not self._hello.done():
+                        self._hello.set_exception(exc)
+                    if self._transport is not None:
+                        self._transport.close()  # (not abort: our preface goes out first)
+                    self._shutdown()
+                return
+            # else a Preface: the version is settled (or, accepting, checked)
 
     def _abort(self, exc: BaseException) -> None:
         if not self._hello.done():
@@ -444,14 +456,12 @@ class AsyncConnection(Serving, asyncio.BufferedProtocol):
 
     async def _handshake(self) -> None:
         """Exchange prefaces and hellos within ``handshake_timeout``; on return ``root`` is
-        usable and on_connect ran (on the accepting side, before our Hello was sent)."""
+        usable and on_connect ran (on the accepting side, before our preface and Hello were sent)."""
         limit = self._config.handshake_timeout
         proto = self._proto
         ours = wire.Hello(services=self._service.get_service_aliases(), root=self._service)
         try:
-            if self._accepting:
-                self._write(proto.send(wire.Preface()))
-            else:
+            if not self._accepting:  # preface and Hello in one write (accepting: both after on_connect)
                 self._write([*proto.send(wire.Preface()), *self._encode(proto.send, ours)])
             try:
                 hello = await asyncio.wait_for(asyncio.shield(self._hello), limit)
@@ -464,11 +474,11 @@ class AsyncConnection(Serving, asyncio.BufferedProtocol):
                 except Exception as exc:
                     reason = f"on_connect failed: {type(exc).__name__}: {exc}"[:_MAX_REASON]
                     try:
-                        self._write(proto.send(wire.Close(reason)))
+                        self._write([*proto.send(wire.Preface()), *proto.send(wire.Close(reason))])
                     except Exception:
                         pass
                     raise ConnectionRejectedError(f"rejected the client: {reason}") from exc
-                self._write(self._encode(proto.send, ours))
+                self._write([*proto.send(wire.Preface()), *self._encode(proto.send, ours)])
             self._open = not self._closed
             if not self._accepting:
                 await self._call_hook(self._service.on_connect)
