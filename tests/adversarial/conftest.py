@@ -8,8 +8,8 @@ Shared by every module of ``tests/adversarial`` (the load and leak tests use the
   fixture of the same name) or per test with ``@pytest.mark.server_config({...})``;
 - ``server``: a ``ThreadedServer`` of ``service`` on 127.0.0.1, port 0, started in a thread,
   closed (and its thread joined) at teardown;
-- ``normal_client``: a well-behaved client connected to ``server``; at teardown it must still
-  be served (every adversarial case promises that);
+- ``normal_client``: a well-behaved client connected to ``server`` (config overridden per test
+  with ``@pytest.mark.client_config({...})``); at teardown it must still be served (every adversarial case promises that);
 - ``baseline``: a :class:`~tests.adversarial.helpers.Baseline` of threads and open fds taken
   once ``server`` and ``normal_client`` are up; at teardown everything the test added (hostile
   peers, their server threads, sockets) must be gone within ``BASELINE_WAIT`` seconds;
@@ -35,6 +35,7 @@ CLIENT_CONFIG: dict[str, Any] = {"sync_request_timeout": 10.0}
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "server_config(dict): protocol_config of the adversarial `server` fixture")
+    config.addinivalue_line("markers", "client_config(dict): config of the adversarial `normal_client` fixture")
 
 
 @pytest.fixture
@@ -64,8 +65,12 @@ def server(service: TargetService, server_config: dict[str, Any]) -> Iterator[Th
 
 
 @pytest.fixture
-def normal_client(server: ThreadedServer) -> Iterator[Connection]:
-    conn = rpc_service.connect("127.0.0.1", server.port, config=CLIENT_CONFIG)
+def normal_client(server: ThreadedServer, request: pytest.FixtureRequest) -> Iterator[Connection]:
+    config = dict(CLIENT_CONFIG)
+    marker = request.node.get_closest_marker("client_config")
+    if marker is not None:
+        config.update(marker.args[0])
+    conn = rpc_service.connect("127.0.0.1", server.port, config=config)
     assert conn.root.echo("hello") == "hello"
     try:
         yield conn

@@ -173,6 +173,53 @@ def test_a_frame_of_empty_sets_costs_a_small_factor_of_its_size(child_server: Ca
     assert grown < 24 * frame_mib, f"decoding a {frame_mib:.0f} MiB frame grew the server's peak by {grown:.0f} MiB"
 
 
+def test_a_frame_of_distinct_references_is_bounded_by_max_proxies(child_server: Callable[..., int]) -> None:
+    """Each distinct reference makes a proxy (~600 bytes) out of 13 bytes: 2 x 600 000 of them
+    (16 MiB) would cost the server ~700 MiB. It stops at ``max_proxies`` and drops the peer."""
+    port = child_server({"max_frame_size": 32 * 1024 * 1024})
+    with measure(port) as conn:
+        base = conn.root.reset_peak()
+    peer = hostile(port)
+    count = 1_200_000  # in two tuples (each within max_items)
+    descriptor = ("builtins", "object", (), (), "object")
+    refs = [wire.Ref(1, 77, descriptor), *(wire.Ref(oid, 77) for oid in range(2, count + 1))]
+    seq, data = peer.request_bytes(wire.Op.CALLATTR, peer.root_ref, ("echo", (tuple(refs[: count // 2]), tuple(refs[count // 2 :]))))
+    payload = data[12:]
+    outcome = send_or_closed(peer, data)
+    peer.sock.close()
+    with measure(port) as conn:
+        peak = conn.root.peak()
+        assert conn.root.echo("still serving") == "still serving"
+    grown = (peak - base) / MIB
+    frame_mib = len(payload) / 2**20
+    record_figures("hardening_reference_amplification", {"frame_mib": round(frame_mib, 1), "peak_growth_mib": round(grown, 1), "outcome": outcome})
+    assert outcome == "closed"
+    assert grown < 120, f"a {frame_mib:.0f} MiB frame of references grew the server's peak by {grown:.0f} MiB"
+
+
+def test_max_proxies_is_configurable_and_validated() -> None:
+    with pytest.raises(ValueError, match="max_proxies"):
+        rpc_service.Config(max_proxies=0)
+
+    class Lender(rpc_service.Service):
+        def exposed_lend(self, count: int) -> tuple[object, ...]:
+            return tuple(object() for _ in range(count))  # a tuple crosses by value, its items by reference
+
+    server = rpc_service.ThreadedServer(Lender, port=0)
+    thread = server.start_in_thread()
+    try:
+        with rpc_service.connect("127.0.0.1", server.port, config={"max_proxies": 5}) as conn:
+            first = conn.root.lend(4)  # the root and 4 objects: 5 proxies
+            assert len(first) == 4
+        with rpc_service.connect("127.0.0.1", server.port, config={"max_proxies": 5}) as conn:
+            with pytest.raises(rpc_service.RPCError):
+                conn.root.lend(10)  # the reply is refused and the connection closes
+            assert conn.closed
+    finally:
+        server.close()
+        thread.join(timeout=10)
+
+
 # -- item 10: lent objects per connection --------------------------------------------------------
 
 

@@ -204,6 +204,7 @@ def server_side(server: ThreadedServer) -> Connection:
 
 @pytest.mark.timeout(60)
 @pytest.mark.server_config({"max_lent_objects": 200_000})  # 100 000 held at once, plus the service
+@pytest.mark.client_config({"max_proxies": 200_000})  # ... which the client holds proxies of
 def test_hundred_thousand_proxies_return_the_object_table_to_empty(
     server: ThreadedServer, service: LeakService, normal_client: Connection, baseline: Baseline
 ) -> None:

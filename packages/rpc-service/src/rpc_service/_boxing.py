@@ -51,6 +51,7 @@ class Boxer:
         self._oid_of: dict[int, int] = {}  # id(object) -> oid, while lent
         self._next_oid = 1
         self._max_lent = conn.config.max_lent_objects
+        self._max_proxies = conn.config.max_proxies
         self._type_ids: dict[type, int] = {}
         # what the frame being encoded added, to undo if encoding fails
         self._lent_now: list[int] = []
@@ -151,6 +152,11 @@ class Boxer:
         if proxy is not None:
             entry[1] += 1  # type: ignore[index]  # entry is set when proxy is
             return proxy
+        if len(self._proxies) >= self._max_proxies:  # (an honest peer stops at its max_lent_objects)
+            raise RemoteProtocolError(
+                f"the peer sent references to more than {self._max_proxies} distinct objects of its own "
+                f"held here at once (max_proxies={self._max_proxies})"
+            )
         proxy = object.__new__(cls)
         object.__setattr__(proxy, "_rpc_conn", self._conn)
         object.__setattr__(proxy, "_rpc_oid", ref.oid)

@@ -29,7 +29,11 @@ class Config:
 
     Limits: ``max_lent_objects`` (default 100 000) caps the distinct local objects the peer
     may hold references to at once; sending one more raises :class:`LentObjectsLimitError`
-    (a reply that would do it reaches the peer as that error).
+    (a reply that would do it reaches the peer as that error). ``max_proxies`` (default
+    100 000) caps the distinct objects of the peer held here through proxies at once: a peer
+    whose frame would pass it (which an honest peer, bound by its own ``max_lent_objects``,
+    never sends) breaks the protocol and is disconnected (each proxy costs ~600 bytes, so
+    references must not be a way to make this side allocate ~50 times a frame's size).
 
     Errors: the peer always learns an error's type and arguments (its message); the
     traceback text (file paths, source lines, chained exceptions' messages) and the Python
@@ -68,6 +72,7 @@ class Config:
     max_pending_requests: int = 1024
     max_depth: int = 64
     max_lent_objects: int = 100_000
+    max_proxies: int = 100_000
     iter_batch: int = 256
     connid: str | None = None
     forward_dunders: frozenset[str] = frozenset()
@@ -88,6 +93,8 @@ class Config:
             raise ValueError("handshake_timeout must be positive")
         if self.max_lent_objects < 1:
             raise ValueError("max_lent_objects must be at least 1")
+        if self.max_proxies < 1:
+            raise ValueError("max_proxies must be at least 1")
         if self.iter_batch < 1:
             raise ValueError("iter_batch must be at least 1")
         if self.before_closed is not None and not callable(self.before_closed):
