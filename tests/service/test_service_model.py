@@ -505,3 +505,24 @@ def test_the_server_prefix_governs_not_the_client_prefix(connect_to: ConnectTo) 
 def test_empty_exposed_prefix_is_refused() -> None:
     with pytest.raises(ValueError, match="exposed_prefix"):
         rpc_service.connect_thread(config={"exposed_prefix": ""})
+
+
+class AsyncHandlers(Service):
+    async def exposed_fetch(self) -> int:
+        return 1
+
+    def exposed_plain(self) -> int:
+        return 2
+
+
+def test_an_async_def_handler_on_a_threaded_connection_is_a_clear_error(connect_to: ConnectTo) -> None:
+    import gc
+    import warnings
+
+    conn = connect_to(AsyncHandlers)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "coroutine ... was never awaited" would fail the test
+        with pytest.raises(TypeError, match=r"AsyncHandlers\.exposed_fetch is an async def handler.*aio\.Server"):
+            conn.root.fetch()
+        gc.collect()
+    assert conn.root.plain() == 2  # the connection keeps serving

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from types import CoroutineType
 from typing import Any, Callable, Final, Iterator
 
 import rpc_protocol as wire
@@ -294,6 +295,12 @@ class Connection(Demux):
         seq = request.seq
         try:
             value = HANDLERS[request.op](self._dispatcher, request.target, request.args, request.kwargs)
+            if type(value) is CoroutineType:
+                value.close()  # (never awaited: no warning later)
+                raise TypeError(
+                    f"{value.__qualname__} is an async def handler, which a threaded connection cannot "
+                    "await: serve the service with rpc_service.aio.Server (or make it a plain def)"
+                )
         except BaseException as exc:  # the method's, for the caller (Ctrl-C on the main thread still stops us)
             if must_propagate(exc):
                 raise
