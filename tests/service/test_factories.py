@@ -390,3 +390,23 @@ def test_connect_subproc_to_a_child_that_does_not_serve() -> None:
 def test_connect_subproc_accepts_popen_keywords(tmp_path: Path) -> None:
     with rpc_service.connect_subproc(child_args(), env=child_env(), cwd=str(tmp_path), stderr=subprocess.DEVNULL) as conn:
         assert conn.root.echo("cwd ok") == "cwd ok"
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, 70000])
+def test_connect_to_a_port_out_of_range_is_a_clear_rpc_error(port: int) -> None:
+    with pytest.raises(rpc_service.ConnectionFailedError, match=f"port must be between 1 and 65535, not {port}"):
+        rpc_service.connect("127.0.0.1", port, timeout=2)
+
+
+@pytest.mark.parametrize("port", ["80", True, 1.5, None])
+def test_a_port_of_another_type_is_a_type_error(port: Any) -> None:
+    with pytest.raises(TypeError, match="port must be an int"):
+        rpc_service.connect("127.0.0.1", port, timeout=2)
+    with pytest.raises(TypeError, match="port must be an int"):
+        rpc_service.ThreadedServer(rpc_service.VoidService, port=port)
+
+
+@pytest.mark.parametrize("port", [-1, 65536])
+def test_a_server_port_out_of_range_is_a_value_error(port: int) -> None:
+    with pytest.raises(ValueError, match="port must be between 0 and 65535"):
+        rpc_service.ThreadedServer(rpc_service.VoidService, port=port)

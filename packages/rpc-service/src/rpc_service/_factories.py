@@ -21,7 +21,7 @@ from ._config import ConfigArg
 from ._connection import Connection
 from ._errors import ConnectionFailedError, HandshakeTimeout
 from ._service import ServiceArg, VoidService, instantiate
-from ._streams import PipeStream, SocketStream, Stream, SubprocessStream
+from ._streams import PipeStream, SocketStream, Stream, SubprocessStream, check_port
 
 __all__ = ["connect", "open_tcp", "unix_connect", "connect_stream", "connect_pipes", "connect_subproc", "connect_thread"]
 
@@ -89,6 +89,7 @@ def open_tcp(host: str, port: int, *, ipv6: bool = False, timeout: float | None 
 
     The socket half of :func:`connect`, for transports that wrap the socket first (TLS).
     """
+    check_port(port)
     try:
         if not ipv6:
             return socket.create_connection((host, port), timeout=timeout)

@@ -25,7 +25,7 @@ from ._connection import Connection
 from ._errors import ConnectionClosedError, ConnectionRejectedError
 from ._hooks import Authenticator, Registrar
 from ._service import Service, ServiceArg, instantiate
-from ._streams import SocketStream, Stream
+from ._streams import SocketStream, Stream, check_port
 
 __all__ = ["Server", "ThreadedServer", "OneShotServer"]
 
@@ -93,7 +93,7 @@ class Server:
             family = socket.AF_INET6 if ipv6 else socket.AF_INET
             self.listener = socket.socket(family, socket.SOCK_STREAM)
             self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            address = (hostname or ("::1" if ipv6 else "127.0.0.1"), port)
+            address = (hostname or ("::1" if ipv6 else "127.0.0.1"), check_port(port, listening=True))
         try:
             self.listener.bind(address)
             self.listener.listen(backlog)

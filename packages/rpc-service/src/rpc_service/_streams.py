@@ -24,7 +24,7 @@ from typing import Callable, Final, Protocol, Sequence
 
 from rpc_protocol import Buffer
 
-from ._errors import ConnectionClosedError
+from ._errors import ConnectionClosedError, ConnectionFailedError
 
 __all__ = ["Stream", "SocketStream", "PipeStream", "SubprocessStream"]
 
@@ -287,3 +287,17 @@ class SubprocessStream(PipeStream):
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=5)
+
+
+def check_port(port: object, *, listening: bool = False) -> int:
+    """``port``, checked before any socket sees it (an out-of-range port is otherwise
+    wrapped round or misreported as a refused connection): an int from 1 (0 too when
+    ``listening``: any free port) to 65535. TypeError for another type; out of range,
+    ValueError for a server, ConnectionFailedError (an RPCError) for a connect."""
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise TypeError(f"port must be an int, not {type(port).__name__}")
+    low = 0 if listening else 1
+    if not low <= port <= 65535:
+        error = ValueError if listening else ConnectionFailedError
+        raise error(f"port must be between {low} and 65535, not {port}")
+    return port

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from .._config import ConfigArg
 from .._errors import ConnectionFailedError
+from .._streams import check_port
 from .._service import ServiceArg, VoidService, instantiate
 from ._connection import AsyncConnection
 
@@ -63,6 +64,7 @@ async def connect(
     connection (``server_hostname`` defaults to ``host``). ``executor`` runs this side's
     plain ``def`` callbacks (default: a pool of the connection's own, threads made on demand).
     """
+    check_port(port)
     loop = asyncio.get_running_loop()
 
     def opener(factory: Callable[[], AsyncConnection]) -> Any:

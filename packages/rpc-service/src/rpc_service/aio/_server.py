@@ -20,6 +20,7 @@ from typing import Any, Sequence
 from .._config import ConfigArg
 from .._hooks import Authenticator, Registrar
 from .._service import ServiceArg, instantiate
+from .._streams import check_port
 from ._connection import HANDLER_THREADS, AsyncConnection
 
 __all__ = ["Server"]
@@ -60,7 +61,7 @@ class Server:
         instantiate(service)  # fail early on a wrong service argument
         self.service = service
         self.hostname = hostname
-        self.port = port
+        self.port = port if socket_path is not None else check_port(port, listening=True)
         self.socket_path = socket_path
         self.ipv6 = ipv6
         self.authenticator = authenticator
