@@ -18,6 +18,7 @@ __all__ = [
     "Op",
     "Preface",
     "Hello",
+    "CallContext",
     "Request",
     "Reply",
     "ErrorReply",
@@ -25,6 +26,7 @@ __all__ = [
     "Ping",
     "Pong",
     "Close",
+    "Cancel",
     "Event",
 ]
 
@@ -66,6 +68,20 @@ class Hello:
 
 
 @dataclass(frozen=True, slots=True)
+class CallContext:
+    """What a request carries about its call (version 2, REQUEST flag CONTEXT).
+
+    ``budget_us``: the microseconds the caller will still wait for the answer (0: none
+    left), or None for no deadline. ``traceparent``: a W3C trace-context ``traceparent``
+    of version ``00`` (``"00-<32 hex>-<16 hex>-<2 hex>"``, lower case, ids not all zero), or
+    None. At least one of the two is set (a request without either carries no context).
+    """
+
+    budget_us: int | None = None
+    traceparent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Request:
     seq: int
     op: Op
@@ -73,6 +89,7 @@ class Request:
     args: tuple[object, ...] = ()
     kwargs: dict[str, object] = field(default_factory=dict)
     by_value: bool = False
+    context: CallContext | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,4 +133,12 @@ class Close:
     reason: str = ""
 
 
-Event = Union[Preface, Hello, Request, Reply, ErrorReply, Release, Ping, Pong, Close]
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Version 2: the sender gave up on its request ``seq`` (still in flight); the receiver
+    may stop working on it, and still answers it once (the sender drops that answer)."""
+
+    seq: int
+
+
+Event = Union[Preface, Hello, Request, Reply, ErrorReply, Release, Ping, Pong, Close, Cancel]
