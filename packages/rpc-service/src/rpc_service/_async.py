@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rpc_protocol import Op
 
+from ._context import deadline
+from ._errors import AsyncResultTimeout
 from ._proxy import Proxy
 
 if TYPE_CHECKING:
@@ -92,7 +94,12 @@ class AsyncResult:
         if timeout is not None:
             end = time.monotonic() + timeout
             deadline = end if deadline is None else min(deadline, end)
-        self._conn._wait(self, deadline)
+        try:
+            self._conn._wait(self, deadline)
+        except AsyncResultTimeout:
+            if self.expired:  # given up for good: the peer is told to cancel (protocol version 2)
+                self._conn._abandon(self)
+            raise
 
     @property
     def value(self) -> Any:
@@ -141,15 +148,18 @@ def timed(proxy: Any, timeout: float) -> Callable[..., AsyncResult]:
     """Wrap a remote callable so each call returns an :class:`AsyncResult` that expires
     ``timeout`` seconds after the call (as RPyC's ``timed``): ``.value`` then raises
     AsyncResultTimeout, and ``.expired`` turns true. ``timed(f, t)(...).value`` is the
-    blocking form.
+    blocking form. The call is made under ``deadline(timeout)``: the peer sees the budget
+    (``remaining()``) and is told to cancel once the result expired and was waited for.
     """
     if timeout is None or not timeout > 0:
         raise ValueError(f"timed() needs a positive timeout, not {timeout!r}")
     call = async_(proxy)
 
     def timed_call(*args: Any, **kwargs: Any) -> AsyncResult:
-        result = call(*args, **kwargs)
-        result.set_expiry(timeout)
+        with deadline(timeout):  # (an outer deadline that is earlier wins)
+            result = call(*args, **kwargs)
+        if result._deadline is None:
+            result.set_expiry(timeout)
         return result
 
     return timed_call

@@ -39,6 +39,7 @@ from ._idle import read_into
 
 if TYPE_CHECKING:
     from ._boxing import Boxer
+    from ._context import Served
     from ._streams import Stream
 
 __all__ = ["ConnectionStats", "Demux", "Lifecycle"]
@@ -109,6 +110,7 @@ class Demux:
         self._calls_served = 0
         self._bytes_sent = 0
         self._bytes_received = 0
+        self._served: dict[int, Served] = {}  # requests served with a call context, by seq (CANCEL)
 
     # -- hooks for the subclass --------------------------------------------------------
 
@@ -259,12 +261,54 @@ class Demux:
             return ConnectionClosedError("the connection is not open yet (calls wait until on_connect has returned)")
         return ConnectionClosedError("the connection is closed")
 
-    def _forget(self, slot: AsyncResult) -> None:
-        """Drop an abandoned slot: a late reply to it is discarded."""
+    def _forget(self, slot: AsyncResult) -> int | None:
+        """Drop an abandoned slot: a late reply to it is discarded. Its request id, or None
+        when its answer came first."""
         with self._lock:
             for seq, pending in list(self._slots.items()):
                 if pending is slot:
                     del self._slots[seq]
+                    return seq
+        return None
+
+    def _abandon(self, slot: AsyncResult) -> None:
+        """Give up on a request: drop its slot and tell the peer (CANCEL, protocol version
+        2). The peer still answers it; the answer is dropped (docs/protocol.md, Cancel)."""
+        seq = self._forget(slot)
+        if seq is None or not self._proto.carries_context or self._life is not _OPEN:
+            return
+        try:
+            self._send(self._proto.send, wire.Cancel(seq))
+        except (wire.LocalProtocolError, ConnectionClosedError, OSError):
+            pass  # answered meanwhile, or closing: nothing to cancel
+
+    def _cancel_received(self, seq: int) -> None:
+        """The peer cancelled its request ``seq`` (under ``_lock``, while reading)."""
+        served = self._served.get(seq)
+        if served is not None:
+            served.cancelled = True
+
+    def _poll_cancels(self) -> None:
+        """Read what has arrived, without waiting and without serving, when no thread is
+        reading: a sync handler polling ``cancelled()`` learns of a CANCEL."""
+        lock = self._lock
+        with lock:
+            if self._reading or self._life is not _OPEN:
+                return
+            self._reading = True
+        try:
+            self._read(_monotonic())
+        except BaseException:  # nothing arrived (TimeoutError), or closing: said elsewhere
+            with lock:
+                self._reading = False
+                if self._waiting:
+                    self._wake_one()
+            return
+        try:  # _read returned holding the lock, the role given back
+            if self._waiting:
+                self._wake_one()
+        finally:
+            lock.release()
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -422,6 +466,9 @@ class Demux:
                 slot = self._fill(event.seq, self._rebuild(event), True)
             elif type(event) is wire.Pong:
                 slot = self._fill(event.seq, event.payload, False)
+            elif type(event) is wire.Cancel:
+                self._cancel_received(event.seq)
+                continue
             else:
                 self._inbox.append(event)
                 continue

@@ -1,0 +1,131 @@
+"""Calls and serving with a call context, on the threaded driver.
+
+Owns the paths a :class:`Connection` takes instead of its plain ones when a call context is
+involved: a call made under ``deadline()`` (or inside a handler serving a call with a
+context) carries the budget left, waits no longer than it, raises ``DeadlineExceeded`` at
+the deadline and sends CANCEL; a request that arrived with a context is served under it
+(``remaining()``, ``cancelled()``, inherited by the handler's own calls); with tracing on,
+every call and every request served goes through here with its span. The plain paths in
+``_connection`` only test ``CURRENT.get() is None`` / ``request.context is None`` to come
+here. It takes the connection's lock only through the demultiplexer's methods.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+import rpc_protocol as wire
+from rpc_protocol import Op
+
+from ._async import AsyncResult
+from ._by_value import ByValue
+from ._context import CURRENT, Served, expired_error, serving_state, wire_context
+from ._dispatch import HANDLERS, describe_exception, must_propagate
+from ._errors import AsyncResultTimeout, DeadlineExceeded
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+    _Base = Connection
+else:
+    _Base = object
+
+__all__ = ["ContextCalls"]
+
+_NO_KWARGS: Final[dict[str, Any]] = {}
+_monotonic: Final = time.monotonic
+
+
+class ContextCalls(_Base):
+    """The call-context paths of :class:`Connection` (mixed in; see the module doc)."""
+
+    _tracer: Any
+
+    # -- calls -------------------------------------------------------------------------------
+
+    def _context_request(
+        self, op: Op, target: object, args: tuple[Any, ...] = (), kwargs: dict[str, Any] = _NO_KWARGS, traceparent: str | None = None
+    ) -> Any:
+        """``_request`` under a call context: carry it, and wait no longer than its deadline."""
+        state = CURRENT.get()
+        now = _monotonic()
+        end = None if state is None else state.deadline
+        if end is not None and end <= now:
+            raise expired_error("the call")
+        slot = self._send_in_context(op, target, args, kwargs, False, wire_context(state, now, traceparent))
+        if not slot._ready:
+            timeout = self._config.sync_request_timeout
+            by_deadline = end is not None and (timeout is None or end < now + timeout)
+            if not self._pump(slot, end if by_deadline else None if timeout is None else now + timeout):
+                self._abandon(slot)  # CANCEL; the late answer is dropped
+                if by_deadline:
+                    raise expired_error("the call")
+                raise AsyncResultTimeout(f"the peer did not reply within sync_request_timeout ({timeout} s)")
+        if slot._is_error:
+            raise slot._value
+        return slot._value
+
+    def _context_async_request(self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool) -> AsyncResult:
+        """``_async_request`` under a call context: the result expires at the deadline."""
+        state = CURRENT.get()
+        slot = self._send_in_context(op, target, args, kwargs, by_value, wire_context(state, _monotonic()))
+        if state is not None and state.deadline is not None:
+            slot._deadline = state.deadline
+        return slot
+
+    def _send_in_context(
+        self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool, context: wire.CallContext | None
+    ) -> AsyncResult:
+        if context is not None and self._proto.carries_context:
+            return self._awaited(self._proto.send_context_request, op, target, args, kwargs, by_value, context)
+        return self._awaited(self._proto.send_request, op, target, args, kwargs, by_value)  # (a version-1 peer)
+
+    def _traced_request(self, op: Op, target: object, args: tuple[Any, ...] = (), kwargs: dict[str, Any] = _NO_KWARGS) -> Any:
+        """``_request`` with tracing on: a CLIENT span around the call, its traceparent sent."""
+        with self._tracer.client_span(self, op, args) as traceparent:
+            return self._context_request(op, target, args, kwargs, traceparent)
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def _traced_serve(self, request: wire.Request) -> None:
+        """``_serve_request`` with tracing on: every request gets a SERVER span."""
+        self._serve_in_context(request)
+
+    def _serve_in_context(self, request: wire.Request) -> None:
+        """Serve a request that carried a call context (or any, when tracing): the handler
+        runs under it, and a CANCEL for it sets ``cancelled()``."""
+        seq = request.seq
+        served = Served(self._poll_cancels)
+        state = serving_state(request.context, served)
+        scope = self._tracer.server_span(self, request, served) if self._tracer is not None else None
+        token = CURRENT.set(state)
+        self._served[seq] = served  # (one dict operation: atomic; read under _lock by _cancel_received)
+        error: BaseException | None = None
+        try:
+            if state.deadline is not None and state.deadline <= _monotonic():
+                error = DeadlineExceeded("the caller's deadline had passed when its request arrived")
+            else:
+                value = HANDLERS[request.op](self._dispatcher, request.target, request.args, request.kwargs)
+        except BaseException as exc:  # the handler's, for the caller (as in _serve_request)
+            if must_propagate(exc):
+                raise
+            error = exc
+        finally:
+            CURRENT.reset(token)
+            self._served.pop(seq, None)
+            if scope is not None:
+                scope.close()
+        if served.span is not None:
+            self._tracer.end_server_span(served, error)
+        if error is not None:
+            if not self.closed:
+                self._send(self._proto.send, describe_exception(seq, error, self._config))
+            return
+        try:  # (a cancelled request is answered too: the peer drops the answer)
+            if type(value) is ByValue:
+                self._send(self._proto.send_reply, seq, value.value, True)
+            else:
+                self._send(self._proto.send_reply, seq, value)
+        except wire.EncodeError as exc:
+            self._send(self._proto.send, describe_exception(seq, exc, self._config))
