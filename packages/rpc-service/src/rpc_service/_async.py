@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Callable
 from rpc_protocol import Op
 
 from ._context import deadline
-from ._errors import AsyncResultTimeout
 from ._proxy import Proxy
 
 if TYPE_CHECKING:
@@ -94,12 +93,7 @@ class AsyncResult:
         if timeout is not None:
             end = time.monotonic() + timeout
             deadline = end if deadline is None else min(deadline, end)
-        try:
-            self._conn._wait(self, deadline)
-        except AsyncResultTimeout:
-            if self.expired:  # given up for good: the peer is told to cancel (protocol version 2)
-                self._conn._abandon(self)
-            raise
+        self._conn._wait(self, deadline)
 
     @property
     def value(self) -> Any:
@@ -149,7 +143,8 @@ def timed(proxy: Any, timeout: float) -> Callable[..., AsyncResult]:
     ``timeout`` seconds after the call (as RPyC's ``timed``): ``.value`` then raises
     AsyncResultTimeout, and ``.expired`` turns true. ``timed(f, t)(...).value`` is the
     blocking form. The call is made under ``deadline(timeout)``: the peer sees the budget
-    (``remaining()``) and is told to cancel once the result expired and was waited for.
+    (``remaining()``, ``cancelled()`` once it passed). As in RPyC, a reply that arrives
+    after the expiry still counts if the result is waited for again (no CANCEL is sent).
     """
     if timeout is None or not timeout > 0:
         raise ValueError(f"timed() needs a positive timeout, not {timeout!r}")
