@@ -13,7 +13,7 @@ here. It takes the connection's lock only through the demultiplexer's methods.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Callable, Final
 
 import rpc_protocol as wire
 from rpc_protocol import Op
@@ -21,15 +21,13 @@ from rpc_protocol import Op
 from ._async import AsyncResult
 from ._by_value import ByValue
 from ._context import CURRENT, Served, expired_error, serving_state, wire_context
-from ._dispatch import HANDLERS, describe_exception, must_propagate
+from ._dispatch import HANDLERS, Dispatcher, describe_exception, must_propagate
 from ._errors import AsyncResultTimeout, DeadlineExceeded
 
 if TYPE_CHECKING:
-    from ._connection import Connection
+    import threading
 
-    _Base = Connection
-else:
-    _Base = object
+    from ._config import Config
 
 __all__ = ["ContextCalls"]
 
@@ -37,10 +35,30 @@ _NO_KWARGS: Final[dict[str, Any]] = {}
 _monotonic: Final = time.monotonic
 
 
-class ContextCalls(_Base):
+class ContextCalls:
     """The call-context paths of :class:`Connection` (mixed in; see the module doc)."""
 
     _tracer: Any
+
+    if TYPE_CHECKING:  # what the connection and its demultiplexer provide
+        _config: Config
+        _proto: wire.Connection
+        _dispatcher: Dispatcher
+        _lock: threading.Lock
+        _served: dict[int, Served]
+
+        @property
+        def closed(self) -> bool: ...
+
+        def _awaited(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> AsyncResult: ...
+
+        def _pump(self, slot: AsyncResult | None, deadline: float | None, once: bool = False) -> bool: ...
+
+        def _abandon(self, slot: AsyncResult) -> None: ...
+
+        def _poll_cancels(self) -> None: ...
+
+        def _send(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> None: ...
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -69,7 +87,8 @@ class ContextCalls(_Base):
                 raise expired_error("the call")
         if slot._is_error:
             raise slot._value
-        return slot._value
+        value: Any = slot._value
+        return value
 
     def _context_async_request(self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool) -> AsyncResult:
         """``_async_request`` under a call context: the result expires at the deadline."""

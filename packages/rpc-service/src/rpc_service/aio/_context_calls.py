@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Final
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Final
 
 import rpc_protocol as wire
 from rpc_protocol import Op
@@ -24,12 +24,6 @@ from .._context import CURRENT, Served, expired_error, serving_state, wire_conte
 from .._errors import ConnectionClosedError, DeadlineExceeded
 from ._serving import Serving
 
-if TYPE_CHECKING:
-    from ._connection import AsyncConnection
-
-    _Base = AsyncConnection
-else:
-    _Base = object
 
 __all__ = ["AsyncContextCalls", "CallFuture"]
 
@@ -52,11 +46,29 @@ class CallFuture(asyncio.Future):  # type: ignore[type-arg]  # (asyncio.Future[A
         return True
 
 
-class AsyncContextCalls(_Base):
+class AsyncContextCalls:
     """The call-context paths of :class:`AsyncConnection` (mixed in; see the module doc)."""
 
     _tracer: Any
     _served: dict[int, Served]
+
+    if TYPE_CHECKING:  # what the connection provides
+        _slots: dict[int, asyncio.Future[Any]]
+        _open: bool
+        _proto: wire.Connection
+        _loop: asyncio.AbstractEventLoop
+        _paused: asyncio.Future[None] | None
+        _calls_sent: int
+
+        def _encode(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> list[wire.Buffer]: ...
+
+        def _write(self, buffers: list[wire.Buffer]) -> None: ...
+
+        def _check_open(self) -> None: ...
+
+        def _after_drain(self, future: asyncio.Future[Any]) -> Awaitable[Any]: ...
+
+        def _reply_error(self, seq: int, exc: BaseException) -> None: ...
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -153,7 +165,7 @@ class AsyncContextCalls(_Base):
         if state.deadline is not None and state.deadline <= _monotonic():
             self._reply_error(seq, DeadlineExceeded("the caller's deadline had passed when its request arrived"))
             return
-        task = context.run(Serving._serve, self, request)
+        task = context.run(Serving._serve, self, request)  # type: ignore[arg-type]  # self is an AsyncConnection
         if seq in self._served:  # still running
             served.task = task
 

@@ -121,15 +121,15 @@ class Serving:
                 args, kwargs = (args, kwargs), _NO_KWARGS
             else:
                 self._reply(seq, HANDLERS[op](self._dispatcher, target, args, kwargs))
-                return
+                return None
             if isinstance(fn, _INLINE_TYPES):
                 self._reply_result(seq, mark, fn(*args, **kwargs))
-                return
+                return None
         except BaseException as exc:  # the handler's, for the caller (a real Ctrl-C still stops us)
             if must_propagate(exc):
                 raise
             self._reply_error(seq, exc)
-            return
+            return None
         if _is_async(fn):
             # started here, eagerly: a handler that does not suspend costs no task
             try:
@@ -137,12 +137,12 @@ class Serving:
                 blocked_on = _unblock(coro.send(None))
             except StopIteration as stop:
                 self._reply_result(seq, mark, stop.value)
-                return
+                return None
             except BaseException as exc:  # (as above)
                 if must_propagate(exc):
                     raise
                 self._reply_error(seq, exc)
-                return
+                return None
             task: asyncio.Future[Any] = self._loop.create_task(_continue(coro, blocked_on))
         elif CURRENT.get() is not None:  # served under a call context: the worker runs in it too
             job_context = contextvars.copy_context()
