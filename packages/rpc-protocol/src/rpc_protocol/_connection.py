@@ -122,6 +122,8 @@ class Connection:
         self._pings: set[int] = set()
         self._next_seq = 1
         self._request_flags = _REQUEST_FLAGS  # the REQUEST flags the settled version allows
+        # Whether the settled version has call contexts and CANCEL (version 2 and up).
+        self.carries_context = False
 
     def __repr__(self) -> str:
         return f"<rpc_protocol.Connection state={self.state.value} version={self.version}>"
@@ -134,12 +136,6 @@ class Connection:
         return self._error
 
     # -- sending ---------------------------------------------------------------------
-
-    @property
-    def carries_context(self) -> bool:
-        """Whether the settled version has call contexts and CANCEL (version 2 and up)."""
-        version = self.version
-        return version is not None and version >= CONTEXT_VERSION
 
     def next_seq(self) -> int:
         """A sequence number not used by any request or ping of ours still in flight."""
@@ -271,6 +267,7 @@ class Connection:
         self.version = version
         if version >= CONTEXT_VERSION:
             self._request_flags = _REQUEST_FLAGS | _CONTEXT_FLAG
+            self.carries_context = True
 
     # -- receiving -------------------------------------------------------------------
 

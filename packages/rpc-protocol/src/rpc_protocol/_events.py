@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Union
+from typing import NamedTuple, Union
 
 from ._frames import MAX_VERSION, MIN_VERSION
 
@@ -67,14 +67,15 @@ class Hello:
     root: object = None
 
 
-@dataclass(frozen=True, slots=True)
-class CallContext:
+class CallContext(NamedTuple):
     """What a request carries about its call (version 2, REQUEST flag CONTEXT).
 
     ``budget_us``: the microseconds the caller will still wait for the answer (0: none
     left), or None for no deadline. ``traceparent``: a W3C trace-context ``traceparent``
     of version ``00`` (``"00-<32 hex>-<16 hex>-<2 hex>"``, lower case, ids not all zero), or
     None. At least one of the two is set (a request without either carries no context).
+    An immutable named tuple rather than a dataclass: one is made per call that carries a
+    deadline, and a tuple is several times cheaper to make.
     """
 
     budget_us: int | None = None

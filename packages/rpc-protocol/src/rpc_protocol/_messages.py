@@ -32,6 +32,7 @@ _CONTEXT: Final = int(FrameFlags.CONTEXT)
 _HAS_BUDGET: Final = 0x01
 _HAS_TRACE: Final = 0x02
 _U64 = struct.Struct("<Q")
+_BUDGET_BLOCK = struct.Struct("<BQ")
 _TRACE = struct.Struct("<16s8sB")  # trace-id, parent-id, trace-flags (W3C traceparent version 00)
 _NO_ID: Final = bytes(16)
 
@@ -122,7 +123,9 @@ def encode_context_request(
 
 def encode_context(context: CallContext) -> bytes:
     """The call context block (docs/protocol.md §4); EncodeError for an empty or invalid one."""
-    budget, traceparent = context.budget_us, context.traceparent
+    budget, traceparent = context
+    if traceparent is None and type(budget) is int and 0 <= budget <= 0xFFFFFFFFFFFFFFFF:
+        return _BUDGET_BLOCK.pack(_HAS_BUDGET, budget)  # (the common case: a deadline only)
     present = (0 if budget is None else _HAS_BUDGET) | (0 if traceparent is None else _HAS_TRACE)
     if not present:
         raise EncodeError("a call context needs a budget or a traceparent")
@@ -250,7 +253,10 @@ def decode_request(payload: memoryview, seq: int, flags: int, decoder: ValueDeco
     context: CallContext | None = None
     pos = 1
     if flags & _CONTEXT:
-        context, pos = _decode_context(payload, 1, end)
+        if end >= 10 and payload[1] == _HAS_BUDGET:  # (the common case: a deadline only)
+            context, pos = CallContext(_U64.unpack_from(payload, 2)[0]), 10
+        else:
+            context, pos = _decode_context(payload, 1, end)
     (target, args, flat), pos = decoder.decode_values(payload, pos, end, 3)
     _expect_end(pos, end)
     if type(args) is not tuple or type(flat) is not tuple or len(flat) % 2:

@@ -20,7 +20,7 @@ from rpc_protocol import Op
 
 from ._async import AsyncResult
 from ._by_value import ByValue
-from ._context import CURRENT, Served, expired_error, serving_state, wire_context
+from ._context import CURRENT, CallState, Served, expired_error, serving_state, wire_context
 from ._dispatch import HANDLERS, Dispatcher, describe_exception, must_propagate
 from ._errors import AsyncResultTimeout, DeadlineExceeded
 
@@ -68,10 +68,20 @@ class ContextCalls:
         """``_request`` under a call context: carry it, and wait no longer than its deadline."""
         state = CURRENT.get()
         now = _monotonic()
-        end = None if state is None else state.deadline
-        if end is not None and end <= now:
-            raise expired_error("the call")
-        slot = self._send_in_context(op, target, args, kwargs, False, wire_context(state, now, traceparent))
+        budget = end = None
+        if state is not None:
+            end = state.deadline
+            if end is not None:
+                if end <= now:
+                    raise expired_error("the call")
+                budget = int((end - now) * 1_000_000)
+            if traceparent is None:
+                traceparent = state.traceparent
+        proto = self._proto
+        if proto.carries_context and (budget is not None or traceparent is not None):
+            slot = self._awaited(proto.send_context_request, op, target, args, kwargs, False, wire.CallContext(budget, traceparent))
+        else:  # (nothing to carry, or a version-1 peer)
+            slot = self._awaited(proto.send_request, op, target, args, kwargs)
         if not slot._ready:
             timeout = self._config.sync_request_timeout
             by_deadline = end is not None and (timeout is None or end < now + timeout)
@@ -121,7 +131,12 @@ class ContextCalls:
         runs under it, and a CANCEL for it sets ``cancelled()``."""
         seq = request.seq
         served = Served(self._poll_cancels)
-        state = serving_state(request.context, served)
+        context = request.context
+        if context is not None and context.traceparent is None and CURRENT.get() is None:  # (a deadline only: inlined)
+            budget = context.budget_us
+            state = CallState(None if budget is None else _monotonic() + budget / 1_000_000, served)
+        else:
+            state = serving_state(context, served)
         scope = self._tracer.server_span(self, request, served) if self._tracer is not None else None
         token = CURRENT.set(state)
         self._served[seq] = served  # (one dict operation: atomic; read under _lock by _cancel_received)
