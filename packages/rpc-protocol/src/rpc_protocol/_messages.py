@@ -35,6 +35,7 @@ _U64 = struct.Struct("<Q")
 _BUDGET_BLOCK = struct.Struct("<BQ")
 _TRACE = struct.Struct("<16s8sB")  # trace-id, parent-id, trace-flags (W3C traceparent version 00)
 _NO_ID: Final = bytes(16)
+_new_tuple: Final = tuple.__new__  # makes a CallContext without its Python-level __new__ (per call)
 
 
 def encode_frame(event: Event, encoder: ValueEncoder, max_frame_size: int) -> list[Buffer]:
@@ -254,7 +255,7 @@ def decode_request(payload: memoryview, seq: int, flags: int, decoder: ValueDeco
     pos = 1
     if flags & _CONTEXT:
         if end >= 10 and payload[1] == _HAS_BUDGET:  # (the common case: a deadline only)
-            context, pos = CallContext(_U64.unpack_from(payload, 2)[0]), 10
+            context, pos = _new_tuple(CallContext, (_U64.unpack_from(payload, 2)[0], None)), 10
         else:
             context, pos = _decode_context(payload, 1, end)
     (target, args, flat), pos = decoder.decode_values(payload, pos, end, 3)

@@ -17,7 +17,7 @@ import importlib.util
 import time
 from contextvars import ContextVar, Token
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Callable, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from rpc_protocol import CallContext
 
@@ -44,14 +44,15 @@ _monotonic: Final = time.monotonic
 
 class Served:
     """A request of the peer's being served with a call context: whether the peer cancelled
-    it, and what serves it (the driver's: a task to cancel, a way to look for a CANCEL)."""
+    it, and what serves it (the driver's: a task to cancel, a connection to read a CANCEL
+    from when nobody else reads)."""
 
-    __slots__ = ("cancelled", "task", "poll", "span")
+    __slots__ = ("cancelled", "task", "conn", "span")
 
-    def __init__(self, poll: Callable[[], None] | None = None) -> None:
+    def __init__(self, conn: Any = None) -> None:
         self.cancelled = False
         self.task: Any = None  # aio: the handler's task, cancelled on CANCEL
-        self.poll = poll  # threaded driver: reads what arrived when nobody else does
+        self.conn = conn  # threaded driver: its _poll_cancels() reads what arrived
         self.span: Any = None  # the SERVER span (tracing), ended with the answer
 
 
@@ -124,8 +125,8 @@ def cancelled() -> bool:
         return False
     served = state.served
     if served is not None:
-        if not served.cancelled and served.poll is not None:
-            served.poll()
+        if not served.cancelled and served.conn is not None:
+            served.conn._poll_cancels()
         if served.cancelled:
             return True
     return state.deadline is not None and state.deadline <= _monotonic()

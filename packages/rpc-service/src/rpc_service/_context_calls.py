@@ -33,6 +33,7 @@ __all__ = ["ContextCalls"]
 
 _NO_KWARGS: Final[dict[str, Any]] = {}
 _monotonic: Final = time.monotonic
+_new_tuple: Final = tuple.__new__
 
 
 class ContextCalls:
@@ -79,7 +80,8 @@ class ContextCalls:
                 traceparent = state.traceparent
         proto = self._proto
         if proto.carries_context and (budget is not None or traceparent is not None):
-            slot = self._awaited(proto.send_context_request, op, target, args, kwargs, False, wire.CallContext(budget, traceparent))
+            context = _new_tuple(wire.CallContext, (budget, traceparent))  # (CallContext(budget, traceparent), for less)
+            slot = self._awaited(proto.send_context_request, op, target, args, kwargs, False, context)
         else:  # (nothing to carry, or a version-1 peer)
             slot = self._awaited(proto.send_request, op, target, args, kwargs)
         if not slot._ready:
@@ -130,19 +132,22 @@ class ContextCalls:
         """Serve a request that carried a call context (or any, when tracing): the handler
         runs under it, and a CANCEL for it sets ``cancelled()``."""
         seq = request.seq
-        served = Served(self._poll_cancels)
+        served = Served(self)
         context = request.context
+        expired = False
         if context is not None and context.traceparent is None and CURRENT.get() is None:  # (a deadline only: inlined)
             budget = context.budget_us
             state = CallState(None if budget is None else _monotonic() + budget / 1_000_000, served)
+            expired = budget == 0
         else:
             state = serving_state(context, served)
+            expired = state.deadline is not None and state.deadline <= _monotonic()
         scope = self._tracer.server_span(self, request, served) if self._tracer is not None else None
         token = CURRENT.set(state)
         self._served[seq] = served  # (one dict operation: atomic; read under _lock by _cancel_received)
         error: BaseException | None = None
         try:
-            if state.deadline is not None and state.deadline <= _monotonic():
+            if expired:
                 error = DeadlineExceeded("the caller's deadline had passed when its request arrived")
             else:
                 value = HANDLERS[request.op](self._dispatcher, request.target, request.args, request.kwargs)
