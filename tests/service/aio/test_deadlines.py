@@ -73,6 +73,9 @@ class BusyService(rpc_service.Service):
     def exposed_echo(self, value: Any) -> Any:
         return value
 
+    def exposed_call(self, func: Callable[[], Any]) -> Any:
+        return func()
+
 
 def test_deadline_exceeded_within_50_ms_and_the_handler_task_is_cancelled() -> None:
     service = BusyService()
@@ -167,5 +170,21 @@ def test_a_threaded_client_against_an_aio_server() -> None:
 
             await asyncio.to_thread(client)
             assert service.record["busy"] == "cancelled"
+
+    run(main())
+
+
+def test_a_deadline_around_connect_does_not_cling_to_the_connection() -> None:
+    """The transport's callbacks keep the context they were made in: connect() and start()
+    make them outside any call context, so later requests see only their own."""
+
+    async def main() -> None:
+        with rpc_service.deadline(30):
+            server = aio.Server(BusyService())
+            await server.start()
+            conn = await aio.connect("127.0.0.1", server.port, config=_CONFIG)
+        async with server, conn:
+            assert await conn.root.remaining() is None
+            assert await conn.root.call(rpc_service.remaining) is None  # a callback served by the client
 
     run(main())
