@@ -140,6 +140,20 @@ def test_a_traced_client_and_an_untraced_server_still_pass_the_trace_on(exporter
             assert served.parent is not None and served.parent.span_id == outer.context.span_id
 
 
+def test_by_default_a_configured_provider_turns_tracing_on(exporter: tuple[InMemorySpanExporter, dict[str, Any]]) -> None:
+    spans, config = exporter
+    auto = {"tracer_provider": config["tracer_provider"]}  # tracing=None: on, a provider being set
+    with rpc_service.ThreadedServer(TracedService, protocol_config=auto) as server:
+        server.start_in_thread()
+        with rpc_service.connect("127.0.0.1", server.port, config=auto) as conn:
+            spans.clear()
+            assert conn.root.inner() == "inner"
+            assert {(span.name, span.kind) for span in spans.get_finished_spans()} == {
+                ("TRACED/inner", SpanKind.CLIENT),
+                ("TRACED/inner", SpanKind.SERVER),
+            }
+
+
 def test_without_opentelemetry_nothing_is_imported() -> None:
     code = (
         "import sys; sys.modules['opentelemetry'] = None\n"  # as if the extra were not installed

@@ -48,8 +48,9 @@ class Config:
 
     ``tracing``: OpenTelemetry spans (a CLIENT span per call, a SERVER span per request
     served, the W3C traceparent carried to the peer). None (default): on when
-    opentelemetry-api is installed (the ``rpc-service[otel]`` extra), else off at no cost;
-    True: required; False: off. ``tracer_provider``: the provider to take the tracer from
+    opentelemetry-api is installed (the ``rpc-service[otel]`` extra) and a tracer provider
+    is set (``tracer_provider``, or globally) when the connection is made, else off at no
+    cost; True: on (the package required); False: off. ``tracer_provider``: the provider to take the tracer from
     (None: OpenTelemetry's global one).
 
     ``write_timeout``: a write to a socket that makes no progress for this many seconds

@@ -176,13 +176,18 @@ def tracer_for(config: Config) -> Any:
     """The tracer of a connection with ``config`` (``_otel.Tracer``), or None: tracing off.
 
     ``tracing=None`` (the default) traces when opentelemetry-api is installed (the
-    ``rpc-service[otel]`` extra); otherwise ``_otel`` is never imported and calls cost
-    nothing extra. ``tracing=True`` requires it, ``False`` turns it off.
+    ``rpc-service[otel]`` extra) *and* a tracer provider is in place when the connection is
+    made (``tracer_provider`` in the config, or one set globally: the SDK configured), so an
+    application that merely has the API installed pays nothing; without the package
+    ``_otel`` is never imported. ``tracing=True`` requires the package (the global provider,
+    even the API's default one), ``False`` turns tracing off.
     """
     if config.tracing is False or (config.tracing is None and not _otel_installed()):
         return None
     try:
-        from ._otel import Tracer
+        from ._otel import Tracer, provider_configured
     except ImportError as exc:
         raise ValueError("tracing=True needs opentelemetry-api: install rpc-service[otel]") from exc
+    if config.tracing is None and config.tracer_provider is None and not provider_configured():
+        return None
     return Tracer(config.tracer_provider)

@@ -119,8 +119,15 @@ class ContextCalls:
 
     def _traced_request(self, op: Op, target: object, args: tuple[Any, ...] = (), kwargs: dict[str, Any] = _NO_KWARGS) -> Any:
         """``_request`` with tracing on: a CLIENT span around the call, its traceparent sent."""
-        with self._tracer.client_span(self, op, args) as traceparent:
-            return self._context_request(op, target, args, kwargs, traceparent)
+        tracer = self._tracer
+        span, traceparent = tracer.start_client_span(self, op, args)
+        try:
+            value = self._context_request(op, target, args, kwargs, traceparent)
+        except BaseException as exc:
+            tracer.end_client_span(span, exc)
+            raise
+        tracer.end_client_span(span, None)
+        return value
 
     # -- serving ---------------------------------------------------------------------------
 

@@ -14,8 +14,7 @@ nothing itself and knows nothing of the wire beyond the traceparent text.
 from __future__ import annotations
 
 import socket
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -30,6 +29,11 @@ from ._context import Served
 __all__ = ["Tracer"]
 
 _SYSTEM = "rpc"
+
+
+def provider_configured() -> bool:
+    """Whether a real tracer provider is set globally (not the API's default stand-in)."""
+    return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
 def _method(op: Op, args: tuple[Any, ...]) -> str:
@@ -126,17 +130,6 @@ class Tracer:
         if error is not None:
             _failed(span, error)
         span.end()
-
-    @contextmanager
-    def client_span(self, conn: Any, op: Op, args: tuple[Any, ...]) -> Iterator[str | None]:
-        """A CLIENT span around one call; yields the traceparent the request carries."""
-        span, traceparent = self.start_client_span(conn, op, args)
-        try:
-            yield traceparent
-        except BaseException as exc:
-            self.end_client_span(span, exc)
-            raise
-        self.end_client_span(span, None)
 
     @staticmethod
     def attach(ctx: otel_context.Context) -> None:
