@@ -44,14 +44,12 @@ _monotonic: Final = time.monotonic
 
 class Served:
     """A request of the peer's being served with a call context: whether the peer cancelled
-    it, and what serves it (the driver's: a task to cancel, a connection to read a CANCEL
-    from when nobody else reads)."""
+    it, and (threaded driver) the connection to read a CANCEL from when nobody else reads."""
 
-    __slots__ = ("cancelled", "task", "conn", "span")
+    __slots__ = ("cancelled", "conn", "span")
 
     def __init__(self, conn: Any = None) -> None:
         self.cancelled = False
-        self.task: Any = None  # aio: the handler's task, cancelled on CANCEL
         self.conn = conn  # threaded driver: its _poll_cancels() reads what arrived
         self.span: Any = None  # the SERVER span (tracing), ended with the answer
 

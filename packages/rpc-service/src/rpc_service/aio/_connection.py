@@ -111,6 +111,7 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
         self._payload_view: memoryview | None = None
         self._on_made: Callable[[AsyncConnection], None] | None = None  # set by aio.Server
         self._served: dict[int, Served] = {}  # requests served with a call context (CANCEL, spans)
+        self._handler_tasks: dict[int, asyncio.Future[Any]] = {}  # async handlers suspended, by seq (CANCEL)
         self._tracer = tracer_for(config)
         if self._tracer is not None:  # every call and request takes the traced paths (_context_calls)
             self._start = self._traced_start  # type: ignore[method-assign]  # per connection, by design

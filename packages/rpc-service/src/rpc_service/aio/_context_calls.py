@@ -51,6 +51,7 @@ class AsyncContextCalls:
 
     _tracer: Any
     _served: dict[int, Served]
+    _handler_tasks: dict[int, asyncio.Future[Any]]
 
     if TYPE_CHECKING:  # what the connection provides
         _slots: dict[int, asyncio.Future[Any]]
@@ -165,16 +166,17 @@ class AsyncContextCalls:
         if state.deadline is not None and state.deadline <= _monotonic():
             self._reply_error(seq, DeadlineExceeded("the caller's deadline had passed when its request arrived"))
             return
-        task = context.run(Serving._serve, self, request)  # type: ignore[arg-type]  # self is an AsyncConnection
-        if seq in self._served:  # still running
-            served.task = task
+        context.run(Serving._serve, self, request)  # type: ignore[arg-type]  # self is an AsyncConnection
 
     def _cancel_received(self, seq: int) -> None:
+        """The peer cancelled its request ``seq``: ``cancelled()`` turns true for it, and an
+        ``async def`` handler's task (with a call context or without) is cancelled."""
         served = self._served.get(seq)
         if served is not None:
             served.cancelled = True
-            if isinstance(served.task, asyncio.Task):
-                served.task.cancel()
+        task = self._handler_tasks.get(seq)
+        if task is not None:
+            task.cancel()
 
     def _answered(self, seq: int, error: BaseException | None) -> None:
         """Request ``seq`` is being answered: forget it, end its span (``_reply*`` call it)."""

@@ -96,6 +96,7 @@ class Serving:
         def _answered(self, seq: int, error: BaseException | None) -> None: ...
 
         _served: dict[int, Any]
+        _handler_tasks: dict[int, asyncio.Future[Any]]
 
     def _serve(self, request: wire.Request) -> asyncio.Future[Any] | None:
         """Run one request: async callables as tasks, plain functions in a worker thread,
@@ -144,6 +145,7 @@ class Serving:
                 self._reply_error(seq, exc)
                 return None
             task: asyncio.Future[Any] = self._loop.create_task(_continue(coro, blocked_on))
+            self._handler_tasks[seq] = task  # cancelled by a CANCEL from the peer
         elif CURRENT.get() is not None:  # served under a call context: the worker runs in it too
             job_context = contextvars.copy_context()
             task = self._loop.run_in_executor(self._pool(), lambda: job_context.run(fn, *args, **kwargs))
@@ -164,6 +166,8 @@ class Serving:
 
     def _finished(self, seq: int, task: asyncio.Future[Any], mark: object = None) -> None:
         self._tasks.discard(task)
+        if self._handler_tasks.get(seq) is task:
+            del self._handler_tasks[seq]
         if self._closed:
             return
         if task.cancelled():
