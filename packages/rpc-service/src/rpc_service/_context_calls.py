@@ -22,7 +22,8 @@ from ._async import AsyncResult
 from ._by_value import ByValue
 from ._context import CURRENT, CallState, Served, expired_error, serving_state, wire_context
 from ._dispatch import HANDLERS, Dispatcher, describe_exception, must_propagate
-from ._errors import AsyncResultTimeout, DeadlineExceeded
+from ._demux import Lifecycle
+from ._errors import AsyncResultTimeout, ConnectionClosedError, DeadlineExceeded
 
 if TYPE_CHECKING:
     import threading
@@ -55,7 +56,10 @@ class ContextCalls:
 
         def _pump(self, slot: AsyncResult | None, deadline: float | None, once: bool = False) -> bool: ...
 
-        def _abandon(self, slot: AsyncResult) -> None: ...
+        def _forget(self, slot: AsyncResult) -> int | None: ...
+
+        @property
+        def lifecycle(self) -> Lifecycle: ...
 
         def _poll_cancels(self) -> None: ...
 
@@ -129,7 +133,25 @@ class ContextCalls:
         tracer.end_client_span(span, None)
         return value
 
+    def _abandon(self, slot: AsyncResult) -> None:
+        """Give up on a request: drop its slot and tell the peer (CANCEL, protocol version
+        2). The peer still answers it; the answer is dropped (docs/protocol.md, Cancel)."""
+        seq = self._forget(slot)
+        if seq is None or not self._proto.carries_context or self.lifecycle is not Lifecycle.OPEN:
+            return
+        try:
+            self._send(self._proto.send, wire.Cancel(seq))
+        except (wire.LocalProtocolError, ConnectionClosedError, OSError):
+            pass  # answered meanwhile, or closing: nothing to cancel
+
     # -- serving ---------------------------------------------------------------------------
+
+    def _cancel_received(self, seq: int) -> None:
+        """The peer cancelled its request ``seq`` (under ``_lock``, while reading): a
+        request served with a call context learns it through ``cancelled()``."""
+        served = self._served.get(seq)
+        if served is not None:
+            served.cancelled = True
 
     def _traced_serve(self, request: wire.Request) -> None:
         """``_serve_request`` with tracing on: every request gets a SERVER span."""

@@ -17,8 +17,9 @@ close reaches it. Nested callbacks need no extra thread: serving a request relea
 role, and a call made from the handler takes it again.
 
 Subclasses provide ``_serve_request(request)`` and ``_dispatch(event)`` (what an inbox
-event means) and ``_disconnected()`` (what closing means above this layer); this module must not know about services or proxies
-beyond the boxer's release queue.
+event means), ``_cancel_received(seq)`` (a CANCEL, applied by the reader under the lock)
+and ``_disconnected()`` (what closing means above this layer); this module must not know
+about services or proxies beyond the boxer's release queue.
 """
 
 from __future__ import annotations
@@ -124,6 +125,10 @@ class Demux:
 
     def _disconnected(self, notify: bool) -> None:
         """Called once, outside every lock, after the stream is closed and waiters woken."""
+        raise NotImplementedError
+
+    def _cancel_received(self, seq: int) -> None:
+        """The peer cancelled its request ``seq`` (under ``_lock``, while reading)."""
         raise NotImplementedError
 
     def _run_callback(self, callback: Callable[[AsyncResult], object], result: AsyncResult) -> None:
@@ -270,23 +275,6 @@ class Demux:
                     del self._slots[seq]
                     return seq
         return None
-
-    def _abandon(self, slot: AsyncResult) -> None:
-        """Give up on a request: drop its slot and tell the peer (CANCEL, protocol version
-        2). The peer still answers it; the answer is dropped (docs/protocol.md, Cancel)."""
-        seq = self._forget(slot)
-        if seq is None or not self._proto.carries_context or self._life is not _OPEN:
-            return
-        try:
-            self._send(self._proto.send, wire.Cancel(seq))
-        except (wire.LocalProtocolError, ConnectionClosedError, OSError):
-            pass  # answered meanwhile, or closing: nothing to cancel
-
-    def _cancel_received(self, seq: int) -> None:
-        """The peer cancelled its request ``seq`` (under ``_lock``, while reading)."""
-        served = self._served.get(seq)
-        if served is not None:
-            served.cancelled = True
 
     def _poll_cancels(self) -> None:
         """Read what has arrived, without waiting and without serving, when no thread is
