@@ -134,7 +134,7 @@ def same_event(left: p.Event, right: p.Event) -> bool:
         return False
     if isinstance(left, p.Request) and isinstance(right, p.Request):
         return (
-            (left.seq, left.op, left.by_value) == (right.seq, right.op, right.by_value)
+            (left.seq, left.op, left.by_value, left.context) == (right.seq, right.op, right.by_value, right.context)
             and same(left.target, right.target)
             and same(left.args, right.args)
             and same(left.kwargs, right.kwargs)

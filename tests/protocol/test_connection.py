@@ -32,14 +32,14 @@ def request(seq: int, *args: object, by_value: bool = False) -> p.Request:
 def test_handshake(a_first: bool) -> None:
     a, b = p.Connection(), p.Connection(p.ProtocolConfig(max_frame_size=4096))
     out_a = wire(a.send(p.Preface()))
-    assert out_a == p.MAGIC + bytes([1, 1, 0, 0]) and a.state is p.State.PREFACE_SENT
+    assert out_a == p.MAGIC + bytes([1, 2, 0, 0]) and a.state is p.State.PREFACE_SENT
     if a_first:
-        assert b.receive_data(out_a) == [p.Preface(1, 1)] and b.state is p.State.PREFACE_RECEIVED
-        assert a.receive_data(wire(b.send(p.Preface()))) == [p.Preface(1, 1)]
+        assert b.receive_data(out_a) == [p.Preface(1, 2)] and b.state is p.State.PREFACE_RECEIVED
+        assert a.receive_data(wire(b.send(p.Preface()))) == [p.Preface(1, 2)]
     else:
-        assert a.receive_data(wire(b.send(p.Preface()))) == [p.Preface(1, 1)]
-        assert b.receive_data(out_a) == [p.Preface(1, 1)]
-    assert a.state is b.state is p.State.SETTLED and a.version == b.version == 1
+        assert a.receive_data(wire(b.send(p.Preface()))) == [p.Preface(1, 2)]
+        assert b.receive_data(out_a) == [p.Preface(1, 2)]
+    assert a.state is b.state is p.State.SETTLED and a.version == b.version == 2
     hello_b = p.Hello(services=("ECHO",), capabilities=frozenset({"x"}), max_frame_size=1, root=p.Ref(1, 2, "T"))
     (got,) = deliver(b, a, hello_b)
     assert (a.state, b.state) == (p.State.HELLO_RECEIVED, p.State.HELLO_SENT)
@@ -55,9 +55,9 @@ def test_early_hello_makes_the_handshake_one_round_trip() -> None:
     out_a = wire([*a.send(p.Preface()), *a.send(p.Hello(services=("A",)))])
     assert a.state is p.State.EARLY_HELLO_SENT and a.version is None
     out_b = wire([*b.send(p.Preface()), *b.send(p.Hello(services=("B",)))])
-    assert a.receive_data(out_b) == [p.Preface(1, 1), p.Hello(("B",), max_frame_size=4096)]
-    assert b.receive_data(out_a) == [p.Preface(1, 1), p.Hello(("A",))]
-    assert a.state is b.state is p.State.OPEN and a.version == b.version == 1
+    assert a.receive_data(out_b) == [p.Preface(1, 2), p.Hello(("B",), max_frame_size=4096)]
+    assert b.receive_data(out_a) == [p.Preface(1, 2), p.Hello(("A",))]
+    assert a.state is b.state is p.State.OPEN and a.version == b.version == 2
 
 
 def test_a_peer_s_early_hello_may_arrive_before_our_preface_is_sent() -> None:
@@ -68,8 +68,8 @@ def test_a_peer_s_early_hello_may_arrive_before_our_preface_is_sent() -> None:
     assert a.state is p.State.EARLY_HELLO_RECEIVED and a.peer_hello == p.Hello(("B",))
     with pytest.raises(p.LocalProtocolError):
         a.send(p.Hello())  # still our preface first
-    assert b.receive_data(wire(a.send(p.Preface()))) == [p.Preface(1, 1)]
-    assert state(a) is p.State.HELLO_RECEIVED and a.version == 1
+    assert b.receive_data(wire(a.send(p.Preface()))) == [p.Preface(1, 2)]
+    assert state(a) is p.State.HELLO_RECEIVED and a.version == 2
     assert deliver(a, b, p.Hello()) == [p.Hello()]
     assert state(a) is state(b) is p.State.OPEN
 
@@ -88,7 +88,7 @@ def test_error_tells_a_failure_that_came_after_returned_events() -> None:
     a.send(p.Preface())
     assert a.error is None
     bad_request = wire(b.send(p.Preface())) + struct.pack("<BBHII", 2, 0, 0, 1, 1) + b"\x01"  # a REQUEST before any Hello
-    assert a.receive_data(bad_request) == [p.Preface(1, 1)]  # the preface still counts
+    assert a.receive_data(bad_request) == [p.Preface(1, 2)]  # the preface still counts
     assert state(a) is p.State.FAILED and isinstance(a.error, p.RemoteProtocolError)
     with pytest.raises(p.RemoteProtocolError) as caught:
         a.receive_data(b"")
@@ -528,9 +528,9 @@ def test_the_accepting_side_sends_its_hello_last_in_one_round_trip() -> None:
     client, server = p.Connection(), p.Connection()
     opening = wire([*client.send(p.Preface()), *client.send(p.Hello(services=("C",)))])
     server_preface = wire(server.send(p.Preface()))
-    assert server.receive_data(opening) == [p.Preface(1, 1), p.Hello(("C",))]
+    assert server.receive_data(opening) == [p.Preface(1, 2), p.Hello(("C",))]
     assert server.state is p.State.HELLO_RECEIVED  # on_connect runs here, before our Hello
-    assert client.receive_data(server_preface) == [p.Preface(1, 1)]
+    assert client.receive_data(server_preface) == [p.Preface(1, 2)]
     assert client.state is p.State.HELLO_SENT
     assert deliver(server, client, p.Hello(services=("S",))) == [p.Hello(("S",))]
     assert state(client) is state(server) is p.State.OPEN

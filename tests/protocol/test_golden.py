@@ -22,7 +22,7 @@ from tests.protocol.helpers import pair, same, same_event, settled_pair, wire
 
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 KINDS = frozenset({"value", "by-value", "decode", "frame", "bad-value", "bad-frame"})
-EVENT_TYPES = (p.Preface, p.Hello, p.Request, p.Reply, p.ErrorReply, p.Release, p.Ping, p.Pong, p.Close)
+EVENT_TYPES = (p.Preface, p.Hello, p.Request, p.Reply, p.ErrorReply, p.Release, p.Ping, p.Pong, p.Close, p.Cancel)
 
 _BLOCK = re.compile(r"^```golden[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 _TOKEN = re.compile(r"(?P<hex>(?:[0-9a-fA-F]{2})+)(?:\*(?P<times>[0-9]+))?")
@@ -138,7 +138,12 @@ def test_bad_value_vector(vector: Vector) -> None:
 
 
 def _prime(sender: p.Connection, receiver: p.Connection, event: p.Event) -> None:
-    """Make ``event`` legal for ``sender``: the request it answers, or the ping it pongs."""
+    """Make ``event`` legal for ``sender``: the request it answers, the ping it pongs, or
+    (for a Cancel) the request of its own that it cancels."""
+    if isinstance(event, p.Cancel):
+        request = p.Request(seq=event.seq, op=p.Op.CALL, target=p.BackRef(0))
+        assert receiver.receive_data(wire(sender.send(request))) == [request]
+        return
     primer: p.Event | None = None
     if isinstance(event, (p.Reply, p.ErrorReply)):
         primer = p.Request(seq=event.seq, op=p.Op.CALL, target=p.BackRef(0), by_value=True)

@@ -22,8 +22,8 @@ from ._errors import (
     RemoteProtocolError,
     RPCError,
 )
-from ._events import Close, ErrorReply, Event, Hello, Op, Ping, Pong, Preface, Release, Reply, Request
-from ._frames import HEADER_SIZE, MAGIC, MAX_VERSION, MIN_VERSION, PREFACE_SIZE, FrameFlags, FrameType
+from ._events import CallContext, Cancel, Close, ErrorReply, Event, Hello, Op, Ping, Pong, Preface, Release, Reply, Request
+from ._frames import CONTEXT_VERSION, HEADER_SIZE, MAGIC, MAX_VERSION, MIN_VERSION, PREFACE_SIZE, FrameFlags, FrameType
 from ._states import State
 
 __all__ = [
@@ -41,6 +41,8 @@ __all__ = [
     "ProtocolConfig",
     "State",
     # events
+    "CallContext",
+    "Cancel",
     "Close",
     "ErrorReply",
     "Event",
@@ -53,6 +55,7 @@ __all__ = [
     "Reply",
     "Request",
     # frames
+    "CONTEXT_VERSION",
     "FrameFlags",
     "FrameType",
     "HEADER_SIZE",

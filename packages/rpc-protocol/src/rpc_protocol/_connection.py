@@ -18,9 +18,11 @@ from ._codec import DEFAULT_LIMITS, BoxHook, Buffer, CodecLimits, UnboxHook
 from ._decoder import ValueDecoder
 from ._encoder import ValueEncoder
 from ._errors import HandshakeError, LocalProtocolError, ProtocolError, RemoteProtocolError
-from ._events import Close, ErrorReply, Event, Hello, Op, Ping, Pong, Preface, Release, Reply, Request
-from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, PREFACE_SIZE, FrameFlags, FrameType, Header, pack_preface, parse_header, parse_preface
-from ._messages import decode_payload, decode_release, decode_request, encode_frame, encode_reply, encode_request
+from ._events import CallContext, Cancel, Close, ErrorReply, Event, Hello, Op, Ping, Pong, Preface, Release, Reply, Request
+from ._frames import (
+    CONTEXT_VERSION, HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, PREFACE_SIZE, FrameFlags, FrameType, Header, pack_preface, parse_header, parse_preface,
+)
+from ._messages import decode_payload, decode_release, decode_request, encode_context_request, encode_frame, encode_reply, encode_request
 from ._states import RECV, SEND, TRANSITIONS, State
 
 __all__ = ["Connection", "ProtocolConfig"]
@@ -39,12 +41,14 @@ _EVENT_OF: Final[dict[FrameType, type]] = {
     FrameType.PING: Ping,
     FrameType.PONG: Pong,
     FrameType.CLOSE: Close,
+    FrameType.CANCEL: Cancel,
 }
 
 _REPLY: Final = int(FrameType.REPLY)
 _REQUEST: Final = int(FrameType.REQUEST)
 _RELEASE: Final = int(FrameType.RELEASE)
 _REQUEST_FLAGS: Final = int(FrameFlags.BY_VALUE)
+_CONTEXT_FLAG: Final = int(FrameFlags.CONTEXT)
 # Frame types whose arrival leaves an OPEN connection OPEN, read off the state table once.
 _OPEN_TRAFFIC: Final = frozenset(
     kind for kind, event in _EVENT_OF.items() if TRANSITIONS.get((State.OPEN, RECV, event)) is State.OPEN
@@ -117,6 +121,9 @@ class Connection:
         self._pending_in: dict[int, bool] = {}  # seq -> reply wanted by value
         self._pings: set[int] = set()
         self._next_seq = 1
+        self._request_flags = _REQUEST_FLAGS  # the REQUEST flags the settled version allows
+        # Whether the settled version has call contexts and CANCEL (version 2 and up).
+        self.carries_context = False
 
     def __repr__(self) -> str:
         return f"<rpc_protocol.Connection state={self.state.value} version={self.version}>"
@@ -158,6 +165,13 @@ class Connection:
         if type(event) is Request:
             if event.seq in self._pending_out:
                 raise LocalProtocolError(f"request #{event.seq} is already in flight")
+            if event.context is not None and not self.carries_context:
+                raise LocalProtocolError(f"protocol version {self.version} carries no call context")
+        elif type(event) is Cancel:
+            if not self.carries_context:
+                raise LocalProtocolError(f"protocol version {self.version} has no CANCEL")
+            if event.seq not in self._pending_out:
+                raise LocalProtocolError(f"request #{event.seq} is not in flight: nothing to cancel")
         elif type(event) is Reply or type(event) is ErrorReply:
             if event.seq not in self._pending_in:
                 raise LocalProtocolError(f"no request #{event.seq} of the peer's is waiting for a reply")
@@ -190,6 +204,24 @@ class Connection:
             return self.send(Request(seq, op, target, args, {} if kwargs is None else kwargs, by_value))
         buffers = encode_request(self._encoder, seq, op, target, args, kwargs, by_value, self._peer_frame_limit())
         self._pending_out.add(seq)  # a Request leaves the state OPEN (TRANSITIONS)
+        return buffers
+
+    def send_context_request(
+        self,
+        seq: int,
+        op: Op,
+        target: object,
+        args: tuple[object, ...],
+        kwargs: dict[str, object] | None,
+        by_value: bool,
+        context: CallContext,
+    ) -> list[Buffer]:
+        """``send(Request(seq, op, target, args, kwargs or {}, by_value, context))``, without
+        making the event: a call that carries a call context (version 2)."""
+        if self.state is not State.OPEN or seq in self._pending_out or not self.carries_context:
+            return self.send(Request(seq, op, target, args, {} if kwargs is None else kwargs, by_value, context))
+        buffers = encode_context_request(self._encoder, seq, op, target, args, kwargs, by_value, context, self._peer_frame_limit())
+        self._pending_out.add(seq)
         return buffers
 
     def send_reply(self, seq: int, value: object, by_value: bool = False) -> list[Buffer]:
@@ -233,6 +265,9 @@ class Connection:
                 f"the peer speaks {peer_low}..{peer_high}"
             )
         self.version = version
+        if version >= CONTEXT_VERSION:
+            self._request_flags = _REQUEST_FLAGS | _CONTEXT_FLAG
+            self.carries_context = True
 
     # -- receiving -------------------------------------------------------------------
 
@@ -407,7 +442,7 @@ class Connection:
                         pending_in = self._pending_in
                         if (
                             kind == _REQUEST
-                            and not flags & ~_REQUEST_FLAGS
+                            and not flags & ~self._request_flags
                             and seq not in pending_in
                             and len(pending_in) < self.config.max_pending
                         ):
@@ -432,7 +467,8 @@ class Connection:
             self._header = None
             pos = stop
             self._commit(event, state)
-            events.append(event)
+            if type(event) is not Cancel or event.seq in self._pending_in:  # else: answered already
+                events.append(event)
         return pos
 
     def _admit(self, header: Header) -> State:
@@ -446,6 +482,8 @@ class Connection:
         else:
             state = self._check(RECV, _EVENT_OF[header.kind])
         kind, seq = header.kind, header.seq
+        if (kind is FrameType.CANCEL or header.flags & _CONTEXT_FLAG) and not self.carries_context:
+            raise RemoteProtocolError(f"the peer sent a version-2 {kind.name} frame on a version-{self.version} connection")
         if kind is FrameType.REQUEST:
             if state is State.OPEN:
                 if seq in self._pending_in:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Union
+from typing import NamedTuple, Union
 
 from ._frames import MAX_VERSION, MIN_VERSION
 
@@ -18,6 +18,7 @@ __all__ = [
     "Op",
     "Preface",
     "Hello",
+    "CallContext",
     "Request",
     "Reply",
     "ErrorReply",
@@ -25,6 +26,7 @@ __all__ = [
     "Ping",
     "Pong",
     "Close",
+    "Cancel",
     "Event",
 ]
 
@@ -65,6 +67,21 @@ class Hello:
     root: object = None
 
 
+class CallContext(NamedTuple):
+    """What a request carries about its call (version 2, REQUEST flag CONTEXT).
+
+    ``budget_us``: the microseconds the caller will still wait for the answer (0: none
+    left), or None for no deadline. ``traceparent``: a W3C trace-context ``traceparent``
+    of version ``00`` (``"00-<32 hex>-<16 hex>-<2 hex>"``, lower case, ids not all zero), or
+    None. At least one of the two is set (a request without either carries no context).
+    An immutable named tuple rather than a dataclass: one is made per call that carries a
+    deadline, and a tuple is several times cheaper to make.
+    """
+
+    budget_us: int | None = None
+    traceparent: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
     seq: int
@@ -73,6 +90,7 @@ class Request:
     args: tuple[object, ...] = ()
     kwargs: dict[str, object] = field(default_factory=dict)
     by_value: bool = False
+    context: CallContext | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,4 +134,12 @@ class Close:
     reason: str = ""
 
 
-Event = Union[Preface, Hello, Request, Reply, ErrorReply, Release, Ping, Pong, Close]
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Version 2: the sender gave up on its request ``seq`` (still in flight); the receiver
+    may stop working on it, and still answers it once (the sender drops that answer)."""
+
+    seq: int
+
+
+Event = Union[Preface, Hello, Request, Reply, ErrorReply, Release, Ping, Pong, Close, Cancel]

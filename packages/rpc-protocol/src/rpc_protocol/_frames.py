@@ -18,6 +18,7 @@ __all__ = [
     "MAGIC",
     "MIN_VERSION",
     "MAX_VERSION",
+    "CONTEXT_VERSION",
     "PREFACE_SIZE",
     "HEADER",
     "HEADER_SIZE",
@@ -31,7 +32,8 @@ __all__ = [
 
 MAGIC: Final = b"\x89RPC"
 MIN_VERSION: Final = 1
-MAX_VERSION: Final = 1
+MAX_VERSION: Final = 2
+CONTEXT_VERSION: Final = 2  # the first version with call contexts (REQUEST flag CONTEXT) and CANCEL
 
 _PREFACE = struct.Struct("<4sBBH")
 HEADER: Final = struct.Struct("<BBHII")  # type, flags, reserved (0), seq, payload length
@@ -52,6 +54,7 @@ class FrameType(IntEnum):
     PING = 6
     PONG = 7
     CLOSE = 8
+    CANCEL = 9  # version 2: the sender gave up on a request of its own still in flight
 
 
 class FrameFlags(IntFlag):
@@ -59,12 +62,13 @@ class FrameFlags(IntFlag):
 
     NONE = 0
     BY_VALUE = 0x01  # REQUEST only: encode plain containers of the result by value
+    CONTEXT = 0x02  # REQUEST only, version 2: a call context follows the op byte
 
 
 # Indexed by the raw type byte: the FrameType, and the flag bits allowed on it.
 _KINDS: Final = tuple(FrameType(n) if n in FrameType._value2member_map_ else None for n in range(256))
 _ALLOWED_FLAGS: Final = tuple(
-    int(FrameFlags.BY_VALUE) if kind is FrameType.REQUEST else 0 for kind in _KINDS
+    int(FrameFlags.BY_VALUE | FrameFlags.CONTEXT) if kind is FrameType.REQUEST else 0 for kind in _KINDS
 )
 
 

@@ -16,20 +16,35 @@ from ._codec import Buffer
 from ._decoder import ValueDecoder
 from ._encoder import ValueEncoder
 from ._errors import EncodeError, RemoteProtocolError
-from ._events import Close, ErrorReply, Event, Hello, Op, Ping, Pong, Release, Reply, Request
+from ._events import CallContext, Cancel, Close, ErrorReply, Event, Hello, Op, Ping, Pong, Release, Reply, Request
 from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, FrameFlags, FrameType, Header
 
-__all__ = ["encode_frame", "encode_request", "encode_reply", "decode_payload", "decode_release", "decode_request"]
+__all__ = [
+    "encode_frame", "encode_request", "encode_context_request", "encode_reply", "decode_payload", "decode_release", "decode_request",
+]
 
 _U32 = struct.Struct("<I")
 _RELEASE_ENTRY = struct.Struct("<QI")
 _OPS: Final = tuple(Op(n) if n in Op._value2member_map_ else None for n in range(256))
 _BY_VALUE: Final = int(FrameFlags.BY_VALUE)
+_CONTEXT: Final = int(FrameFlags.CONTEXT)
+# The call context block after a CONTEXT request's op byte: which fields follow, then each.
+_HAS_BUDGET: Final = 0x01
+_HAS_TRACE: Final = 0x02
+_U64 = struct.Struct("<Q")
+_BUDGET_BLOCK = struct.Struct("<BQ")
+_TRACE = struct.Struct("<16s8sB")  # trace-id, parent-id, trace-flags (W3C traceparent version 00)
+_NO_ID: Final = bytes(16)
+_new_tuple: Final = tuple.__new__  # makes a CallContext without its Python-level __new__ (per call)
 
 
 def encode_frame(event: Event, encoder: ValueEncoder, max_frame_size: int) -> list[Buffer]:
     """Encode ``event`` (anything but a Preface) as a header followed by its payload."""
     if type(event) is Request:
+        if event.context is not None:
+            return encode_context_request(
+                encoder, event.seq, event.op, event.target, event.args, event.kwargs, event.by_value, event.context, max_frame_size
+            )
         return encode_request(encoder, event.seq, event.op, event.target, event.args, event.kwargs, event.by_value, max_frame_size)
     if type(event) is Reply:
         return encode_reply(encoder, event.seq, event.value, max_frame_size)
@@ -57,6 +72,8 @@ def encode_frame(event: Event, encoder: ValueEncoder, max_frame_size: int) -> li
     elif type(event) is Close:
         kind = FrameType.CLOSE
         buf += event.reason.encode("utf-8", "surrogatepass")
+    elif type(event) is Cancel:
+        kind, seq = FrameType.CANCEL, event.seq
     else:
         raise EncodeError(f"{type(event).__name__} is not a frame event")
     return _seal(encoder, buf, kind, 0, seq, max_frame_size)
@@ -80,6 +97,93 @@ def encode_request(
     encoder.write(args)
     encoder.write(tuple(item for pair in kwargs.items() for item in pair) if kwargs else ())
     return _seal(encoder, buf, FrameType.REQUEST, _BY_VALUE if by_value else 0, seq, max_frame_size)
+
+
+def encode_context_request(
+    encoder: ValueEncoder,
+    seq: int,
+    op: Op,
+    target: object,
+    args: tuple[object, ...],
+    kwargs: dict[str, object] | None,
+    by_value: bool,
+    context: CallContext,
+    max_frame_size: int,
+) -> list[Buffer]:
+    """The frame of a Request carrying ``context`` (flag CONTEXT; version 2)."""
+    block = encode_context(context)
+    buf = bytearray(HEADER_SIZE)
+    encoder.start(buf)
+    buf.append(op)
+    buf += block
+    encoder.write(target)
+    encoder.write(args)
+    encoder.write(tuple(item for pair in kwargs.items() for item in pair) if kwargs else ())
+    return _seal(encoder, buf, FrameType.REQUEST, (_BY_VALUE if by_value else 0) | _CONTEXT, seq, max_frame_size)
+
+
+def encode_context(context: CallContext) -> bytes:
+    """The call context block (docs/protocol.md §4); EncodeError for an empty or invalid one."""
+    budget, traceparent = context
+    if traceparent is None and type(budget) is int and 0 <= budget <= 0xFFFFFFFFFFFFFFFF:
+        return _BUDGET_BLOCK.pack(_HAS_BUDGET, budget)  # (the common case: a deadline only)
+    present = (0 if budget is None else _HAS_BUDGET) | (0 if traceparent is None else _HAS_TRACE)
+    if not present:
+        raise EncodeError("a call context needs a budget or a traceparent")
+    out = bytearray((present,))
+    if budget is not None:
+        if type(budget) is not int or not 0 <= budget <= 0xFFFFFFFFFFFFFFFF:
+            raise EncodeError(f"call budget {budget!r} is not a whole number of microseconds in 0..2**64-1")
+        out += _U64.pack(budget)
+    if traceparent is not None:
+        out += _pack_traceparent(traceparent)
+    return bytes(out)
+
+
+def _pack_traceparent(text: str) -> bytes:
+    if not (
+        type(text) is str
+        and len(text) == 55
+        and text.startswith("00-")
+        and text[35] == "-"
+        and text[52] == "-"
+        and text == text.lower()
+        and text.isascii()
+    ):
+        raise EncodeError(f"{text!r:.80} is not a version-00 W3C traceparent")
+    try:
+        trace_id, parent_id, flags = bytes.fromhex(text[3:35]), bytes.fromhex(text[36:52]), bytes.fromhex(text[53:55])
+    except ValueError:
+        raise EncodeError(f"{text!r} is not a version-00 W3C traceparent") from None
+    if trace_id == _NO_ID or parent_id == _NO_ID[:8]:
+        raise EncodeError(f"{text!r}: all-zero trace or parent ids are invalid")
+    return _TRACE.pack(trace_id, parent_id, flags[0])
+
+
+def _decode_context(payload: memoryview, pos: int, end: int) -> tuple[CallContext, int]:
+    """The call context block at ``payload[pos:]`` and the position after it."""
+    if pos >= end:
+        raise RemoteProtocolError("call context truncated")
+    present = payload[pos]
+    pos += 1
+    if not present or present & ~(_HAS_BUDGET | _HAS_TRACE):
+        raise RemoteProtocolError(f"malformed call context (fields 0x{present:02x})")
+    budget: int | None = None
+    traceparent: str | None = None
+    if present & _HAS_BUDGET:
+        if end - pos < 8:
+            raise RemoteProtocolError("call context truncated")
+        budget = _U64.unpack_from(payload, pos)[0]
+        pos += 8
+    if present & _HAS_TRACE:
+        if end - pos < _TRACE.size:
+            raise RemoteProtocolError("call context truncated")
+        trace_id, parent_id, flags = _TRACE.unpack_from(payload, pos)
+        if trace_id == _NO_ID or parent_id == _NO_ID[:8]:
+            raise RemoteProtocolError("call context with an all-zero trace or parent id")
+        traceparent = f"00-{trace_id.hex()}-{parent_id.hex()}-{flags:02x}"
+        pos += _TRACE.size
+    return CallContext(budget, traceparent), pos
 
 
 def encode_reply(encoder: ValueEncoder, seq: int, value: object, max_frame_size: int) -> list[Buffer]:
@@ -132,6 +236,9 @@ def decode_payload(header: Header, payload: memoryview, decoder: ValueDecoder) -
         return Ping(header.seq, bytes(payload))
     if kind is FrameType.PONG:
         return Pong(header.seq, bytes(payload))
+    if kind is FrameType.CANCEL:
+        _expect_end(0, len(payload))
+        return Cancel(header.seq)
     try:
         return Close(str(payload, "utf-8", "surrogatepass"))
     except UnicodeDecodeError:
@@ -144,7 +251,14 @@ def decode_request(payload: memoryview, seq: int, flags: int, decoder: ValueDeco
     op = _OPS[payload[0]] if end else None
     if op is None:
         raise RemoteProtocolError(f"unknown request operation {payload[0] if end else None}")
-    (target, args, flat), pos = decoder.decode_values(payload, 1, end, 3)
+    context: CallContext | None = None
+    pos = 1
+    if flags & _CONTEXT:
+        if end >= 10 and payload[1] == _HAS_BUDGET:  # (the common case: a deadline only)
+            context, pos = _new_tuple(CallContext, (_U64.unpack_from(payload, 2)[0], None)), 10
+        else:
+            context, pos = _decode_context(payload, 1, end)
+    (target, args, flat), pos = decoder.decode_values(payload, pos, end, 3)
     _expect_end(pos, end)
     if type(args) is not tuple or type(flat) is not tuple or len(flat) % 2:
         raise RemoteProtocolError("malformed request arguments")
@@ -154,7 +268,7 @@ def decode_request(payload: memoryview, seq: int, flags: int, decoder: ValueDeco
         if not all(type(key) is str for key in keys):
             raise RemoteProtocolError("keyword argument names must be strings")
         kwargs = dict(zip(keys, flat[1::2]))
-    return Request(seq, op, target, args, kwargs, bool(flags & _BY_VALUE))
+    return Request(seq, op, target, args, kwargs, bool(flags & _BY_VALUE), context)
 
 
 def decode_release(payload: memoryview) -> Release:

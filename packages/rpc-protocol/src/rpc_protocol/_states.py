@@ -11,7 +11,7 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Final, Literal
 
-from ._events import Close, ErrorReply, Hello, Ping, Pong, Preface, Release, Reply, Request
+from ._events import Cancel, Close, ErrorReply, Hello, Ping, Pong, Preface, Release, Reply, Request
 
 __all__ = ["State", "SEND", "RECV", "TRANSITIONS"]
 
@@ -36,7 +36,7 @@ class State(Enum):
     FAILED = "failed"  # a protocol error occurred; nothing more may be sent or received
 
 
-_TRAFFIC: Final = (Request, Reply, ErrorReply, Release, Ping, Pong)
+_TRAFFIC: Final = (Request, Reply, ErrorReply, Release, Ping, Pong, Cancel)  # Cancel: version 2 only
 
 _table: dict[tuple[State, str, type], State] = {
     (State.START, SEND, Preface): State.PREFACE_SENT,

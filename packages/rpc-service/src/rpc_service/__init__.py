@@ -25,12 +25,14 @@ from ._async import AsyncResult, async_, timed
 from ._by_value import by_value, obtain
 from ._config import Config, ConfigArg
 from ._connection import Connection, ConnectionStats, Lifecycle
+from ._context import cancelled, deadline, remaining
 from ._errors import (
     AsyncResultTimeout,
     AuthenticationError,
     ConnectionClosedError,
     ConnectionFailedError,
     ConnectionRejectedError,
+    DeadlineExceeded,
     HandshakeTimeout,
     LentObjectsLimitError,
     RemoteError,
@@ -86,6 +88,10 @@ __all__ = [
     "obtain",
     "restricted",
     "timed",
+    # call context
+    "cancelled",
+    "deadline",
+    "remaining",
     # servers and hooks
     "Authenticator",
     "ForkingServer",
@@ -105,6 +111,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionFailedError",
     "ConnectionRejectedError",
+    "DeadlineExceeded",
     "HandshakeTimeout",
     "ProtocolError",
     "RPCError",

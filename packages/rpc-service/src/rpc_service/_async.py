@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rpc_protocol import Op
 
+from ._context import deadline
 from ._proxy import Proxy
 
 if TYPE_CHECKING:
@@ -141,15 +142,19 @@ def timed(proxy: Any, timeout: float) -> Callable[..., AsyncResult]:
     """Wrap a remote callable so each call returns an :class:`AsyncResult` that expires
     ``timeout`` seconds after the call (as RPyC's ``timed``): ``.value`` then raises
     AsyncResultTimeout, and ``.expired`` turns true. ``timed(f, t)(...).value`` is the
-    blocking form.
+    blocking form. The call is made under ``deadline(timeout)``: the peer sees the budget
+    (``remaining()``, ``cancelled()`` once it passed). As in RPyC, a reply that arrives
+    after the expiry still counts if the result is waited for again (no CANCEL is sent).
     """
     if timeout is None or not timeout > 0:
         raise ValueError(f"timed() needs a positive timeout, not {timeout!r}")
     call = async_(proxy)
 
     def timed_call(*args: Any, **kwargs: Any) -> AsyncResult:
-        result = call(*args, **kwargs)
-        result.set_expiry(timeout)
+        with deadline(timeout):  # (an outer deadline that is earlier wins)
+            result = call(*args, **kwargs)
+        if result._deadline is None:
+            result.set_expiry(timeout)
         return result
 
     return timed_call

@@ -50,6 +50,13 @@ class Config:
     ``before_closed(root)`` runs with the peer's root when this side calls ``close()``, while
     requests can still be made (an exception it raises is logged; the connection closes anyway).
 
+    ``tracing``: OpenTelemetry spans (a CLIENT span per call, a SERVER span per request
+    served, the W3C traceparent carried to the peer). None (default): on when
+    opentelemetry-api is installed (the ``rpc-service[otel]`` extra) and a tracer provider
+    is set (``tracer_provider``, or globally) when the connection is made, else off at no
+    cost; True: on (the package required); False: off. ``tracer_provider``: the provider to take the tracer from
+    (None: OpenTelemetry's global one).
+
     ``write_timeout``: a write to a socket that makes no progress for this many seconds
     (the peer does not read) fails the connection instead of blocking its thread forever;
     None waits forever.
@@ -77,6 +84,8 @@ class Config:
     connid: str | None = None
     forward_dunders: frozenset[str] = frozenset()
     before_closed: Callable[[Any], object] | None = None
+    tracing: bool | None = None
+    tracer_provider: Any = None
 
     def __post_init__(self) -> None:
         names = frozenset(self.forward_dunders)

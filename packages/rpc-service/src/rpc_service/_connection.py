@@ -23,6 +23,8 @@ from ._async import AsyncResult
 from ._boxing import Boxer
 from ._by_value import ByValue
 from ._config import Config, ConfigArg, make_config
+from ._context import CURRENT, tracer_for
+from ._context_calls import ContextCalls
 from ._demux import ConnectionStats, Demux, Lifecycle
 from ._dispatch import HANDLERS, Dispatcher, checked_batch, describe_exception, must_propagate, rebuild_exception, unpickler
 from ._errors import AsyncResultTimeout, ConnectionClosedError, ConnectionRejectedError, HandshakeTimeout
@@ -42,6 +44,7 @@ _BATCHED_TYPES: Final = frozenset(
 _NO_KWARGS: Final[dict[str, Any]] = {}
 _MAX_REASON: Final = 500  # characters of a rejection reason sent to the peer
 _monotonic: Final = time.monotonic
+_current_call: Final = CURRENT.get  # None: no call context (the plain paths)
 
 
 def protocol_for(config: Config, boxer: Boxer) -> wire.Connection:
@@ -71,7 +74,7 @@ def refusal_preface() -> list[wire.Buffer]:
     return wire.Connection().send(wire.Preface())
 
 
-class Connection(Demux):
+class Connection(ContextCalls, Demux):
     """One end of a connection: ``root`` is the peer's service, ``close()`` ends it.
 
     Made by the factories (``connect``, ``connect_stream``...) and by servers; not usually
@@ -99,6 +102,10 @@ class Connection(Demux):
         self._before_closed_ran = False
         self._before_closed_lock = threading.RLock()  # a concurrent close() waits for the hook
         self._init_demux()
+        self._tracer = tracer_for(config)
+        if self._tracer is not None:  # every call and request takes the traced paths (_context_calls)
+            self._request = self._traced_request  # type: ignore[method-assign]  # per connection, by design
+            self._serve_request = self._traced_serve  # type: ignore[method-assign]
         set_write_timeout = getattr(stream, "set_write_timeout", None)
         if set_write_timeout is not None:
             set_write_timeout(config.write_timeout)
@@ -211,17 +218,21 @@ class Connection(Demux):
 
     def _request(self, op: Op, target: object, args: tuple[Any, ...] = (), kwargs: dict[str, Any] = _NO_KWARGS) -> Any:
         """Send a request and wait for its reply (the hot path of every proxy operation)."""
+        if _current_call() is not None:  # under a deadline, or serving a call that carried one
+            return self._context_request(op, target, args, kwargs)
         slot = self._awaited(self._proto.send_request, op, target, args, kwargs)
         if not slot._ready:
             timeout = self._config.sync_request_timeout
             if not self._pump(slot, None if timeout is None else _monotonic() + timeout):
-                self._forget(slot)  # a late reply is dropped
+                self._abandon(slot)  # CANCEL (protocol version 2); a late reply is dropped
                 raise AsyncResultTimeout(f"the peer did not reply within sync_request_timeout ({timeout} s)")
         if slot._is_error:
             raise slot._value
         return slot._value
 
     def _async_request(self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool = False) -> AsyncResult:
+        if _current_call() is not None:
+            return self._context_async_request(op, target, args, kwargs, by_value)
         return self._awaited(self._proto.send_request, op, target, args, kwargs, by_value)
 
     def _wait(self, slot: AsyncResult, deadline: float | None) -> None:
@@ -292,6 +303,9 @@ class Connection(Demux):
         log.warning("%r: closing, the peer broke the protocol: %s", self, exc)
 
     def _serve_request(self, request: wire.Request) -> None:
+        if request.context is not None:
+            self._serve_in_context(request)
+            return
         seq = request.seq
         try:
             value = HANDLERS[request.op](self._dispatcher, request.target, request.args, request.kwargs)

@@ -17,8 +17,9 @@ close reaches it. Nested callbacks need no extra thread: serving a request relea
 role, and a call made from the handler takes it again.
 
 Subclasses provide ``_serve_request(request)`` and ``_dispatch(event)`` (what an inbox
-event means) and ``_disconnected()`` (what closing means above this layer); this module must not know about services or proxies
-beyond the boxer's release queue.
+event means), ``_cancel_received(seq)`` (a CANCEL, applied by the reader under the lock)
+and ``_disconnected()`` (what closing means above this layer); this module must not know
+about services or proxies beyond the boxer's release queue.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from ._idle import read_into
 
 if TYPE_CHECKING:
     from ._boxing import Boxer
+    from ._context import Served
     from ._streams import Stream
 
 __all__ = ["ConnectionStats", "Demux", "Lifecycle"]
@@ -109,6 +111,7 @@ class Demux:
         self._calls_served = 0
         self._bytes_sent = 0
         self._bytes_received = 0
+        self._served: dict[int, Served] = {}  # requests served with a call context, by seq (CANCEL)
 
     # -- hooks for the subclass --------------------------------------------------------
 
@@ -122,6 +125,10 @@ class Demux:
 
     def _disconnected(self, notify: bool) -> None:
         """Called once, outside every lock, after the stream is closed and waiters woken."""
+        raise NotImplementedError
+
+    def _cancel_received(self, seq: int) -> None:
+        """The peer cancelled its request ``seq`` (under ``_lock``, while reading)."""
         raise NotImplementedError
 
     def _run_callback(self, callback: Callable[[AsyncResult], object], result: AsyncResult) -> None:
@@ -259,12 +266,37 @@ class Demux:
             return ConnectionClosedError("the connection is not open yet (calls wait until on_connect has returned)")
         return ConnectionClosedError("the connection is closed")
 
-    def _forget(self, slot: AsyncResult) -> None:
-        """Drop an abandoned slot: a late reply to it is discarded."""
+    def _forget(self, slot: AsyncResult) -> int | None:
+        """Drop an abandoned slot: a late reply to it is discarded. Its request id, or None
+        when its answer came first."""
         with self._lock:
             for seq, pending in list(self._slots.items()):
                 if pending is slot:
                     del self._slots[seq]
+                    return seq
+        return None
+
+    def _poll_cancels(self) -> None:
+        """Read what has arrived, without waiting and without serving, when no thread is
+        reading: a sync handler polling ``cancelled()`` learns of a CANCEL."""
+        lock = self._lock
+        with lock:
+            if self._reading or self._life is not _OPEN:
+                return
+            self._reading = True
+        try:
+            self._read(_monotonic())
+        except BaseException:  # nothing arrived (TimeoutError), or closing: said elsewhere
+            with lock:
+                self._reading = False
+                if self._waiting:
+                    self._wake_one()
+            return
+        try:  # _read returned holding the lock, the role given back
+            if self._waiting:
+                self._wake_one()
+        finally:
+            lock.release()
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -422,6 +454,9 @@ class Demux:
                 slot = self._fill(event.seq, self._rebuild(event), True)
             elif type(event) is wire.Pong:
                 slot = self._fill(event.seq, event.payload, False)
+            elif type(event) is wire.Cancel:
+                self._cancel_received(event.seq)
+                continue
             else:
                 self._inbox.append(event)
                 continue

@@ -13,6 +13,7 @@ connection modules; protocol errors come from ``rpc_protocol`` unchanged::
     ├── HandshakeTimeout           the handshake did not finish in time (also a TimeoutError)
     ├── ConnectionClosedError      the connection is closed, or closed while waiting
     ├── AsyncResultTimeout         a reply did not arrive in time (also a TimeoutError)
+    ├── DeadlineExceeded           the deadline of a call ran out (also a TimeoutError)
     ├── AuthenticationError        an authenticator rejected the peer
     ├── ServiceNotFoundError       no service by that name (discovery, connect_by_service)
     └── RemoteError                a remote exception whose type is not a builtin
@@ -35,6 +36,7 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionFailedError",
     "ConnectionRejectedError",
+    "DeadlineExceeded",
     "HandshakeTimeout",
     "LentObjectsLimitError",
     "RemoteError",
@@ -62,6 +64,11 @@ class ConnectionClosedError(RPCError, EOFError):
 
 class AsyncResultTimeout(RPCError, TimeoutError):
     """The reply to a request did not arrive within the allowed time."""
+
+
+class DeadlineExceeded(RPCError, TimeoutError):
+    """The deadline of a call (``rpc_service.deadline``) ran out before its answer came; the
+    peer was told to cancel it. Raised at the deadline, without waiting for the peer."""
 
 
 class AuthenticationError(RPCError):

@@ -24,10 +24,12 @@ from rpc_protocol import Event, Op, RemoteProtocolError
 from .._boxing import Boxer
 from .._config import Config, ConfigArg, make_config
 from .._connection import _BATCHED_TYPES, _MAX_ITER_BATCH, protocol_for, refusal_preface, shares_version
+from .._context import CURRENT, Served, tracer_for
 from .._dispatch import Dispatcher, checked_batch, rebuild_exception
 from .._errors import AsyncResultTimeout, ConnectionClosedError, ConnectionRejectedError, HandshakeTimeout
 from .._exposure import Exposure
 from .._service import Service
+from ._context_calls import AsyncContextCalls, CallFuture
 from ._proxy import AsyncProxy, make_async_proxy_class
 from ._serving import HANDLER_THREADS, Serving
 
@@ -42,6 +44,8 @@ _ERROR_REPLY: Final = wire.ErrorReply
 _REQUEST: Final = wire.Request
 _RELEASE: Final = wire.Release
 _PONG: Final = wire.Pong
+_CANCEL: Final = wire.Cancel
+_current_call: Final = CURRENT.get  # None: no call context (the plain paths)
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
@@ -59,7 +63,7 @@ class _RemoteStopIteration(RuntimeError):
         self.stop = stop
 
 
-class AsyncConnection(Serving, asyncio.BufferedProtocol):
+class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
     """One end of a connection driven by asyncio: ``root`` is the peer's service (an async
     proxy), ``await close()`` ends it; ``async with`` closes it on exit.
 
@@ -106,6 +110,12 @@ class AsyncConnection(Serving, asyncio.BufferedProtocol):
         self._rview = memoryview(bytearray(_READ_SIZE)) if read_buffer is None else read_buffer
         self._payload_view: memoryview | None = None
         self._on_made: Callable[[AsyncConnection], None] | None = None  # set by aio.Server
+        self._served: dict[int, Served] = {}  # requests served with a call context (CANCEL, spans)
+        self._handler_tasks: dict[int, asyncio.Future[Any]] = {}  # async handlers suspended, by seq (CANCEL)
+        self._tracer = tracer_for(config)
+        if self._tracer is not None:  # every call and request takes the traced paths (_context_calls)
+            self._start = self._traced_start  # type: ignore[method-assign]  # per connection, by design
+            self._serve = self._traced_serve  # type: ignore[method-assign]
 
     # -- public API --------------------------------------------------------------------
 
@@ -249,7 +259,10 @@ class AsyncConnection(Serving, asyncio.BufferedProtocol):
                     future.set_exception(exc)
             elif kind is _REQUEST:
                 self._calls_served += 1
-                self._serve(event)  # type: ignore[arg-type]
+                if event.context is None:  # type: ignore[union-attr]
+                    self._serve(event)  # type: ignore[arg-type]
+                else:
+                    self._serve_in_context(event)  # type: ignore[arg-type]
             elif kind is _RELEASE:
                 for oid, count in event.refs:  # type: ignore[union-attr]
                     self._boxer.release(oid, count)
@@ -257,6 +270,8 @@ class AsyncConnection(Serving, asyncio.BufferedProtocol):
                 future = slots.pop(event.seq, None)  # type: ignore[union-attr]
                 if future is not None and not future.done():
                     future.set_result(event.payload)  # type: ignore[union-attr]
+            elif kind is _CANCEL:
+                self._cancel_received(event.seq)  # type: ignore[union-attr]
             elif kind is wire.Ping:
                 self._write(self._encode(self._proto.send, wire.Pong(event.seq, event.payload)))  # type: ignore[union-attr]
             elif kind is wire.Hello:
@@ -356,11 +371,15 @@ class AsyncConnection(Serving, asyncio.BufferedProtocol):
 
     def _start(self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool = False) -> Awaitable[Any]:
         """Send a request now (on the loop); the awaitable of its reply."""
+        if _current_call() is not None:  # under a deadline, or serving a call that carried one
+            return self._start_in_context(op, target, args, kwargs, by_value)
         if not self._open:
             self._check_open()
         proto = self._proto
         seq = proto.next_seq()
-        future = self._loop.create_future()
+        future = CallFuture(loop=self._loop)  # (cancelling it sends CANCEL)
+        future._rpc_conn = self
+        future._rpc_seq = seq
         self._slots[seq] = future
         try:
             self._write(self._encode(proto.send_request, seq, op, target, args, kwargs, by_value))
@@ -397,13 +416,17 @@ class AsyncConnection(Serving, asyncio.BufferedProtocol):
             else:
                 result.set_result(future.result())
 
-        def start() -> None:
+        started: list[asyncio.Future[Any]] = []
+
+        def start() -> None:  # (run in a copy of this thread's context: its deadline applies)
             try:
                 awaitable = self._start(op, target, args, kwargs)
             except BaseException as exc:
                 result.set_exception(exc)
                 return
-            asyncio.ensure_future(awaitable).add_done_callback(chain)
+            future = asyncio.ensure_future(awaitable)
+            started.append(future)
+            future.add_done_callback(chain)
 
         try:
             self._loop.call_soon_threadsafe(start)
@@ -413,6 +436,8 @@ class AsyncConnection(Serving, asyncio.BufferedProtocol):
         try:
             return result.result(timeout)
         except concurrent.futures.TimeoutError:
+            if started:  # CANCEL (protocol version 2); a late reply is dropped
+                self._loop.call_soon_threadsafe(started[0].cancel)
             raise AsyncResultTimeout(f"the peer did not reply within sync_request_timeout ({timeout} s)") from None
 
     # -- iteration and pickling (what the shared proxy code asks of a connection) ----------

@@ -14,6 +14,7 @@ import ssl as _ssl
 from typing import Any, Callable
 
 from .._config import ConfigArg
+from .._context import CURRENT
 from .._errors import ConnectionFailedError
 from .._streams import check_port
 from .._service import ServiceArg, VoidService, instantiate
@@ -35,12 +36,17 @@ async def _open(
     def factory() -> AsyncConnection:
         return AsyncConnection(instance, config, executor=executor)
 
+    # The transport's callbacks keep the context they were made in: made outside any call
+    # context, so a deadline around connect() does not cling to every request served later.
+    token = CURRENT.set(None)
     try:
         _, conn = await asyncio.wait_for(opener(factory), timeout)
     except asyncio.TimeoutError:
         raise ConnectionFailedError(f"could not connect to {where}: timed out after {timeout} s") from None
     except (OSError, _ssl.SSLError) as exc:
         raise ConnectionFailedError(f"could not connect to {where}: {exc}") from exc
+    finally:
+        CURRENT.reset(token)
     assert isinstance(conn, AsyncConnection)
     await conn._handshake()
     return conn

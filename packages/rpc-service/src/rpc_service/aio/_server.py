@@ -18,6 +18,7 @@ import ssl as _ssl
 from typing import Any, Sequence
 
 from .._config import ConfigArg
+from .._context import CURRENT
 from .._hooks import Authenticator, Registrar
 from .._service import ServiceArg, instantiate
 from .._streams import check_port
@@ -101,15 +102,19 @@ class Server:
             # the connections can share one read buffer (an idle connection then holds
             # none). A proactor loop keeps a buffer across a pending read: one each there.
             self._read_buffer = memoryview(bytearray(_SHARED_READ_SIZE))
-        if self.authenticator is not None:
-            self._server = await self._listen_authenticated(loop)
-        elif self.socket_path is not None:
-            self._server = await loop.create_unix_server(self._factory, self.socket_path, ssl=self.ssl, backlog=self.backlog)
-        else:
-            family = socket.AF_INET6 if self.ipv6 else socket.AF_UNSPEC
-            self._server = await loop.create_server(
-                self._factory, self.hostname, self.port, family=family, ssl=self.ssl, backlog=self.backlog
-            )
+        token = CURRENT.set(None)  # (accepted connections keep the context listening began in)
+        try:
+            if self.authenticator is not None:
+                self._server = await self._listen_authenticated(loop)
+            elif self.socket_path is not None:
+                self._server = await loop.create_unix_server(self._factory, self.socket_path, ssl=self.ssl, backlog=self.backlog)
+            else:
+                family = socket.AF_INET6 if self.ipv6 else socket.AF_UNSPEC
+                self._server = await loop.create_server(
+                    self._factory, self.hostname, self.port, family=family, ssl=self.ssl, backlog=self.backlog
+                )
+        finally:
+            CURRENT.reset(token)
         if self.socket_path is None:
             self.port = self._server.sockets[0].getsockname()[1]
         self.logger.info("%r: listening", self)

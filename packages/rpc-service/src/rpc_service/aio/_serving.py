@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import inspect
 import logging
 import types
@@ -22,6 +23,7 @@ from rpc_protocol import Op
 
 from .._by_value import ByValue, marked_result
 from .._config import Config
+from .._context import CURRENT
 from .._dispatch import HANDLERS, Dispatcher, describe_exception, must_propagate
 from .._errors import ConnectionClosedError
 from .._exposure import Exposure
@@ -91,9 +93,15 @@ class Serving:
 
         def _write(self, buffers: list[wire.Buffer]) -> None: ...
 
-    def _serve(self, request: wire.Request) -> None:
+        def _answered(self, seq: int, error: BaseException | None) -> None: ...
+
+        _served: dict[int, Any]
+        _handler_tasks: dict[int, asyncio.Future[Any]]
+
+    def _serve(self, request: wire.Request) -> asyncio.Future[Any] | None:
         """Run one request: async callables as tasks, plain functions in a worker thread,
-        builtins and the other operations inline (they do not block)."""
+        builtins and the other operations inline (they do not block). The task or job
+        still running, else None (answered)."""
         seq, op, target, args, kwargs = request.seq, request.op, request.target, request.args, request.kwargs
         mark: object = None
         fn: Any
@@ -114,15 +122,15 @@ class Serving:
                 args, kwargs = (args, kwargs), _NO_KWARGS
             else:
                 self._reply(seq, HANDLERS[op](self._dispatcher, target, args, kwargs))
-                return
+                return None
             if isinstance(fn, _INLINE_TYPES):
                 self._reply_result(seq, mark, fn(*args, **kwargs))
-                return
+                return None
         except BaseException as exc:  # the handler's, for the caller (a real Ctrl-C still stops us)
             if must_propagate(exc):
                 raise
             self._reply_error(seq, exc)
-            return
+            return None
         if _is_async(fn):
             # started here, eagerly: a handler that does not suspend costs no task
             try:
@@ -130,17 +138,22 @@ class Serving:
                 blocked_on = _unblock(coro.send(None))
             except StopIteration as stop:
                 self._reply_result(seq, mark, stop.value)
-                return
+                return None
             except BaseException as exc:  # (as above)
                 if must_propagate(exc):
                     raise
                 self._reply_error(seq, exc)
-                return
+                return None
             task: asyncio.Future[Any] = self._loop.create_task(_continue(coro, blocked_on))
+            self._handler_tasks[seq] = task  # cancelled by a CANCEL from the peer
+        elif CURRENT.get() is not None:  # served under a call context: the worker runs in it too
+            job_context = contextvars.copy_context()
+            task = self._loop.run_in_executor(self._pool(), lambda: job_context.run(fn, *args, **kwargs))
         else:
             task = self._loop.run_in_executor(self._pool(), lambda: fn(*args, **kwargs))
         self._tasks.add(task)
         task.add_done_callback(lambda done: self._finished(seq, done, mark))
+        return task
 
     def _pool(self) -> concurrent.futures.Executor:
         """Where plain handlers run: the executor given, else one of this connection's own,
@@ -153,6 +166,8 @@ class Serving:
 
     def _finished(self, seq: int, task: asyncio.Future[Any], mark: object = None) -> None:
         self._tasks.discard(task)
+        if self._handler_tasks.get(seq) is task:
+            del self._handler_tasks[seq]
         if self._closed:
             return
         if task.cancelled():
@@ -184,6 +199,8 @@ class Serving:
         task.add_done_callback(lambda done: self._finished(seq, done))
 
     def _reply(self, seq: int, value: Any) -> None:
+        if self._served:  # requests served with a call context: this one is done
+            self._answered(seq, None)
         if self._closed:
             return
         try:
@@ -197,6 +214,8 @@ class Serving:
             pass
 
     def _reply_error(self, seq: int, exc: BaseException) -> None:
+        if self._served:
+            self._answered(seq, exc)
         if self._closed:
             return
         try:

@@ -1,0 +1,191 @@
+"""The call context: deadlines, cancellation and the trace a call belongs to.
+
+Owns the public ``deadline(seconds)``, ``remaining()`` and ``cancelled()``, and the one
+context variable behind them (``CURRENT``, a :mod:`contextvars` variable, so each thread and
+each asyncio task has its own). A call made while it is set carries a call context on the
+wire (protocol version 2: the budget left, a W3C traceparent); serving a request that
+carried one sets it for the handler, so calls the handler makes (callbacks included)
+inherit what is left. It also decides whether tracing is on for a connection
+(``tracer_for``); the OpenTelemetry code itself is in ``_otel``, imported only then. It
+sends nothing itself: the drivers read ``CURRENT`` (one ``get()`` per call: None is the plain
+path) and turn it into frames.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from contextvars import ContextVar, Token
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Final
+
+from rpc_protocol import CallContext
+
+from ._errors import DeadlineExceeded
+
+if TYPE_CHECKING:
+    from ._config import Config
+
+__all__ = [
+    "CURRENT",
+    "CallState",
+    "Served",
+    "cancelled",
+    "deadline",
+    "expired_error",
+    "remaining",
+    "serving_state",
+    "tracer_for",
+    "wire_context",
+]
+
+_monotonic: Final = time.monotonic
+
+
+class Served:
+    """A request of the peer's being served with a call context: whether the peer cancelled
+    it, and (threaded driver) the connection to read a CANCEL from when nobody else reads."""
+
+    __slots__ = ("cancelled", "conn", "span")
+
+    def __init__(self, conn: Any = None) -> None:
+        self.cancelled = False
+        self.conn = conn  # threaded driver: its _poll_cancels() reads what arrived
+        self.span: Any = None  # the SERVER span (tracing), ended with the answer
+
+
+class CallState:
+    """What ``CURRENT`` holds: the deadline (``time.monotonic()`` seconds, or None), the
+    request being served (for ``cancelled()``), and a traceparent to pass on (the caller's,
+    when this side does not trace itself)."""
+
+    __slots__ = ("deadline", "served", "traceparent")
+
+    def __init__(self, deadline: float | None, served: Served | None = None, traceparent: str | None = None) -> None:
+        self.deadline = deadline
+        self.served = served
+        self.traceparent = traceparent
+
+
+CURRENT: Final[ContextVar[CallState | None]] = ContextVar("rpc_service.call", default=None)
+
+
+class deadline:  # noqa: N801  # a context manager named as a function, like contextlib's
+    """``with rpc_service.deadline(seconds):`` every call made inside, from this thread or
+    asyncio task, carries the time left to the peer and gives up (``DeadlineExceeded``)
+    when it runs out; the peer is told to cancel. Nested deadlines keep the earlier one,
+    so a handler serving a call with a deadline can only shorten it."""
+
+    __slots__ = ("_seconds", "_tokens")
+
+    def __init__(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds != seconds:  # (NaN)
+            raise ValueError(f"deadline() needs a number of seconds, not {seconds!r}")
+        self._seconds = float(seconds)
+        self._tokens: list[Token[CallState | None]] = []
+
+    def __enter__(self) -> deadline:
+        end = _monotonic() + self._seconds
+        outer = CURRENT.get()
+        if outer is None:
+            state = CallState(end)
+        else:
+            if outer.deadline is not None and outer.deadline < end:
+                end = outer.deadline
+            state = CallState(end, outer.served, outer.traceparent)
+        self._tokens.append(CURRENT.set(state))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        CURRENT.reset(self._tokens.pop())
+
+    def __repr__(self) -> str:
+        return f"deadline({self._seconds!r})"
+
+
+def remaining() -> float | None:
+    """Seconds left before the current deadline (0.0 once passed); None without one.
+
+    In a handler serving a call that carried a deadline, this is what the caller left
+    it (less the time the request took to arrive)."""
+    state = CURRENT.get()
+    if state is None or state.deadline is None:
+        return None
+    return max(0.0, state.deadline - _monotonic())
+
+
+def cancelled() -> bool:
+    """True in a handler whose caller gave up: the peer cancelled the request, or the
+    deadline it carried has passed. A long handler polls it and stops early (its answer
+    would be dropped by the caller anyway); False outside a handler."""
+    state = CURRENT.get()
+    if state is None:
+        return False
+    served = state.served
+    if served is not None:
+        if not served.cancelled and served.conn is not None:
+            served.conn._poll_cancels()
+        if served.cancelled:
+            return True
+    return state.deadline is not None and state.deadline <= _monotonic()
+
+
+def wire_context(state: CallState | None, now: float, traceparent: str | None = None) -> CallContext | None:
+    """The call context a call made now under ``state`` carries (None: nothing to carry)."""
+    budget: int | None = None
+    if state is not None:
+        if state.deadline is not None:
+            budget = max(0, int((state.deadline - now) * 1_000_000))
+        if traceparent is None:
+            traceparent = state.traceparent
+    if budget is None and traceparent is None:
+        return None
+    return CallContext(budget, traceparent)
+
+
+def serving_state(context: CallContext | None, served: Served) -> CallState:
+    """The state a handler runs under, serving a request that carried ``context``."""
+    end: float | None = None
+    if context is not None and context.budget_us is not None:
+        end = _monotonic() + context.budget_us / 1_000_000
+    outer = CURRENT.get()  # a thread waiting on a call of its own with a deadline serves a callback
+    if outer is not None and outer.deadline is not None and (end is None or outer.deadline < end):
+        end = outer.deadline
+    return CallState(end, served, context.traceparent if context is not None else None)
+
+
+def expired_error(what: str = "the call") -> DeadlineExceeded:
+    return DeadlineExceeded(f"the deadline passed before {what} was answered")
+
+
+# -- tracing ---------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _otel_installed() -> bool:
+    """Whether opentelemetry-api is installed (found without importing it)."""
+    try:
+        return importlib.util.find_spec("opentelemetry.trace") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def tracer_for(config: Config) -> Any:
+    """The tracer of a connection with ``config`` (``_otel.Tracer``), or None: tracing off.
+
+    ``tracing=None`` (the default) traces when opentelemetry-api is installed (the
+    ``rpc-service[otel]`` extra) *and* a tracer provider is in place when the connection is
+    made (``tracer_provider`` in the config, or one set globally: the SDK configured), so an
+    application that merely has the API installed pays nothing; without the package
+    ``_otel`` is never imported. ``tracing=True`` requires the package (the global provider,
+    even the API's default one), ``False`` turns tracing off.
+    """
+    if config.tracing is False or (config.tracing is None and not _otel_installed()):
+        return None
+    try:
+        from ._otel import Tracer, provider_configured
+    except ImportError as exc:
+        raise ValueError("tracing=True needs opentelemetry-api: install rpc-service[otel]") from exc
+    if config.tracing is None and config.tracer_provider is None and not provider_configured():
+        return None
+    return Tracer(config.tracer_provider)

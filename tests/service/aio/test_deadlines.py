@@ -1,0 +1,190 @@
+"""Deadlines and cancellation on the asyncio driver.
+
+The same promises as on the threaded driver (``tests/service/test_deadlines.py``), where
+the loop is involved: ``DeadlineExceeded`` from a loop timer within 50 ms of the deadline
+while an ``async def`` handler is busy, whose task is then cancelled by the CANCEL frame; a
+cancelled client task (``asyncio.wait_for``) sends CANCEL too, seen by a plain handler in its
+worker thread through ``cancelled()``; the 3-hop chain client -> server -> client callback
+-> server; the connection keeps serving; and a threaded client against an ``aio.Server``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, Awaitable, Callable
+
+import pytest
+
+import rpc_service
+from rpc_service import DeadlineExceeded, aio
+
+from .helpers import run
+
+_CONFIG = {"tracing": False}
+
+
+class BusyService(rpc_service.Service):
+    def __init__(self) -> None:
+        self.record: dict[str, Any] = {}
+        self.done = threading.Event()
+
+    async def exposed_busy(self) -> str:
+        self.record["busy budget"] = rpc_service.remaining()
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            self.record["busy"] = "cancelled"
+            self.done.set()
+            raise
+        self.record["busy"] = "finished"
+        self.done.set()
+        return "finished"
+
+    def exposed_plain_busy(self) -> str:
+        end = time.monotonic() + 5
+        try:
+            while time.monotonic() < end:
+                if rpc_service.cancelled():
+                    self.record["plain"] = "cancelled"
+                    return "cancelled"
+                time.sleep(0.002)
+            self.record["plain"] = "finished"
+            return "finished"
+        finally:
+            self.done.set()
+
+    async def exposed_hop1(self, callback: Callable[[], Awaitable[Any]]) -> Any:
+        self.record["hop1"] = rpc_service.remaining()
+        await asyncio.sleep(0.03)
+        return await callback()
+
+    async def exposed_hop3(self) -> str:
+        self.record["hop3"] = rpc_service.remaining()
+        return await self.exposed_busy()
+
+    async def exposed_remaining(self) -> float | None:
+        return rpc_service.remaining()
+
+    def exposed_plain_remaining(self) -> float | None:
+        return rpc_service.remaining()
+
+    def exposed_echo(self, value: Any) -> Any:
+        return value
+
+    def exposed_call(self, func: Callable[[], Any]) -> Any:
+        return func()
+
+
+def test_deadline_exceeded_within_50_ms_and_the_handler_task_is_cancelled() -> None:
+    service = BusyService()
+
+    async def main() -> None:
+        async with aio.Server(service) as server:
+            await server.start()
+            async with await aio.connect("127.0.0.1", server.port, config=_CONFIG) as conn:
+                assert await conn.root.remaining() is None
+                with rpc_service.deadline(5):
+                    left = await conn.root.remaining()
+                    plain_left = await conn.root.plain_remaining()  # a plain handler, in a worker thread
+                assert left is not None and 4 < left <= 5 and plain_left is not None and 4 < plain_left <= 5
+                start = time.monotonic()
+                with pytest.raises(DeadlineExceeded):
+                    with rpc_service.deadline(0.3):
+                        await conn.root.busy()
+                late = time.monotonic() - (start + 0.3)
+                assert late < 0.05, f"DeadlineExceeded came {late * 1000:.0f} ms after the deadline"
+                assert await asyncio.to_thread(service.done.wait, 5)
+                assert service.record["busy"] == "cancelled"
+                assert await conn.root.echo("still serving") == "still serving"
+
+    run(main())
+
+
+def test_a_cancelled_task_sends_cancel_to_a_plain_handler() -> None:
+    service = BusyService()
+
+    async def main() -> None:
+        async with aio.Server(service) as server:
+            await server.start()
+            async with await aio.connect("127.0.0.1", server.port, config=_CONFIG) as conn:
+                with rpc_service.deadline(30):  # far away: only CANCEL can tell the handler
+                    with pytest.raises(asyncio.TimeoutError):
+                        await asyncio.wait_for(conn.root.plain_busy(), 0.2)
+                assert await asyncio.to_thread(service.done.wait, 5)
+                assert service.record["plain"] == "cancelled"
+                service.done.clear()
+                task = asyncio.ensure_future(conn.root.busy())  # no deadline at all: CANCEL still goes
+                await asyncio.sleep(0.1)
+                task.cancel()
+                assert await asyncio.to_thread(service.done.wait, 5)
+                assert service.record["busy"] == "cancelled"
+                assert await conn.root.echo(1) == 1
+
+    run(main())
+
+
+def test_three_hops_the_budget_shrinks_and_the_innermost_is_cancelled() -> None:
+    service = BusyService()
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with aio.Server(service) as server:
+            await server.start()
+            async with await aio.connect("127.0.0.1", server.port, config=_CONFIG) as conn:
+
+                async def callback() -> Any:  # hop 2, served on the client's loop
+                    seen["hop2"] = rpc_service.remaining()
+                    await asyncio.sleep(0.03)
+                    return await conn.root.hop3()
+
+                start = time.monotonic()
+                with pytest.raises(DeadlineExceeded):
+                    with rpc_service.deadline(0.6):
+                        await conn.root.hop1(callback)
+                assert time.monotonic() - start < 0.6 + 0.05
+                assert await asyncio.to_thread(service.done.wait, 5)
+                assert await conn.root.echo(3) == 3
+
+    run(main())
+    hop1, hop2, hop3 = service.record["hop1"], seen["hop2"], service.record["hop3"]
+    assert 0.6 >= hop1 > hop2 > hop3 > 0, (hop1, hop2, hop3)
+    assert service.record["busy"] == "cancelled"
+
+
+def test_a_threaded_client_against_an_aio_server() -> None:
+    service = BusyService()
+
+    async def main() -> None:
+        async with aio.Server(service) as server:
+            await server.start()
+
+            def client() -> None:
+                with rpc_service.connect("127.0.0.1", server.port, config=_CONFIG) as conn:
+                    with pytest.raises(DeadlineExceeded):
+                        with rpc_service.deadline(0.2):
+                            conn.root.busy()
+                    assert service.done.wait(5)
+                    assert conn.root.echo(2) == 2
+
+            await asyncio.to_thread(client)
+            assert service.record["busy"] == "cancelled"
+
+    run(main())
+
+
+def test_a_deadline_around_connect_does_not_cling_to_the_connection() -> None:
+    """The transport's callbacks keep the context they were made in: connect() and start()
+    make them outside any call context, so later requests see only their own."""
+
+    async def main() -> None:
+        with rpc_service.deadline(30):
+            server = aio.Server(BusyService())
+            await server.start()
+            conn = await aio.connect("127.0.0.1", server.port, config=_CONFIG)
+        async with server, conn:
+            assert await conn.root.remaining() is None
+            assert await conn.root.call(rpc_service.remaining) is None  # a callback served by the client
+
+    run(main())

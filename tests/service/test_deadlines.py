@@ -1,0 +1,187 @@
+"""Deadlines and cancellation on the threaded driver (``rpc_service.deadline``).
+
+What issue 15 asks to be shown: the budget travels with each call and shrinks along a
+chain of nested calls (client -> server -> client callback -> server), the innermost
+handler learns it was cancelled, ``DeadlineExceeded`` arrives within 50 ms of the deadline
+while the server is still busy, a ``sync_request_timeout`` expiry sends CANCEL too, and the
+connection keeps serving afterwards. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import pytest
+
+import rpc_service
+from rpc_service import DeadlineExceeded, ThreadedServer
+
+_BUSY_LIMIT = 5.0  # a busy handler gives up by itself after this long
+
+
+def _busy(record: dict[str, Any], key: str) -> str:
+    """Work until cancelled (polling ``cancelled()``) or _BUSY_LIMIT; record which."""
+    end = time.monotonic() + _BUSY_LIMIT
+    while time.monotonic() < end:
+        if rpc_service.cancelled():
+            record[key] = "cancelled"
+            return "cancelled"
+        time.sleep(0.002)
+    record[key] = "finished"
+    return "finished"
+
+
+class ChainService(rpc_service.Service):
+    """The server: hop 1 calls the client back, hop 3 (called by the callback) is busy."""
+
+    def __init__(self) -> None:
+        self.record: dict[str, Any] = {}
+        self.done = threading.Event()
+
+    def exposed_hop1(self, callback: Callable[[], Any]) -> Any:
+        self.record["hop1"] = rpc_service.remaining()
+        time.sleep(0.03)
+        try:
+            return callback()
+        finally:
+            self.record["hop1 cancelled"] = rpc_service.cancelled()
+
+    def exposed_hop3(self) -> str:
+        self.record["hop3"] = rpc_service.remaining()
+        try:
+            return _busy(self.record, "hop3 outcome")
+        finally:
+            self.done.set()
+
+    def exposed_remaining(self) -> float | None:
+        return rpc_service.remaining()
+
+    def exposed_busy(self) -> str:
+        try:
+            return _busy(self.record, "busy")
+        finally:
+            self.done.set()
+
+    def exposed_echo(self, value: Any) -> Any:
+        return value
+
+    def exposed_sleep(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+
+@pytest.fixture
+def chain() -> Iterator[tuple[ChainService, rpc_service.Connection]]:
+    service = ChainService()
+    with ThreadedServer(service) as server:
+        server.start_in_thread()
+        with rpc_service.connect("127.0.0.1", server.port, config={"tracing": False}) as conn:
+            yield service, conn
+
+
+def test_remaining_and_cancelled_outside_any_call() -> None:
+    assert rpc_service.remaining() is None and not rpc_service.cancelled()
+    with rpc_service.deadline(10):
+        left = rpc_service.remaining()
+        assert left is not None and 9 < left <= 10
+        with rpc_service.deadline(60):  # nested: the earlier one stays
+            inner = rpc_service.remaining()
+            assert inner is not None and inner <= left
+        with rpc_service.deadline(1):
+            shorter = rpc_service.remaining()
+            assert shorter is not None and shorter <= 1
+    assert rpc_service.remaining() is None
+    with pytest.raises(ValueError):
+        rpc_service.deadline(float("nan"))
+
+
+def test_the_budget_travels_and_calls_without_a_deadline_carry_none(chain: tuple[ChainService, rpc_service.Connection]) -> None:
+    _, conn = chain
+    assert conn.root.remaining() is None
+    with rpc_service.deadline(5):
+        left = conn.root.remaining()
+    assert left is not None and 4 < left <= 5
+    assert conn.root.remaining() is None
+
+
+def test_deadline_exceeded_within_50_ms_while_the_server_is_busy(chain: tuple[ChainService, rpc_service.Connection]) -> None:
+    service, conn = chain
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded) as caught:
+        with rpc_service.deadline(0.3):
+            conn.root.busy()
+    late = time.monotonic() - (start + 0.3)
+    assert late < 0.05, f"DeadlineExceeded came {late * 1000:.0f} ms after the deadline"
+    assert isinstance(caught.value, TimeoutError) and isinstance(caught.value, rpc_service.RPCError)
+    assert service.done.wait(_BUSY_LIMIT + 1)
+    assert service.record["busy"] == "cancelled"  # the handler stopped early
+    assert conn.root.echo("still serving") == "still serving"
+    with pytest.raises(DeadlineExceeded):  # a passed deadline fails at once, sending nothing
+        with rpc_service.deadline(0):
+            conn.root.echo(1)
+
+
+def test_three_hops_the_budget_shrinks_and_the_innermost_is_cancelled(chain: tuple[ChainService, rpc_service.Connection]) -> None:
+    service, conn = chain
+    seen: dict[str, Any] = {}
+
+    def callback() -> Any:  # hop 2, on the client, serving the server's call
+        seen["hop2"] = rpc_service.remaining()
+        time.sleep(0.03)
+        return conn.root.hop3()
+
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        with rpc_service.deadline(0.6):
+            conn.root.hop1(callback)
+    assert time.monotonic() - start < 0.6 + 0.05
+    assert service.done.wait(_BUSY_LIMIT + 1)
+    hop1, hop2, hop3 = service.record["hop1"], seen["hop2"], service.record["hop3"]
+    assert 0.6 >= hop1 > hop2 > hop3 > 0, (hop1, hop2, hop3)
+    assert service.record["hop3 outcome"] == "cancelled"
+    assert conn.root.echo(3) == 3  # the connection keeps serving
+    with rpc_service.deadline(5):
+        assert conn.root.echo(4) == 4
+
+
+def test_a_sync_request_timeout_sends_cancel_too() -> None:
+    service = ChainService()
+    with ThreadedServer(service) as server:
+        server.start_in_thread()
+        config = {"sync_request_timeout": 0.3, "tracing": False}
+        with rpc_service.connect("127.0.0.1", server.port, config=config) as conn:
+            with pytest.raises(rpc_service.AsyncResultTimeout):
+                with rpc_service.deadline(30):  # far away: only CANCEL can tell the handler
+                    conn.root.busy()
+            assert service.done.wait(_BUSY_LIMIT + 1)
+            assert service.record["busy"] == "cancelled"
+            assert conn.root.echo(1) == 1
+
+
+def test_timed_and_async_results_carry_the_budget(chain: tuple[ChainService, rpc_service.Connection]) -> None:
+    _, conn = chain
+    left = rpc_service.timed(conn.root.remaining, 5)().value
+    assert left is not None and 4 < left <= 5
+    with rpc_service.deadline(5):
+        result = rpc_service.async_(conn.root.remaining)()
+    assert result.value is not None and 4 < result.value <= 5
+    late = rpc_service.timed(conn.root.sleep, 0.2)(0.5)
+    with pytest.raises(rpc_service.AsyncResultTimeout):
+        late.wait()
+    assert late.expired
+    late.set_expiry(None)  # as in RPyC: the reply still counts when it arrives later
+    late.wait(5)
+    assert late.value == 0.5
+    assert conn.root.echo(2) == 2
+
+
+def test_deadlines_are_per_thread(chain: tuple[ChainService, rpc_service.Connection]) -> None:
+    _, conn = chain
+    seen: list[float | None] = []
+    with rpc_service.deadline(5):
+        thread = threading.Thread(target=lambda: seen.append(conn.root.remaining()))
+        thread.start()
+        thread.join(10)
+    assert seen == [None]
