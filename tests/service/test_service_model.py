@@ -526,3 +526,9 @@ def test_an_async_def_handler_on_a_threaded_connection_is_a_clear_error(connect_
             conn.root.fetch()
         gc.collect()
     assert conn.root.plain() == 2  # the connection keeps serving
+
+
+def test_an_async_def_handler_called_under_a_deadline_is_the_same_clear_error(connect_to: ConnectTo) -> None:
+    conn = connect_to(AsyncHandlers)
+    with rpc_service.deadline(5), pytest.raises(TypeError, match="is an async def handler"):
+        conn.root.fetch()

@@ -302,19 +302,25 @@ class Connection(ContextCalls, Demux):
     def _protocol_broken(self, exc: RemoteProtocolError) -> None:
         log.warning("%r: closing, the peer broke the protocol: %s", self, exc)
 
+    def _handle(self, request: wire.Request) -> Any:
+        """Carry the peer's request out (its result); an ``async def`` handler, which this
+        driver cannot await, is a clear TypeError for the caller (its coroutine closed)."""
+        value = HANDLERS[request.op](self._dispatcher, request.target, request.args, request.kwargs)
+        if type(value) is CoroutineType and self._dispatcher.is_async_handler(request.op, request.target, request.args, value):
+            value.close()  # (never awaited: no warning later)
+            raise TypeError(
+                f"{value.__qualname__} is an async def handler, which a threaded connection cannot "
+                "await: serve the service with rpc_service.aio.Server (or make it a plain def)"
+            )
+        return value
+
     def _serve_request(self, request: wire.Request) -> None:
         if request.context is not None:
             self._serve_in_context(request)
             return
         seq = request.seq
         try:
-            value = HANDLERS[request.op](self._dispatcher, request.target, request.args, request.kwargs)
-            if type(value) is CoroutineType:
-                value.close()  # (never awaited: no warning later)
-                raise TypeError(
-                    f"{value.__qualname__} is an async def handler, which a threaded connection cannot "
-                    "await: serve the service with rpc_service.aio.Server (or make it a plain def)"
-                )
+            value = self._handle(request)
         except BaseException as exc:  # the method's, for the caller (Ctrl-C on the main thread still stops us)
             if must_propagate(exc):
                 raise

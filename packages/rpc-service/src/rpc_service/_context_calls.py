@@ -21,7 +21,7 @@ from rpc_protocol import Op
 from ._async import AsyncResult
 from ._by_value import ByValue
 from ._context import CURRENT, CallState, Served, expired_error, serving_state, wire_context
-from ._dispatch import HANDLERS, Dispatcher, describe_exception, must_propagate
+from ._dispatch import Dispatcher, describe_exception, must_propagate
 from ._demux import Lifecycle
 from ._errors import AsyncResultTimeout, ConnectionClosedError, DeadlineExceeded
 
@@ -57,6 +57,8 @@ class ContextCalls:
         def _pump(self, slot: AsyncResult | None, deadline: float | None, once: bool = False) -> bool: ...
 
         def _forget(self, slot: AsyncResult) -> int | None: ...
+
+        def _handle(self, request: wire.Request) -> Any: ...
 
         @property
         def lifecycle(self) -> Lifecycle: ...
@@ -179,7 +181,7 @@ class ContextCalls:
             if expired:
                 error = DeadlineExceeded("the caller's deadline had passed when its request arrived")
             else:
-                value = HANDLERS[request.op](self._dispatcher, request.target, request.args, request.kwargs)
+                value = self._handle(request)
         except BaseException as exc:  # the handler's, for the caller (as in _serve_request)
             if must_propagate(exc):
                 raise

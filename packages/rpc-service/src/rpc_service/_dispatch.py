@@ -17,6 +17,7 @@ import sys
 import threading
 import traceback
 from itertools import islice
+from types import CoroutineType
 from typing import Any, Callable, Final
 
 from rpc_protocol import ErrorReply, Op, RemoteProtocolError
@@ -79,6 +80,18 @@ class Dispatcher:
             return getattr(target, name)(*local_exit_args(args[2]))
         method = getattr(target, name)
         return marked_result(method, method(*args[1:], **kwargs), self._config)
+
+    def is_async_handler(self, op: Op, target: Any, args: tuple[Any, ...], coroutine: CoroutineType[Any, Any, Any]) -> bool:
+        """Whether ``coroutine`` (what a CALL or CALLATTR request returned) is the call of an
+        ``async def`` handler itself, rather than a coroutine object a handler returned."""
+        if op is Op.CALLATTR:
+            try:
+                target = getattr(target, self._exposure.resolve(target, args[0]))
+            except Exception:
+                return False
+        elif op is not Op.CALL:
+            return False
+        return getattr(getattr(target, "__func__", target), "__code__", None) is coroutine.cr_code
 
     def _getattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         value = getattr(target, self._exposure.resolve(target, args[0]))
