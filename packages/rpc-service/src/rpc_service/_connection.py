@@ -26,6 +26,7 @@ from ._demux import ConnectionStats, Demux, Lifecycle
 from ._dispatch import HANDLERS, Dispatcher, checked_batch, describe_exception, must_propagate, rebuild_exception, unpickler
 from ._errors import AsyncResultTimeout, ConnectionClosedError, ConnectionRejectedError, HandshakeTimeout
 from ._exposure import Exposure
+from ._fastpath import call, serve_fast
 from ._proxy import Proxy
 from ._service import Service
 from ._streams import Stream
@@ -148,7 +149,9 @@ class Connection(Demux):
     def serve_all(self) -> None:
         """Serve until the connection closes, then close it."""
         try:
-            self._pump(None, None)
+            while True:  # a lone request is read and served on the fast path, the rest as usual
+                if not serve_fast(self):
+                    self._pump(None, None, once=True)
         except ConnectionClosedError:
             pass
         finally:
@@ -194,6 +197,8 @@ class Connection(Demux):
                 log.exception("%r: before_closed raised", self)
 
     # -- requests ----------------------------------------------------------------------
+
+    _call = call  # proxy.method(*args, **kwargs): the fused fast path (_fastpath), else _request
 
     def _request(self, op: Op, target: object, args: tuple[Any, ...] = (), kwargs: dict[str, Any] = _NO_KWARGS) -> Any:
         """Send a request and wait for its reply (the hot path of every proxy operation)."""
@@ -278,9 +283,12 @@ class Connection(Demux):
         log.warning("%r: closing, the peer broke the protocol: %s", self, exc)
 
     def _serve_request(self, request: wire.Request) -> None:
-        seq = request.seq
+        self._serve_call(request.seq, request.op, request.target, request.args, request.kwargs)
+
+    def _serve_call(self, seq: int, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Carry out one of the peer's requests and send its answer (both paths end here)."""
         try:
-            value = HANDLERS[request.op](self._dispatcher, request.target, request.args, request.kwargs)
+            value = HANDLERS[op](self._dispatcher, target, args, kwargs)
         except BaseException as exc:  # the method's, for the caller (Ctrl-C on the main thread still stops us)
             if must_propagate(exc):
                 raise

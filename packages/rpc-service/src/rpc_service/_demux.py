@@ -100,6 +100,7 @@ class Demux:
         self._write_lock = _allocate_lock()
         self._life = _HANDSHAKE
         self._reading = False  # a thread holds the reading role
+        self._fast_seq = 0  # the request the fast path (_fastpath) awaits, outside _slots; 0: none
         self._slots: dict[int, AsyncResult] = {}
         self._inbox: deque[Event] = deque()
         self._waiting: dict[Any, AsyncResult | None] = {}  # wake lock -> what its thread waits for
@@ -150,7 +151,7 @@ class Demux:
                 bytes_received=self._bytes_received,
                 objects_lent=self._boxer.lent,
                 proxies_held=self._boxer.held,
-                calls_pending=len(self._slots),
+                calls_pending=len(self._slots) + (self._fast_seq != 0),
             )
 
     def _mark_closing(self) -> Lifecycle | None:
@@ -199,7 +200,8 @@ class Demux:
                 # closing (either side) raced with this send: report it as closed
                 raise ConnectionClosedError("the connection is closed") from None
             raise
-        boxer.commit()
+        if boxer._lent_now or boxer._typed_now:
+            boxer.commit()
         if releases:
             return [*self._release_frames(releases), *buffers]
         return buffers
@@ -401,7 +403,28 @@ class Demux:
             self._protocol_broken(exc)
             self._shutdown(notify=self._life is not _HANDSHAKE)
             raise
-        # under the lock from here on
+        self._deliver(events, count)
+
+    def _received(self, count: int) -> None:
+        """Handle ``count`` bytes already read into ``_rview`` as :meth:`_read` would (the
+        fast path's way back to the general one). Called holding ``_lock`` and the reading
+        role; returns holding the lock with the role given back; raises without the lock."""
+        try:
+            events = self._proto.receive_data(self._rview[:count])
+        except RemoteProtocolError as exc:
+            self._lock.release()
+            self._protocol_broken(exc)
+            self._shutdown(notify=self._life is not _HANDSHAKE)
+            raise
+        except BaseException:
+            self._lock.release()
+            raise
+        self._deliver(events, count)
+
+    def _deliver(self, events: list[Event], count: int) -> None:
+        """Give the reading role back, deliver the replies and queue the rest (under ``_lock``;
+        finalisers and reply callbacks run outside it, which is held again on return)."""
+        lock = self._lock
         self._reading = False
         self._bytes_received += count
         if not events:
@@ -412,11 +435,7 @@ class Demux:
             if type(event) is wire.Reply:
                 slot = self._fill(event.seq, event.value, False)
             elif type(event) is wire.Release:  # applied in order with the replies (a reply after it sees it done)
-                release = self._boxer.release
-                for oid, count in event.refs:
-                    gone = release(oid, count)
-                    if gone is not None:
-                        dropped.append(gone)
+                self._release(event.refs, dropped)
                 continue
             elif type(event) is wire.ErrorReply:
                 slot = self._fill(event.seq, self._rebuild(event), True)
@@ -435,6 +454,15 @@ class Demux:
                     slot._run_callbacks()
             finally:
                 lock.acquire()
+
+    def _release(self, refs: tuple[tuple[int, int], ...], dropped: list[object]) -> None:
+        """Apply the peer's releases (under ``_lock``); the objects whose last reference went
+        are added to ``dropped``, to be let go of outside the lock."""
+        release = self._boxer.release
+        for oid, count in refs:
+            gone = release(oid, count)
+            if gone is not None:
+                dropped.append(gone)
 
     def _fill(self, seq: int, value: Any, is_error: bool) -> AsyncResult | None:
         """Set the slot of request ``seq`` and wake its waiters (under ``_lock``)."""
