@@ -11,6 +11,7 @@ it would have); a frame refused fails both.
 from __future__ import annotations
 
 import struct
+from typing import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -89,17 +90,18 @@ def test_send_call_refuses_what_send_request_refuses(name: str, count: int, max_
     slow, _ = pair(config, p.ProtocolConfig(max_frame_size=max_frame))
     args = tuple(b"x" * 10 for _ in range(count))
     outcomes: list[object] = []
-    for send in (
+    sends: list[Callable[[], list[p.Buffer]]] = [
         lambda: fast.send_call(1, p.BackRef(3), name, args, {}),
         lambda: slow.send_request(1, p.Op.CALLATTR, p.BackRef(3), (name, *args)),
-    ):
+    ]
+    for send in sends:
         try:
             outcomes.append(wire(send()))
         except p.ProtocolError as exc:
             outcomes.append(type(exc))
     assert outcomes[0] == outcomes[1]
     for seq in (1, 2):  # in flight, or (after a refusal) free on both
-        outcomes: list[object] = []
+        outcomes = []
         for conn in (fast, slow):
             try:
                 outcomes.append(wire(conn.send_request(seq, p.Op.CALLATTR, p.BackRef(3), ("m",))))

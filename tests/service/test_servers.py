@@ -303,6 +303,45 @@ def test_pool_close_is_prompt(no_thread_leak: None) -> None:
         assert time.monotonic() - start < 0.9
 
 
+class IdentService(Service):
+    def exposed_ident(self) -> int:
+        return threading.get_ident()
+
+
+def test_threaded_server_hands_the_next_client_to_a_waiting_thread(no_thread_leak: None) -> None:
+    """A thread whose client left serves the next one (no thread start per connection);
+    close() ends the waiting threads at once, not after IDLE_THREAD_SECONDS."""
+    server = ThreadedServer(IdentService)
+    running = Running(server)
+    idents = set()
+    for _ in range(3):
+        with connect(server) as conn:
+            idents.add(conn.root.ident())
+        wait_for(lambda: server._idle == 1, what="the thread to wait for a client")  # semi-private
+    assert len(idents) == 1
+    with connect(server) as first, connect(server) as second:  # one waiting thread, one new
+        assert first.root.ident() != second.root.ident()
+    wait_for(lambda: server._idle == 2, what="both threads to wait")
+    start = time.monotonic()
+    running.stop()
+    assert time.monotonic() - start < 2 < ThreadedServer.IDLE_THREAD_SECONDS
+
+
+def test_threaded_server_retires_idle_threads(monkeypatch: pytest.MonkeyPatch, no_thread_leak: None) -> None:
+    monkeypatch.setattr(ThreadedServer, "IDLE_THREAD_SECONDS", 0.05)
+    monkeypatch.setattr(ThreadedServer, "IDLE_THREADS", 1)
+    server = ThreadedServer(IdentService)
+    running = Running(server)
+    try:
+        with connect(server) as first, connect(server) as second:  # two threads; one may wait
+            assert first.root.ident() != second.root.ident()
+        wait_for(lambda: not server._threads, what="the idle threads to retire")  # semi-private
+        with connect(server) as conn:  # a new thread again
+            assert isinstance(conn.root.ident(), int)
+    finally:
+        running.stop()
+
+
 @pytest.mark.parametrize("server_class", MULTI_CLIENT_SERVERS)
 def test_close_closes_every_client(server_class: ServerClass, no_thread_leak: None) -> None:
     server = server_class(CounterService)
