@@ -52,7 +52,7 @@ class CallPath:
     _buffer: bytearray
     _header: Header | None
     _filled: int
-    _pending_out: set[int]
+    _pending_out: dict[int, None]  # (a dict: an empty one is a third of an empty set)
     _pending_in: dict[int, bool]
     # (oid, name, number of arguments) -> the frame up to the arguments (header left blank),
     # and the whole frame when there are no arguments (no keyword arguments either)
@@ -98,7 +98,7 @@ class CallPath:
         if self.state is not _OPEN or seq in self._pending_out:  # let send() say what is wrong
             return self.send(Request(seq, op, target, args, {} if kwargs is None else kwargs, by_value))
         buffers = encode_request(self._encoder, seq, op, target, args, kwargs, by_value, self._peer_frame_limit())
-        self._pending_out.add(seq)  # a Request leaves the state OPEN (TRANSITIONS)
+        self._pending_out[seq] = None  # a Request leaves the state OPEN (TRANSITIONS)
         return buffers
 
     def send_reply(self, seq: int, value: object, by_value: bool = False) -> list[Buffer]:
@@ -147,7 +147,7 @@ class CallPath:
             buf = bytearray(cached[1])
             HEADER.pack_into(buf, 0, _REQUEST, 0, 0, seq, len(buf) - HEADER_SIZE)
             buffers = [buf]
-        self._pending_out.add(seq)  # a Request leaves the state OPEN (TRANSITIONS)
+        self._pending_out[seq] = None  # a Request leaves the state OPEN (TRANSITIONS)
         return buffers
 
     def _call_prefix(self, target: BackRef, name: str, count: int) -> tuple[bytes, bytes] | None:
@@ -204,7 +204,7 @@ class CallPath:
                 # raised by the unbox hook: the stream position is lost along with this call
                 self._fail(LocalProtocolError("an exception in the unbox hook left the stream unreadable"))
                 raise
-        self._pending_out.discard(seq)
+        self._pending_out.pop(seq, None)
         return value, released
 
     def take_request(self, data: Buffer) -> tuple[TakenRequest, Released] | None:

@@ -112,9 +112,9 @@ class Connection(CallPath):
         self._payload: bytearray | mmap.mmap | None = None  # the large-payload buffer, reused
         self._filled = -1  # bytes of a large payload gathered so far; -1: none under way
         self._error: ProtocolError | None = None
-        self._pending_out: set[int] = set()
+        self._pending_out: dict[int, None] = {}  # requests of ours in flight (a dict: smaller than a set)
         self._pending_in: dict[int, bool] = {}  # seq -> reply wanted by value
-        self._pings: set[int] = set()
+        self._pings: dict[int, None] = {}
         self._next_seq = 1
         self._prefixes: dict[tuple[int, str, int], tuple[bytes, bytes]] = {}
 
@@ -167,11 +167,11 @@ class Connection(CallPath):
             event = Hello(event.services, event.capabilities, self.config.max_frame_size, event.root)
         buffers = encode_frame(event, encoder, self._peer_frame_limit())
         if type(event) is Request:
-            self._pending_out.add(event.seq)
+            self._pending_out[event.seq] = None
         elif type(event) is Reply or type(event) is ErrorReply:
             del self._pending_in[event.seq]
         elif type(event) is Ping:
-            self._pings.add(event.seq)
+            self._pings[event.seq] = None
         self.state = state
         return buffers
 
@@ -367,7 +367,7 @@ class Connection(CallPath):
                     payload = view[pos + HEADER_SIZE : stop]
                     if kind == _REPLY:
                         events.append(Reply(seq, self._decoder.decode(payload)))
-                        self._pending_out.discard(seq)
+                        self._pending_out.pop(seq, None)
                     elif kind == _REQUEST:
                         request = decode_request(payload, seq, flags, self._decoder)
                         self._pending_in[seq] = request.by_value
@@ -422,9 +422,9 @@ class Connection(CallPath):
             if state is State.OPEN:
                 self._pending_in[event.seq] = event.by_value
         elif type(event) is Reply or type(event) is ErrorReply:
-            self._pending_out.discard(event.seq)
+            self._pending_out.pop(event.seq, None)
         elif type(event) is Pong:
-            self._pings.discard(event.seq)
+            self._pings.pop(event.seq, None)
         elif type(event) is Hello:
             self.peer_hello = event
         self.state = state

@@ -116,6 +116,8 @@ def call(conn: Connection, target: object, name: str, args: tuple[Any, ...], kwa
         if taken is not None:
             conn._reading = False
             conn._bytes_received += count
+            if count == len(conn._rbuf):
+                conn._grow_reads()
             value, released = taken
             if released:
                 dropped: list[object] = []
@@ -190,6 +192,8 @@ def serve_fast(conn: Connection) -> bool:
     conn._reading = False
     conn._bytes_received += count
     conn._calls_served += 1
+    if count == len(conn._rbuf):
+        conn._grow_reads()
     fields, released = taken
     dropped: list[object] = []
     if released:
