@@ -148,12 +148,13 @@ def call(conn: Connection, target: object, name: str, args: tuple[Any, ...], kwa
     return slot._value
 
 
-def serve_fast(conn: Connection) -> bool:
+def serve_fast(conn: Connection, timeout: float | None = None) -> bool:
     """Read once and, if that brought exactly one request (after releases), serve it here.
 
     False, having done nothing, when the connection is not quiet (see :func:`_fast_ok`):
     the caller then serves it the general way. Bytes that are not a lone request are
     handed to the general path (queued for serving, replies delivered) and True returned.
+    TimeoutError when nothing arrived within ``timeout`` seconds.
     """
     lock = conn._lock
     lock.acquire()
@@ -164,7 +165,10 @@ def serve_fast(conn: Connection) -> bool:
     lock.release()
     proto = conn._proto
     try:
-        count = read_into(conn._stream, proto, conn._rview, None)
+        count = read_into(conn._stream, proto, conn._rview, timeout)
+    except TimeoutError:
+        _give_back(conn)
+        raise
     except Exception:
         count = 0  # the general path reads again and reports it
     except BaseException:

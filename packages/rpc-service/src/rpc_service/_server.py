@@ -4,8 +4,8 @@ Owns the listening socket, the accept loop, authentication and handshake of each
 off the accept loop under a deadline, the limits on what clients may hold
 (``max_connections``, ``idle_timeout``), the registry lease (register, refresh, unregister),
 the INFO log of accepted and closed connections, and orderly shutdown (``close()`` closes every client and joins every thread it started).
-``ThreadedServer`` serves each client on its own thread; ``OneShotServer`` serves a single
-client then stops. The pooled and forking variants live in ``_server_pool``.
+``OneShotServer`` serves a single client then stops; ``ThreadedServer`` lives in
+``_server_threaded``, the pooled and forking variants in ``_server_pool``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import queue
 import socket
 import threading
 import time
@@ -28,7 +27,7 @@ from ._hooks import Authenticator, Registrar
 from ._service import Service, ServiceArg, instantiate
 from ._streams import SocketStream, Stream
 
-__all__ = ["Server", "ThreadedServer", "OneShotServer"]
+__all__ = ["Server", "OneShotServer"]
 
 _RETRY_UNACKNOWLEDGED = 5.0  # seconds between registration attempts until one is acknowledged
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -412,64 +411,6 @@ def _shutdown_socket(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
-
-
-class ThreadedServer(Server):
-    """Serves each client on a thread of its own.
-
-    A thread whose client left waits up to ``IDLE_THREAD_SECONDS`` for the next client
-    (at most ``IDLE_THREADS`` wait at once), so that a new connection usually finds a
-    thread ready instead of starting one.
-    """
-
-    IDLE_THREADS: ClassVar[int] = 8
-    IDLE_THREAD_SECONDS: ClassVar[float] = 10.0
-    _handoff: queue.SimpleQueue[tuple[socket.socket, Any] | None]  # clients for waiting threads
-    _idle = 0  # waiting threads not yet handed a client (under _lock)
-
-    def _accepted(self, sock: socket.socket, address: Any) -> None:
-        with self._lock:
-            if self._idle:
-                self._idle -= 1
-                self._handoff.put((sock, address))
-                return
-            if not hasattr(self, "_handoff"):  # (made here: __init__ keeps Server's signature)
-                self._handoff = queue.SimpleQueue()
-        self._spawn(self._client_thread, f"rpc-client-{address}", sock, address)
-
-    def _client_thread(self, sock: socket.socket, address: Any) -> None:
-        while True:
-            self._serve_client(sock, address)
-            client = self._next_client()
-            if client is None:
-                return
-            sock, address = client
-            threading.current_thread().name = f"rpc-client-{address}"
-
-    def _next_client(self) -> tuple[socket.socket, Any] | None:
-        """Wait for the next client handed over by the accept loop (None: retire).
-
-        Invariant, under ``_lock``: waiting threads = ``_idle`` + clients queued.
-        """
-        with self._lock:
-            if self._closed.is_set() or self._idle >= self.IDLE_THREADS:
-                return None
-            self._idle += 1
-        try:
-            return self._handoff.get(timeout=self.IDLE_THREAD_SECONDS)
-        except queue.Empty:
-            with self._lock:
-                if self._idle:  # nobody was promised this thread: retire it
-                    self._idle -= 1
-                    return None
-                return self._handoff.get_nowait()  # a client was queued for it meanwhile
-
-    def _join_threads(self) -> None:
-        with self._lock:  # wake the waiting threads: they end
-            for _ in range(self._idle):  # (_idle > 0: _handoff was made)
-                self._handoff.put(None)
-            self._idle = 0
-        super()._join_threads()
 
 
 class OneShotServer(Server):
