@@ -46,11 +46,14 @@ def _fast_ok(conn: Connection) -> bool:
     return conn._life is _OPEN and not conn._reading and not conn._waiting and not conn._inbox
 
 
-def call(conn: Connection, target: object, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """``conn._request(Op.CALLATTR, target, (name, *args), kwargs)``, fused when the
-    connection is quiet: the same frame on the wire, the same reply or exception."""
+def call(
+    conn: Connection, target: object, name: str | None, args: tuple[Any, ...], kwargs: dict[str, Any], op: Op = _CALLATTR
+) -> Any:
+    """``conn._request(Op.CALLATTR, target, (name, *args), kwargs)`` (with ``name`` None:
+    ``conn._request(op, target, args, kwargs)``), fused when the connection is quiet: the
+    same frame on the wire, the same reply or exception."""
     if not _fast_ok(conn):
-        return conn._request(_CALLATTR, target, (name, *args), kwargs)
+        return _general(conn, op, target, name, args, kwargs)
     proto = conn._proto
     lock = conn._lock
     write_lock = conn._write_lock
@@ -59,15 +62,21 @@ def call(conn: Connection, target: object, name: str, args: tuple[Any, ...], kwa
     if not _fast_ok(conn):
         lock.release()
         write_lock.release()
-        return conn._request(_CALLATTR, target, (name, *args), kwargs)
+        return _general(conn, op, target, name, args, kwargs)
     seq = proto.next_seq()
     boxer = conn._boxer
     owed = bool(boxer.releases_owed)
     try:
         if owed:  # they go first, as on the general path
-            buffers = conn._encode(proto.send_call, seq, target, name, args, kwargs)
+            if name is None:
+                buffers = conn._encode(proto.send_request, seq, op, target, args, kwargs)
+            else:
+                buffers = conn._encode(proto.send_call, seq, target, name, args, kwargs)
         else:  # (_encode's work, for a frame that owes nothing)
-            buffers = proto.send_call(seq, target, name, args, kwargs)
+            if name is None:
+                buffers = proto.send_request(seq, op, target, args, kwargs)
+            else:
+                buffers = proto.send_call(seq, target, name, args, kwargs)
             if boxer._lent_now or boxer._typed_now:
                 boxer.commit()
     except BaseException as exc:
@@ -76,7 +85,7 @@ def call(conn: Connection, target: object, name: str, args: tuple[Any, ...], kwa
         lock.release()
         write_lock.release()
         if not owed and isinstance(exc, Exception):  # the general path encodes it again and says what is wrong
-            return conn._request(_CALLATTR, target, (name, *args), kwargs)
+            return _general(conn, op, target, name, args, kwargs)
         raise
     conn._calls_sent += 1
     conn._fast_seq = seq  # (counted in stats.calls_pending)
@@ -146,6 +155,10 @@ def call(conn: Connection, target: object, name: str, args: tuple[Any, ...], kwa
     if slot._is_error:
         raise slot._value
     return slot._value
+
+
+def _general(conn: Connection, op: Op, target: object, name: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return conn._request(op, target, args if name is None else (name, *args), kwargs)
 
 
 def serve_fast(conn: Connection, timeout: float | None = None) -> bool:

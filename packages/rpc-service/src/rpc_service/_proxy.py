@@ -128,7 +128,7 @@ def _special(name: str) -> Callable[..., Any]:
 
 
 def _call(self: Proxy, *args: Any, **kwargs: Any) -> Any:
-    return self._rpc_conn._request(Op.CALL, self._rpc_ref, args, kwargs)
+    return self._rpc_conn._call(self._rpc_ref, None, args, kwargs, Op.CALL)
 
 
 def _iter(self: Proxy) -> Any:
