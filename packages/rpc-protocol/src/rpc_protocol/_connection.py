@@ -229,6 +229,11 @@ class Connection(CallPath):
         return memoryview(self._payload)[self._filled : self._header.length]
 
     @property
+    def receiving_large_payload(self) -> bool:
+        """Whether a large payload is arriving (read it into :meth:`payload_buffer`)."""
+        return self._filled >= 0
+
+    @property
     def holds_large_buffer(self) -> bool:
         """Whether a large-payload buffer is kept for the next large frame (none under way)."""
         return self._payload is not None and self._filled < 0

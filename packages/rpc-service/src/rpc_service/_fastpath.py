@@ -170,13 +170,13 @@ def serve_fast(conn: Connection, timeout: float | None = None) -> bool:
     TimeoutError when nothing arrived within ``timeout`` seconds.
     """
     lock = conn._lock
+    proto = conn._proto
     lock.acquire()
-    if not _fast_ok(conn):
+    if not _fast_ok(conn) or proto.receiving_large_payload:  # (read into the payload's own buffer)
         lock.release()
         return False
     conn._reading = True
     lock.release()
-    proto = conn._proto
     try:
         count = read_into(conn._stream, proto, conn._rview, timeout)
     except TimeoutError:
