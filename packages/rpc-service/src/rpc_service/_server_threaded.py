@@ -107,7 +107,9 @@ class ThreadedServer(Server):
     def _serve(self, conn: Connection) -> None:
         """Serve ``conn`` until it closes (then forget it) or is parked."""
         try:
-            if self.PARK_AFTER is None or self.idle_timeout is not None:
+            # (parking needs reads with a timeout: free only where the kernel bounds them,
+            # not on TLS, pipes or platforms where each read would first poll())
+            if self.PARK_AFTER is None or self.idle_timeout is not None or not getattr(conn._stream, "_kernel_timeouts", False):
                 self._serve_until_closed(conn)
             elif self._serve_while_busy(conn, self.PARK_AFTER):
                 return  # parked: the poller hands it back when the client sends again
