@@ -6,7 +6,8 @@ Shared by every module of ``tests/adversarial`` (the load and leak tests use the
   between its clients (so a test can see calls, connects, disconnects and lent items);
 - ``server_config``: the server's ``protocol_config``; override it in a module (define a
   fixture of the same name) or per test with ``@pytest.mark.server_config({...})``;
-- ``server``: a ``ThreadedServer`` of ``service`` on 127.0.0.1, port 0, started in a thread,
+- ``server``: a ``ThreadedServer`` of ``service`` (threads end with their client: none kept
+  for reuse, no client parked) on 127.0.0.1, port 0, started in a thread,
   closed (and its thread joined) at teardown;
 - ``normal_client``: a well-behaved client connected to ``server`` (config overridden per test
   with ``@pytest.mark.client_config({...})``); at teardown it must still be served (every adversarial case promises that);
@@ -52,9 +53,17 @@ def server_config(request: pytest.FixtureRequest) -> dict[str, Any]:
     return config
 
 
+class OneThreadPerClient(ThreadedServer):
+    """A ThreadedServer whose threads end with their client (none kept waiting for the next,
+    no client parked): what a bad peer leaves behind shows in the baseline checks."""
+
+    IDLE_THREADS = 0
+    PARK_AFTER = None
+
+
 @pytest.fixture
 def server(service: TargetService, server_config: dict[str, Any]) -> Iterator[ThreadedServer]:
-    srv = ThreadedServer(service, hostname="127.0.0.1", port=0, protocol_config=server_config)
+    srv = OneThreadPerClient(service, hostname="127.0.0.1", port=0, protocol_config=server_config)
     thread = srv.start_in_thread()
     try:
         yield srv

@@ -51,13 +51,18 @@ def dropped_within(sock: socket.socket, seconds: float) -> bool:
 def count_requests(conn: Connection, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """A one-item list counting the requests ``conn`` sends from now on."""
     counter = [0]
-    original = conn._proto.send_request
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        counter[0] += 1
-        return original(*args, **kwargs)
+    def counted(name: str) -> None:
+        original = getattr(conn._proto, name)
 
-    monkeypatch.setattr(conn._proto, "send_request", counting)
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            counter[0] += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(conn._proto, name, counting)
+
+    counted("send_request")
+    counted("send_call")  # (method calls; it falls back to send_request only when not open)
     return counter
 
 

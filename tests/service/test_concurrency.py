@@ -167,9 +167,9 @@ def test_closing_wakes_every_waiting_caller(connect_to: ConnectTo, service: Work
         thread.start()
     assert service.entered.wait(5)
     deadline = time.monotonic() + 5
-    while len(conn._slots) < 4 and time.monotonic() < deadline:  # semi-private: requests in flight
+    while conn.stats.calls_pending < 4 and time.monotonic() < deadline:  # requests in flight
         time.sleep(0.01)
-    assert len(conn._slots) == 4
+    assert conn.stats.calls_pending == 4
 
     def close() -> None:
         closed_at.append(time.monotonic())

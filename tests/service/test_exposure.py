@@ -448,3 +448,18 @@ def test_restricted_hands_out_only_the_named_attributes(connect_to: ConnectTo) -
     for name in ("value", "method", "exposed_value", "_private"):
         with pytest.raises(AttributeError):
             getattr(view, name)
+
+
+def test_descriptions_are_shared_per_exposure_settings() -> None:
+    """describe() is computed once per class and settings: equal settings share it, other
+    settings get their own."""
+    from rpc_service._config import make_config
+    from rpc_service._exposure import Exposure
+
+    plain = Exposure(make_config(None))
+    public = Exposure(make_config({"allow_public_attrs": True}))
+    first = plain.describe(Target)
+    assert Exposure(make_config(None)).describe(Target) is first
+    assert "method" in first[2] and "public_method" not in first[2]
+    assert "public_method" in public.describe(Target)[2]
+    assert plain.describe(Target) is first

@@ -303,6 +303,125 @@ def test_pool_close_is_prompt(no_thread_leak: None) -> None:
         assert time.monotonic() - start < 0.9
 
 
+class IdentService(Service):
+    def exposed_ident(self) -> int:
+        return threading.get_ident()
+
+
+def test_threaded_server_hands_the_next_client_to_a_waiting_thread(no_thread_leak: None) -> None:
+    """A thread whose client left serves the next one (no thread start per connection);
+    close() ends the waiting threads at once, not after IDLE_THREAD_SECONDS."""
+    server = ThreadedServer(IdentService)
+    running = Running(server)
+    idents = set()
+    for _ in range(3):
+        with connect(server) as conn:
+            idents.add(conn.root.ident())
+        wait_for(lambda: server._idle == 1, what="the thread to wait for a client")  # semi-private
+    assert len(idents) == 1
+    with connect(server) as first, connect(server) as second:  # one waiting thread, one new
+        assert first.root.ident() != second.root.ident()
+    wait_for(lambda: server._idle == 2, what="both threads to wait")
+    start = time.monotonic()
+    running.stop()
+    assert time.monotonic() - start < 2 < ThreadedServer.IDLE_THREAD_SECONDS
+
+
+def test_threaded_server_retires_idle_threads(monkeypatch: pytest.MonkeyPatch, no_thread_leak: None) -> None:
+    monkeypatch.setattr(ThreadedServer, "IDLE_THREAD_SECONDS", 0.05)
+    monkeypatch.setattr(ThreadedServer, "IDLE_THREADS", 1)
+    server = ThreadedServer(IdentService)
+    running = Running(server)
+    try:
+        with connect(server) as first, connect(server) as second:  # two threads; one may wait
+            assert first.root.ident() != second.root.ident()
+        wait_for(lambda: not server._threads, what="the idle threads to retire")  # semi-private
+        with connect(server) as conn:  # a new thread again
+            assert isinstance(conn.root.ident(), int)
+    finally:
+        running.stop()
+
+
+class ParkService(Service):
+    """Records disconnects; calls back the client from a thread of its own on request."""
+
+    def __init__(self) -> None:
+        self.disconnected = threading.Event()
+        self.called_back: list[Any] = []
+
+    def on_connect(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def on_disconnect(self, conn: Connection) -> None:
+        self.disconnected.set()
+
+    def exposed_ident(self) -> int:
+        return threading.get_ident()
+
+    def exposed_call_back_later(self, seconds: float) -> None:
+        def later() -> None:
+            time.sleep(seconds)
+            self.called_back.append(self._conn.root.reflect("later"))
+
+        threading.Thread(target=later, daemon=True).start()
+
+
+def _parked(server: Server) -> int:
+    """How many connections the ThreadedServer's poller holds (semi-private)."""
+    poller = getattr(server, "_poller", None)
+    return 0 if poller is None else len(poller._selector.get_map()) - 1
+
+
+def test_threaded_server_parks_quiet_clients_and_serves_them_again(
+    monkeypatch: pytest.MonkeyPatch, no_thread_leak: None
+) -> None:
+    """A quiet client costs no thread: its connection waits in the poller; it is served
+    again (on some thread) when it calls, and the server can still call it meanwhile."""
+    monkeypatch.setattr(ThreadedServer, "PARK_AFTER", 0.05)
+    service = ParkService()
+    server = ThreadedServer(service)
+    running = Running(server)
+    try:
+        conns = [connect(server, service=ReflectService) for _ in range(3)]
+        for conn in conns:
+            assert isinstance(conn.root.ident(), int)
+        wait_for(lambda: _parked(server) == 3, what="three parked clients")
+        for conn in conns:  # served again
+            assert isinstance(conn.root.ident(), int)
+        wait_for(lambda: _parked(server) == 3, what="parked again")
+        conns[0].root.call_back_later(0.2)  # the server calls a parked client (the last one on_connect saw)
+        wait_for(lambda: (conns[2].poll_all(0.05), service.called_back)[1] == [("reflected", "later")], what="the callback")
+        conns[1].close()  # a parked client leaves: forgotten, on_disconnect runs
+        assert service.disconnected.wait(5)
+        wait_for(lambda: len(server.clients) == 2, what="the client to be forgotten")
+        for conn in conns:
+            conn.close()
+        wait_for(lambda: not server.clients, what="every client to be forgotten")
+    finally:
+        running.stop()
+
+
+def test_threaded_server_close_closes_parked_clients(monkeypatch: pytest.MonkeyPatch, no_thread_leak: None) -> None:
+    monkeypatch.setattr(ThreadedServer, "PARK_AFTER", 0.05)
+    server = ThreadedServer(ParkService)
+    running = Running(server)
+    conns = [connect(server) for _ in range(3)]
+    try:
+        for conn in conns:
+            conn.root.ident()
+        wait_for(lambda: _parked(server) == 3, what="three parked clients")
+        start = time.monotonic()
+        running.stop()
+        assert time.monotonic() - start < 3
+        assert not server.clients
+        for conn in conns:
+            with pytest.raises(ConnectionClosedError):
+                conn.root.ident()
+    finally:
+        for conn in conns:
+            conn.close()
+
+
 @pytest.mark.parametrize("server_class", MULTI_CLIENT_SERVERS)
 def test_close_closes_every_client(server_class: ServerClass, no_thread_leak: None) -> None:
     server = server_class(CounterService)

@@ -14,15 +14,16 @@ import mmap
 from dataclasses import dataclass
 from typing import Final
 
+from ._calls import CallPath
 from ._codec import DEFAULT_LIMITS, BoxHook, Buffer, CodecLimits, UnboxHook
 from ._decoder import ValueDecoder
 from ._encoder import ValueEncoder
 from ._errors import HandshakeError, LocalProtocolError, ProtocolError, RemoteProtocolError
-from ._events import CallContext, Cancel, Close, ErrorReply, Event, Hello, Op, Ping, Pong, Preface, Release, Reply, Request
+from ._events import Cancel, Close, ErrorReply, Event, Hello, Ping, Pong, Preface, Release, Reply, Request
 from ._frames import (
     CONTEXT_VERSION, HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, PREFACE_SIZE, FrameFlags, FrameType, Header, pack_preface, parse_header, parse_preface,
 )
-from ._messages import decode_payload, decode_release, decode_request, encode_context_request, encode_frame, encode_reply, encode_request
+from ._messages import decode_payload, decode_release, decode_request, encode_frame
 from ._states import RECV, SEND, TRANSITIONS, State
 
 __all__ = ["Connection", "ProtocolConfig"]
@@ -46,7 +47,6 @@ _EVENT_OF: Final[dict[FrameType, type]] = {
 
 _REPLY: Final = int(FrameType.REPLY)
 _REQUEST: Final = int(FrameType.REQUEST)
-_RELEASE: Final = int(FrameType.RELEASE)
 _REQUEST_FLAGS: Final = int(FrameFlags.BY_VALUE)
 _CONTEXT_FLAG: Final = int(FrameFlags.CONTEXT)
 # Frame types whose arrival leaves an OPEN connection OPEN, read off the state table once.
@@ -88,7 +88,7 @@ class ProtocolConfig:
             raise ValueError("max_pending must be at least 1")
 
 
-class Connection:
+class Connection(CallPath):
     """One side of a connection, as a state machine.
 
     ``box`` and ``unbox`` are the value codec's hooks (see :class:`ValueEncoder` and
@@ -117,13 +117,14 @@ class Connection:
         self._payload: bytearray | mmap.mmap | None = None  # the large-payload buffer, reused
         self._filled = -1  # bytes of a large payload gathered so far; -1: none under way
         self._error: ProtocolError | None = None
-        self._pending_out: set[int] = set()
+        self._pending_out: dict[int, None] = {}  # requests of ours in flight (a dict: smaller than a set)
         self._pending_in: dict[int, bool] = {}  # seq -> reply wanted by value
-        self._pings: set[int] = set()
+        self._pings: dict[int, None] = {}
         self._next_seq = 1
         self._request_flags = _REQUEST_FLAGS  # the REQUEST flags the settled version allows
         # Whether the settled version has call contexts and CANCEL (version 2 and up).
         self.carries_context = False
+        self._prefixes: dict[tuple[int, str, int], tuple[bytes, bytes]] = {}
 
     def __repr__(self) -> str:
         return f"<rpc_protocol.Connection state={self.state.value} version={self.version}>"
@@ -181,62 +182,12 @@ class Connection:
             event = Hello(event.services, event.capabilities, self.config.max_frame_size, event.root)
         buffers = encode_frame(event, encoder, self._peer_frame_limit())
         if type(event) is Request:
-            self._pending_out.add(event.seq)
+            self._pending_out[event.seq] = None
         elif type(event) is Reply or type(event) is ErrorReply:
             del self._pending_in[event.seq]
         elif type(event) is Ping:
-            self._pings.add(event.seq)
+            self._pings[event.seq] = None
         self.state = state
-        return buffers
-
-    def send_request(
-        self,
-        seq: int,
-        op: Op,
-        target: object,
-        args: tuple[object, ...] = (),
-        kwargs: dict[str, object] | None = None,
-        by_value: bool = False,
-    ) -> list[Buffer]:
-        """``send(Request(seq, op, target, args, kwargs or {}, by_value))``, without making
-        the event: the path every remote call takes."""
-        if self.state is not State.OPEN or seq in self._pending_out:  # let send() say what is wrong
-            return self.send(Request(seq, op, target, args, {} if kwargs is None else kwargs, by_value))
-        buffers = encode_request(self._encoder, seq, op, target, args, kwargs, by_value, self._peer_frame_limit())
-        self._pending_out.add(seq)  # a Request leaves the state OPEN (TRANSITIONS)
-        return buffers
-
-    def send_context_request(
-        self,
-        seq: int,
-        op: Op,
-        target: object,
-        args: tuple[object, ...],
-        kwargs: dict[str, object] | None,
-        by_value: bool,
-        context: CallContext,
-    ) -> list[Buffer]:
-        """``send(Request(seq, op, target, args, kwargs or {}, by_value, context))``, without
-        making the event: a call that carries a call context (version 2)."""
-        if self.state is not State.OPEN or seq in self._pending_out or not self.carries_context:
-            return self.send(Request(seq, op, target, args, {} if kwargs is None else kwargs, by_value, context))
-        buffers = encode_context_request(self._encoder, seq, op, target, args, kwargs, by_value, context, self._peer_frame_limit())
-        self._pending_out.add(seq)
-        return buffers
-
-    def send_reply(self, seq: int, value: object, by_value: bool = False) -> list[Buffer]:
-        """``send(Reply(seq, value))``, without making the event: the path every answer takes.
-
-        ``by_value=True`` copies plain lists, dicts and sets in ``value`` as a request
-        flagged BY_VALUE would have asked (the replier's choice: a result its service marks
-        as plain data); without it the request's flag decides.
-        """
-        asked = self._pending_in.get(seq)
-        if self.state is not State.OPEN or asked is None:  # let send() say what is wrong
-            return self.send(Reply(seq, value))
-        encoder = self._by_value_encoder if by_value or asked else self._encoder
-        buffers = encode_reply(encoder, seq, value, self._peer_frame_limit())
-        del self._pending_in[seq]  # a Reply leaves the state OPEN (TRANSITIONS)
         return buffers
 
     def _peer_frame_limit(self) -> int:
@@ -294,6 +245,11 @@ class Connection:
         if self._filled < 0 or self._payload is None or self._header is None:
             return None
         return memoryview(self._payload)[self._filled : self._header.length]
+
+    @property
+    def receiving_large_payload(self) -> bool:
+        """Whether a large payload is arriving (read it into :meth:`payload_buffer`)."""
+        return self._filled >= 0
 
     @property
     def holds_large_buffer(self) -> bool:
@@ -425,36 +381,24 @@ class Connection:
             if header is None:
                 if end - pos < HEADER_SIZE:
                     break
-                if self.state is State.OPEN:
-                    # The fast path of the frames every call makes (and the releases that
-                    # follow callbacks), taken only when the header and sequence checks pass;
-                    # otherwise the general path below makes the same checks and says what is
-                    # wrong. All of them stay in OPEN (TRANSITIONS).
-                    kind, flags, reserved, seq, length = HEADER.unpack_from(view, pos)
-                    stop = pos + HEADER_SIZE + length
-                    if stop <= end and length <= max_frame and not reserved:
-                        payload = view[pos + HEADER_SIZE : stop]
-                        if kind == _REPLY and not flags and seq in self._pending_out:
-                            events.append(Reply(seq, self._decoder.decode(payload)))
-                            self._pending_out.discard(seq)
-                            pos = stop
-                            continue
-                        pending_in = self._pending_in
-                        if (
-                            kind == _REQUEST
-                            and not flags & ~self._request_flags
-                            and seq not in pending_in
-                            and len(pending_in) < self.config.max_pending
-                        ):
-                            request = decode_request(payload, seq, flags, self._decoder)
-                            pending_in[seq] = request.by_value
-                            events.append(request)
-                            pos = stop
-                            continue
-                        if kind == _RELEASE and not flags:
-                            events.append(decode_release(payload))
-                            pos = stop
-                            continue
+                # The frames every call makes (and the releases after callbacks), when the
+                # check the call path shares (_admits) passes; otherwise the general path
+                # below checks the frame and says what is wrong.
+                kind, flags, reserved, seq, length = HEADER.unpack_from(view, pos)
+                stop = pos + HEADER_SIZE + length
+                if stop <= end and self._admits(kind, flags, reserved, seq, length):
+                    payload = view[pos + HEADER_SIZE : stop]
+                    if kind == _REPLY:
+                        events.append(Reply(seq, self._decoder.decode(payload)))
+                        self._pending_out.pop(seq, None)
+                    elif kind == _REQUEST:
+                        request = decode_request(payload, seq, flags, self._decoder)
+                        self._pending_in[seq] = request.by_value
+                        events.append(request)
+                    else:
+                        events.append(decode_release(payload))
+                    pos = stop
+                    continue
                 header = self._header = parse_header(view, pos, max_frame)
             stop = pos + HEADER_SIZE + header.length
             if stop > end:
@@ -504,9 +448,9 @@ class Connection:
             if state is State.OPEN:
                 self._pending_in[event.seq] = event.by_value
         elif type(event) is Reply or type(event) is ErrorReply:
-            self._pending_out.discard(event.seq)
+            self._pending_out.pop(event.seq, None)
         elif type(event) is Pong:
-            self._pings.discard(event.seq)
+            self._pings.pop(event.seq, None)
         elif type(event) is Hello:
             self.peer_hello = event
         self.state = state

@@ -224,8 +224,11 @@ class ValueDecoder:
                     if budget < 0:
                         raise _over_budget(self._limits)
                     self._budget = budget
-                inner, pos = self._values(view, pos + 2, end, depth + 1, count)
-                append(tuple(inner))
+                    inner, pos = self._values(view, pos + 2, end, depth + 1, count)
+                    append(tuple(inner))
+                else:  # (no arguments, no keywords: the commonest tuple)
+                    append(())
+                    pos += 2
             elif tag == BACKREF:
                 if pos + 9 > end:
                     raise RemoteProtocolError("value truncated")

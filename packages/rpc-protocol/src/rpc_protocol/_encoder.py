@@ -152,12 +152,17 @@ class ValueEncoder:
             raise EncodeError(f"container of {n} items exceeds the limit of {limits.max_items}")
         return depth + 1
 
-    def _tuple(self, value: tuple[Any, ...], depth: int) -> None:
-        n = len(value)
+    def start_tuple(self, n: int, depth: int) -> int:
+        """Append the head of a tuple of ``n`` items at nesting ``depth``; return the depth of
+        its items, which the caller then writes with :meth:`write` (as the tuple writer does)."""
         limits = self._limits
         depth = self._enter(n, depth) if depth >= limits.max_depth or n > limits.max_items else depth + 1
+        self._buf += _TAG_U8.pack(TUPLE8, n) if n < 256 else _TAG_U32.pack(TUPLE32, n)
+        return depth
+
+    def _tuple(self, value: tuple[Any, ...], depth: int) -> None:
+        depth = self.start_tuple(len(value), depth)
         buf = self._buf
-        buf += _TAG_U8.pack(TUPLE8, n) if n < 256 else _TAG_U32.pack(TUPLE32, n)
         write = self.write
         for item in value:
             # The commonest items (call arguments, method names) are written inline, with the

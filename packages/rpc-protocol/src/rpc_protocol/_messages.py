@@ -20,13 +20,16 @@ from ._events import CallContext, Cancel, Close, ErrorReply, Event, Hello, Op, P
 from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, FrameFlags, FrameType, Header
 
 __all__ = [
-    "encode_frame", "encode_request", "encode_context_request", "encode_reply", "decode_payload", "decode_release", "decode_request",
+    "encode_frame", "encode_request", "encode_context_request", "encode_reply", "flat_kwargs", "seal_frame",
+    "decode_payload", "decode_release", "decode_request", "request_fields",
 ]
 
 _U32 = struct.Struct("<I")
 _RELEASE_ENTRY = struct.Struct("<QI")
 _OPS: Final = tuple(Op(n) if n in Op._value2member_map_ else None for n in range(256))
 _BY_VALUE: Final = int(FrameFlags.BY_VALUE)
+_REQUEST: Final = int(FrameType.REQUEST)  # (plain ints: struct packs them without calling __index__)
+_REPLY: Final = int(FrameType.REPLY)
 _CONTEXT: Final = int(FrameFlags.CONTEXT)
 # The call context block after a CONTEXT request's op byte: which fields follow, then each.
 _HAS_BUDGET: Final = 0x01
@@ -76,7 +79,7 @@ def encode_frame(event: Event, encoder: ValueEncoder, max_frame_size: int) -> li
         kind, seq = FrameType.CANCEL, event.seq
     else:
         raise EncodeError(f"{type(event).__name__} is not a frame event")
-    return _seal(encoder, buf, kind, 0, seq, max_frame_size)
+    return seal_frame(encoder, buf, kind, 0, seq, max_frame_size)
 
 
 def encode_request(
@@ -95,8 +98,13 @@ def encode_request(
     buf.append(op)
     encoder.write(target)
     encoder.write(args)
-    encoder.write(tuple(item for pair in kwargs.items() for item in pair) if kwargs else ())
-    return _seal(encoder, buf, FrameType.REQUEST, _BY_VALUE if by_value else 0, seq, max_frame_size)
+    encoder.write(flat_kwargs(kwargs))
+    return seal_frame(encoder, buf, _REQUEST, _BY_VALUE if by_value else 0, seq, max_frame_size)
+
+
+def flat_kwargs(kwargs: dict[str, object] | None) -> tuple[object, ...]:
+    """Keyword arguments as they travel: a flat tuple of names and values."""
+    return tuple(item for pair in kwargs.items() for item in pair) if kwargs else ()
 
 
 def encode_context_request(
@@ -118,8 +126,8 @@ def encode_context_request(
     buf += block
     encoder.write(target)
     encoder.write(args)
-    encoder.write(tuple(item for pair in kwargs.items() for item in pair) if kwargs else ())
-    return _seal(encoder, buf, FrameType.REQUEST, (_BY_VALUE if by_value else 0) | _CONTEXT, seq, max_frame_size)
+    encoder.write(flat_kwargs(kwargs))
+    return seal_frame(encoder, buf, _REQUEST, (_BY_VALUE if by_value else 0) | _CONTEXT, seq, max_frame_size)
 
 
 def encode_context(context: CallContext) -> bytes:
@@ -191,15 +199,16 @@ def encode_reply(encoder: ValueEncoder, seq: int, value: object, max_frame_size:
     buf = bytearray(HEADER_SIZE)
     encoder.start(buf)
     encoder.write(value)
-    return _seal(encoder, buf, FrameType.REPLY, 0, seq, max_frame_size)
+    return seal_frame(encoder, buf, _REPLY, 0, seq, max_frame_size)
 
 
-def _seal(encoder: ValueEncoder, buf: bytearray, kind: FrameType, flags: int, seq: int, max_frame_size: int) -> list[Buffer]:
-    """Finish the encoding that began with the header-sized ``buf``; fill the header in."""
+def seal_frame(encoder: ValueEncoder, buf: bytearray, kind: int, flags: int, seq: int, max_frame_size: int) -> list[Buffer]:
+    """Finish the encoding that began with the header-sized ``buf``; fill the header in
+    (``kind``: a :class:`FrameType`, passed as a plain int on the hot paths)."""
     parts = encoder.finish()
     length = (len(buf) if len(parts) == 1 else sum(map(len, parts))) - HEADER_SIZE
     if length > max_frame_size:
-        raise EncodeError(f"{kind.name} frame of {length} bytes exceeds the peer's limit of {max_frame_size}")
+        raise EncodeError(f"{FrameType(kind).name} frame of {length} bytes exceeds the peer's limit of {max_frame_size}")
     if not 0 <= seq <= MAX_SEQ:
         raise EncodeError(f"sequence number {seq} out of range")
     HEADER.pack_into(buf, 0, kind, flags, 0, seq, length)
@@ -247,6 +256,13 @@ def decode_payload(header: Header, payload: memoryview, decoder: ValueDecoder) -
 
 def decode_request(payload: memoryview, seq: int, flags: int, decoder: ValueDecoder) -> Request:
     """The Request in a REQUEST frame's payload (header fields ``seq`` and ``flags``)."""
+    return Request(*request_fields(payload, seq, flags, decoder))
+
+
+def request_fields(
+    payload: memoryview, seq: int, flags: int, decoder: ValueDecoder
+) -> tuple[int, Op, object, tuple[object, ...], dict[str, object], bool, CallContext | None]:
+    """The fields of the Request in a REQUEST frame's payload, in the event's order."""
     end = len(payload)
     op = _OPS[payload[0]] if end else None
     if op is None:
@@ -268,7 +284,7 @@ def decode_request(payload: memoryview, seq: int, flags: int, decoder: ValueDeco
         if not all(type(key) is str for key in keys):
             raise RemoteProtocolError("keyword argument names must be strings")
         kwargs = dict(zip(keys, flat[1::2]))
-    return Request(seq, op, target, args, kwargs, bool(flags & _BY_VALUE), context)
+    return seq, op, target, args, kwargs, bool(flags & _BY_VALUE), context
 
 
 def decode_release(payload: memoryview) -> Release:

@@ -51,7 +51,8 @@ from ._factories import (
 from ._helpers import BgServingThread, buffiter, restricted
 from ._hooks import Authenticator, Registrar
 from ._proxy import Proxy, is_proxy
-from ._server import OneShotServer, Server, ThreadedServer
+from ._server import OneShotServer, Server
+from ._server_threaded import ThreadedServer
 from ._server_pool import ForkingServer, ThreadPoolServer
 from ._service import Service, ServiceArg, VoidService, exposed
 from ._streams import PipeStream, SocketStream, Stream, SubprocessStream

@@ -29,6 +29,7 @@ from ._demux import ConnectionStats, Demux, Lifecycle
 from ._dispatch import HANDLERS, Dispatcher, checked_batch, describe_exception, must_propagate, rebuild_exception, unpickler
 from ._errors import AsyncResultTimeout, ConnectionClosedError, ConnectionRejectedError, HandshakeTimeout
 from ._exposure import Exposure
+from ._fastpath import call, serve_fast
 from ._proxy import Proxy
 from ._service import Service
 from ._streams import Stream
@@ -169,7 +170,9 @@ class Connection(ContextCalls, Demux):
     def serve_all(self) -> None:
         """Serve until the connection closes, then close it."""
         try:
-            self._pump(None, None)
+            while True:  # a lone request is read and served on the fast path, the rest as usual
+                if not serve_fast(self):
+                    self._pump(None, None, once=True)
         except ConnectionClosedError:
             pass
         finally:
@@ -216,16 +219,27 @@ class Connection(ContextCalls, Demux):
 
     # -- requests ----------------------------------------------------------------------
 
+    _call = call  # proxy.method(*args, **kwargs): the fused fast path (_fastpath), else _request
+
     def _request(self, op: Op, target: object, args: tuple[Any, ...] = (), kwargs: dict[str, Any] = _NO_KWARGS) -> Any:
         """Send a request and wait for its reply (the hot path of every proxy operation)."""
         if _current_call() is not None:  # under a deadline, or serving a call that carried one
             return self._context_request(op, target, args, kwargs)
         slot = self._awaited(self._proto.send_request, op, target, args, kwargs)
-        if not slot._ready:
-            timeout = self._config.sync_request_timeout
-            if not self._pump(slot, None if timeout is None else _monotonic() + timeout):
-                self._abandon(slot)  # CANCEL (protocol version 2); a late reply is dropped
-                raise AsyncResultTimeout(f"the peer did not reply within sync_request_timeout ({timeout} s)")
+        if slot._ready:
+            if slot._is_error:
+                raise slot._value
+            return slot._value
+        timeout = self._config.sync_request_timeout
+        return self._reply(slot, None if timeout is None else _monotonic() + timeout)
+
+    def _reply(self, slot: AsyncResult, deadline: float | None) -> Any:
+        """The reply in ``slot`` once it comes (or its error, raised); AsyncResultTimeout
+        and CANCEL (protocol version 2) when ``sync_request_timeout`` ends at ``deadline``
+        first (a late reply is dropped)."""
+        if not slot._ready and not self._pump(slot, deadline):
+            self._abandon(slot)
+            raise AsyncResultTimeout(f"the peer did not reply within sync_request_timeout ({self._config.sync_request_timeout} s)")
         if slot._is_error:
             raise slot._value
         return slot._value
@@ -302,11 +316,11 @@ class Connection(ContextCalls, Demux):
     def _protocol_broken(self, exc: RemoteProtocolError) -> None:
         log.warning("%r: closing, the peer broke the protocol: %s", self, exc)
 
-    def _handle(self, request: wire.Request) -> Any:
+    def _handle(self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Carry the peer's request out (its result); an ``async def`` handler, which this
         driver cannot await, is a clear TypeError for the caller (its coroutine closed)."""
-        value = HANDLERS[request.op](self._dispatcher, request.target, request.args, request.kwargs)
-        if type(value) is CoroutineType and self._dispatcher.is_async_handler(request.op, request.target, request.args, value):
+        value = HANDLERS[op](self._dispatcher, target, args, kwargs)
+        if type(value) is CoroutineType and self._dispatcher.is_async_handler(op, target, args, value):
             value.close()  # (never awaited: no warning later)
             raise TypeError(
                 f"{value.__qualname__} is an async def handler, which a threaded connection cannot "
@@ -318,9 +332,13 @@ class Connection(ContextCalls, Demux):
         if request.context is not None:
             self._serve_in_context(request)
             return
-        seq = request.seq
+        self._serve_call(request.seq, request.op, request.target, request.args, request.kwargs)
+
+    def _serve_call(self, seq: int, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Carry out one of the peer's requests (without a call context) and send its answer
+        (the general path and the fast path both end here)."""
         try:
-            value = self._handle(request)
+            value = self._handle(op, target, args, kwargs)
         except BaseException as exc:  # the method's, for the caller (Ctrl-C on the main thread still stops us)
             if must_propagate(exc):
                 raise

@@ -58,7 +58,7 @@ class ContextCalls:
 
         def _forget(self, slot: AsyncResult) -> int | None: ...
 
-        def _handle(self, request: wire.Request) -> Any: ...
+        def _handle(self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
 
         @property
         def lifecycle(self) -> Lifecycle: ...
@@ -181,7 +181,7 @@ class ContextCalls:
             if expired:
                 error = DeadlineExceeded("the caller's deadline had passed when its request arrived")
             else:
-                value = self._handle(request)
+                value = self._handle(request.op, request.target, request.args, request.kwargs)
         except BaseException as exc:  # the handler's, for the caller (as in _serve_request)
             if must_propagate(exc):
                 raise

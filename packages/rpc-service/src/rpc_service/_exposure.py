@@ -13,7 +13,9 @@ objects beyond attribute lookup.
 from __future__ import annotations
 
 import builtins
+import threading
 import types
+import weakref
 from typing import Final
 
 from ._config import Config
@@ -157,6 +159,12 @@ def _resolve_forwarded(name: str) -> str:
     return name
 
 
+# The descriptors made so far: class -> exposure settings -> descriptor (held weakly: a
+# class that goes away takes its descriptors along).
+_DESCRIBED: Final[weakref.WeakKeyDictionary[type, dict[tuple[object, ...], Descriptor]]] = weakref.WeakKeyDictionary()
+_DESCRIBED_LOCK: Final = threading.Lock()
+
+
 class Exposure:
     """The exposure rules of one connection's config."""
 
@@ -229,9 +237,28 @@ class Exposure:
         return tuple(sorted(names))
 
     def describe(self, cls: type) -> Descriptor:
-        """The descriptor of ``cls`` sent with the first reference to one of its instances."""
+        """The descriptor of ``cls`` sent with the first reference to one of its instances.
+
+        Computed once per class and exposure settings, then shared by every connection with
+        those settings (a class changed after that keeps its first description: methods
+        added later are reached by attribute lookup, one more round trip).
+        """
         if issubclass(cls, self._proxy_type):
             return _describe_proxy_class(cls)
+        config = self._config
+        key = (self._prefix, self._exposed, self._safe, config.allow_all_attrs, config.allow_public_attrs)
+        try:
+            return _DESCRIBED[cls][key]
+        except KeyError:
+            pass
+        except TypeError:  # (not weakly referable: described every time)
+            return self._describe(cls)
+        descriptor = self._describe(cls)
+        with _DESCRIBED_LOCK:
+            _DESCRIBED.setdefault(cls, {})[key] = descriptor
+        return descriptor
+
+    def _describe(self, cls: type) -> Descriptor:
         config = self._config
         # the class attributes as _static_lookup would find them, gathered once
         merged: dict[str, object] = {}

@@ -112,7 +112,7 @@ def is_proxy(obj: object) -> bool:
 
 def _method(name: str) -> Callable[..., Any]:
     def method(self: Proxy, *args: Any, **kwargs: Any) -> Any:
-        return self._rpc_conn._request(Op.CALLATTR, self._rpc_ref, (name, *args), kwargs)
+        return self._rpc_conn._call(self._rpc_ref, name, args, kwargs)
 
     method.__name__ = method.__qualname__ = name
     method._rpc_name = name  # type: ignore[attr-defined]  # read by async_() to call it by name
@@ -121,14 +121,14 @@ def _method(name: str) -> Callable[..., Any]:
 
 def _special(name: str) -> Callable[..., Any]:
     def special(self: Proxy, *args: Any) -> Any:
-        return self._rpc_conn._request(Op.CALLATTR, self._rpc_ref, (name, *args), _NO_KWARGS)
+        return self._rpc_conn._call(self._rpc_ref, name, args, _NO_KWARGS)
 
     special.__name__ = special.__qualname__ = name
     return special
 
 
 def _call(self: Proxy, *args: Any, **kwargs: Any) -> Any:
-    return self._rpc_conn._request(Op.CALL, self._rpc_ref, args, kwargs)
+    return self._rpc_conn._call(self._rpc_ref, None, args, kwargs, Op.CALL)
 
 
 def _iter(self: Proxy) -> Any:

@@ -4,8 +4,8 @@ Owns the listening socket, the accept loop, authentication and handshake of each
 off the accept loop under a deadline, the limits on what clients may hold
 (``max_connections``, ``idle_timeout``), the registry lease (register, refresh, unregister),
 the INFO log of accepted and closed connections, and orderly shutdown (``close()`` closes every client and joins every thread it started).
-``ThreadedServer`` serves each client on its own thread; ``OneShotServer`` serves a single
-client then stops. The pooled and forking variants live in ``_server_pool``.
+``OneShotServer`` serves a single client then stops; ``ThreadedServer`` lives in
+``_server_threaded``, the pooled and forking variants in ``_server_pool``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ._hooks import Authenticator, Registrar
 from ._service import Service, ServiceArg, instantiate
 from ._streams import SocketStream, Stream, check_port
 
-__all__ = ["Server", "ThreadedServer", "OneShotServer"]
+__all__ = ["Server", "OneShotServer"]
 
 _RETRY_UNACKNOWLEDGED = 5.0  # seconds between registration attempts until one is acknowledged
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -411,13 +411,6 @@ def _shutdown_socket(sock: socket.socket) -> None:
     except OSError:
         pass
     sock.close()
-
-
-class ThreadedServer(Server):
-    """Serves each client on a thread of its own."""
-
-    def _accepted(self, sock: socket.socket, address: Any) -> None:
-        self._spawn(self._serve_client, f"rpc-client-{address}", sock, address)
 
 
 class OneShotServer(Server):

@@ -369,10 +369,13 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
     def _on_loop(self) -> bool:
         return threading.get_ident() == self._loop_thread
 
-    def _start(self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool = False) -> Awaitable[Any]:
-        """Send a request now (on the loop); the awaitable of its reply."""
+    def _start(
+        self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool = False, name: str | None = None
+    ) -> Awaitable[Any]:
+        """Send a request now (on the loop); the awaitable of its reply. With ``name``, the
+        request is the call ``target.name(*args, **kwargs)`` (``op`` CALLATTR)."""
         if _current_call() is not None:  # under a deadline, or serving a call that carried one
-            return self._start_in_context(op, target, args, kwargs, by_value)
+            return self._start_in_context(op, target, args if name is None else (name, *args), kwargs, by_value)
         if not self._open:
             self._check_open()
         proto = self._proto
@@ -382,7 +385,10 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
         future._rpc_seq = seq
         self._slots[seq] = future
         try:
-            self._write(self._encode(proto.send_request, seq, op, target, args, kwargs, by_value))
+            if name is not None:  # (the protocol encodes a call from a cached prefix)
+                self._write(self._encode(proto.send_call, seq, target, name, args, kwargs))
+            else:
+                self._write(self._encode(proto.send_request, seq, op, target, args, kwargs, by_value))
         except BaseException:
             del self._slots[seq]
             raise
@@ -402,6 +408,12 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
         if threading.get_ident() == self._loop_thread:
             return self._start(op, target, args, kwargs)
         return self._blocking(op, target, args, kwargs)
+
+    def _call(self, target: object, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """``proxy.method(*args, **kwargs)``: as ``_request(Op.CALLATTR, target, (name, *args), kwargs)``."""
+        if threading.get_ident() == self._loop_thread:
+            return self._start(Op.CALLATTR, target, args, kwargs, False, name)
+        return self._blocking(Op.CALLATTR, target, (name, *args), kwargs)
 
     def _blocking(self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A request from a worker thread: sent by the loop, waited for here."""

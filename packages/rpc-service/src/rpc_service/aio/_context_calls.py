@@ -131,9 +131,17 @@ class AsyncContextCalls:
             future.set_exception(expired_error("the call"))
 
     def _traced_start(
-        self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any] = _NO_KWARGS, by_value: bool = False
+        self,
+        op: Op,
+        target: object,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] = _NO_KWARGS,
+        by_value: bool = False,
+        name: str | None = None,
     ) -> Awaitable[Any]:
         """``_start`` with tracing on: a CLIENT span until the reply (or the failure)."""
+        if name is not None:  # (a method call: CALLATTR with the name first)
+            args = (name, *args)
         tracer = self._tracer
         span, traceparent = tracer.start_client_span(self, op, args)
         try:

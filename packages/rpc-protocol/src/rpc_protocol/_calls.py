@@ -1,0 +1,282 @@
+"""The call path: a remote call's frames sent and taken without events.
+
+Owns the methods of :class:`Connection` that a driver's fast path uses for the commonest
+exchange (a method call on a remote object, answered by a reply): ``send_call`` encodes a
+CALLATTR request from a per-connection cache of encoded prefixes; ``take_reply`` and
+``take_request`` take one complete reply (or request), and the releases before it, from a
+buffer holding exactly that. It also owns ``_admits``, the one admission check these and
+the general receiving path (``Connection._parse``) share. Each method writes the bytes,
+makes the checks and records the state that ``send``/``receive_data`` would, or declines
+(returns None) and leaves everything as it was for the general path. No I/O, no threads.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from ._codec import BackRef, Buffer
+from ._errors import LocalProtocolError, ProtocolError
+from ._events import CallContext, Event, Op, Reply, Request
+from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, FrameFlags, FrameType, Header
+from ._messages import decode_release, encode_context_request, encode_reply, encode_request, flat_kwargs, request_fields, seal_frame
+from ._states import State
+
+if TYPE_CHECKING:
+    from ._connection import ProtocolConfig
+    from ._decoder import ValueDecoder
+    from ._encoder import ValueEncoder
+
+__all__ = ["CallPath", "Released", "TakenRequest"]
+
+_REPLY: Final = int(FrameType.REPLY)
+_REQUEST: Final = int(FrameType.REQUEST)
+_RELEASE: Final = int(FrameType.RELEASE)
+_CONTEXT_FLAG: Final = int(FrameFlags.CONTEXT)
+_OPEN: Final = State.OPEN
+_CALLATTR: Final = Op.CALLATTR
+_MAX_PREFIXES: Final = 256  # encoded call prefixes kept per connection (then the cache starts over)
+
+Released = tuple[tuple[int, int], ...]  # the (oid, count) pairs of the RELEASE frames taken
+# a Request's fields, in the event's order: seq, op, target, args, kwargs, by_value, context
+# (always None here: take_request leaves a request with a call context to the general path)
+TakenRequest = tuple[int, Op, object, tuple[object, ...], dict[str, object], bool, CallContext | None]
+
+
+class CallPath:
+    """The call-path methods of :class:`Connection` (see the module doc)."""
+
+    config: ProtocolConfig
+    state: State
+    _encoder: ValueEncoder
+    _by_value_encoder: ValueEncoder
+    _decoder: ValueDecoder
+    _buffer: bytearray
+    _header: Header | None
+    _filled: int
+    _pending_out: dict[int, None]  # (a dict: an empty one is a third of an empty set)
+    _pending_in: dict[int, bool]
+    _request_flags: int  # the REQUEST flags the settled version allows
+    carries_context: bool  # the settled version has call contexts and CANCEL (2 and up)
+    # (oid, name, number of arguments) -> the frame up to the arguments (header left blank),
+    # and the whole frame when there are no arguments (no keyword arguments either)
+    _prefixes: dict[tuple[int, str, int], tuple[bytes, bytes]]
+
+    def _admits(self, kind: int, flags: int, reserved: int, seq: int, length: int) -> bool:
+        """The admission check of the frames calls are made of, from their raw header fields.
+
+        True when a frame with this header may arrive now, complete: what ``parse_header``
+        and ``_admit`` check passes (a REPLY to a request in flight, a REQUEST under a new
+        id within ``max_pending``, a RELEASE; flags allowed, reserved zero, length within
+        the limit) and it leaves the state OPEN. False decides nothing: the general path
+        then checks the frame and says what is wrong with it, if anything.
+        """
+        if reserved or length > self.config.max_frame_size or self.state is not _OPEN:
+            return False
+        if kind == _REPLY:
+            return not flags and seq in self._pending_out
+        if kind == _REQUEST:
+            pending = self._pending_in
+            return not flags & ~self._request_flags and seq not in pending and len(pending) < self.config.max_pending
+        return kind == _RELEASE and not flags
+
+    if TYPE_CHECKING:  # Connection's
+
+        def send(self, event: Event) -> list[Buffer]: ...
+        def _peer_frame_limit(self) -> int: ...
+        def _fail(self, error: ProtocolError) -> ProtocolError: ...
+
+    # -- sending ---------------------------------------------------------------------
+
+    def send_request(
+        self,
+        seq: int,
+        op: Op,
+        target: object,
+        args: tuple[object, ...] = (),
+        kwargs: dict[str, object] | None = None,
+        by_value: bool = False,
+    ) -> list[Buffer]:
+        """``send(Request(seq, op, target, args, kwargs or {}, by_value))``, without making
+        the event: the path every remote request takes."""
+        if self.state is not _OPEN or seq in self._pending_out:  # let send() say what is wrong
+            return self.send(Request(seq, op, target, args, {} if kwargs is None else kwargs, by_value))
+        buffers = encode_request(self._encoder, seq, op, target, args, kwargs, by_value, self._peer_frame_limit())
+        self._pending_out[seq] = None  # a Request leaves the state OPEN (TRANSITIONS)
+        return buffers
+
+    def send_context_request(
+        self,
+        seq: int,
+        op: Op,
+        target: object,
+        args: tuple[object, ...],
+        kwargs: dict[str, object] | None,
+        by_value: bool,
+        context: CallContext,
+    ) -> list[Buffer]:
+        """``send(Request(seq, op, target, args, kwargs or {}, by_value, context))``, without
+        making the event: a call that carries a call context (version 2)."""
+        if self.state is not _OPEN or seq in self._pending_out or not self.carries_context:
+            return self.send(Request(seq, op, target, args, {} if kwargs is None else kwargs, by_value, context))
+        buffers = encode_context_request(self._encoder, seq, op, target, args, kwargs, by_value, context, self._peer_frame_limit())
+        self._pending_out[seq] = None  # a Request leaves the state OPEN (TRANSITIONS)
+        return buffers
+
+    def send_reply(self, seq: int, value: object, by_value: bool = False) -> list[Buffer]:
+        """``send(Reply(seq, value))``, without making the event: the path every answer takes.
+
+        ``by_value=True`` copies plain lists, dicts and sets in ``value`` as a request
+        flagged BY_VALUE would have asked (the replier's choice: a result its service marks
+        as plain data); without it the request's flag decides.
+        """
+        asked = self._pending_in.get(seq)
+        if self.state is not _OPEN or asked is None:  # let send() say what is wrong
+            return self.send(Reply(seq, value))
+        encoder = self._by_value_encoder if by_value or asked else self._encoder
+        buffers = encode_reply(encoder, seq, value, self._peer_frame_limit())
+        del self._pending_in[seq]  # a Reply leaves the state OPEN (TRANSITIONS)
+        return buffers
+
+    def send_call(self, seq: int, target: object, name: str, args: tuple[object, ...], kwargs: dict[str, object] | None) -> list[Buffer]:
+        """``send_request(seq, Op.CALLATTR, target, (name, *args), kwargs)``: the same
+        bytes and checks, the part before the arguments encoded once per (target, name,
+        argument count) when the target is a :class:`BackRef`."""
+        if self.state is not _OPEN or seq in self._pending_out or type(target) is not BackRef or not 0 <= seq <= MAX_SEQ:
+            return self.send_request(seq, _CALLATTR, target, (name, *args), kwargs)
+        key = (target.oid, name, len(args))
+        cached = self._prefixes.get(key)
+        if cached is None:
+            cached = self._call_prefix(target, name, len(args))
+            if cached is None:  # not cacheable (the general path says why, if it fails)
+                return self.send_request(seq, _CALLATTR, target, (name, *args), kwargs)
+            if len(self._prefixes) >= _MAX_PREFIXES:
+                self._prefixes.clear()
+            self._prefixes[key] = cached
+        if args or kwargs:
+            encoder = self._encoder
+            buf = bytearray(cached[0])
+            encoder.start(buf)
+            try:
+                for item in args:
+                    encoder.write(item, 1)  # (as the tuple writer writes its items)
+                encoder.write(flat_kwargs(kwargs))
+            except BaseException:
+                encoder.finish()  # (drops the part-encoded frame)
+                raise
+            buffers = seal_frame(encoder, buf, _REQUEST, 0, seq, self._peer_frame_limit())
+        else:  # the whole frame is cached, its length checked against the peer's limit
+            buf = bytearray(cached[1])
+            HEADER.pack_into(buf, 0, _REQUEST, 0, 0, seq, len(buf) - HEADER_SIZE)
+            buffers = [buf]
+        self._pending_out[seq] = None  # a Request leaves the state OPEN (TRANSITIONS)
+        return buffers
+
+    def _call_prefix(self, target: BackRef, name: str, count: int) -> tuple[bytes, bytes] | None:
+        """The encoded frame of a call up to its ``count`` arguments, and the whole frame
+        of a call without any; None when the general path must encode it (a limit is
+        exceeded, a value is out of range)."""
+        encoder = self._encoder
+        buf = bytearray(HEADER_SIZE)
+        encoder.start(buf)
+        try:
+            buf.append(_CALLATTR)
+            encoder.write(target)
+            encoder.write(name, encoder.start_tuple(count + 1, 0))
+            parts = encoder.finish()
+            if len(parts) != 1:  # (a name too long to sit in the frame itself)
+                return None
+            prefix = bytes(buf)
+            encoder.start(buf)
+            encoder.write(())
+            seal_frame(encoder, buf, _REQUEST, 0, 0, self._peer_frame_limit())
+        except ProtocolError:
+            encoder.finish()
+            return None
+        return prefix, bytes(buf)
+
+    # -- receiving -------------------------------------------------------------------
+
+    def take_reply(self, data: Buffer, seq: int) -> tuple[object, Released] | None:
+        """``receive_data(data)`` when ``data`` holds exactly the reply to request ``seq``,
+        after zero or more RELEASE frames, and nothing is buffered: the reply's value and
+        the releases' entries. None (nothing consumed, nothing changed) otherwise.
+
+        Bad bytes inside those frames fail the connection and raise, as ``receive_data``
+        does.
+        """
+        if self._buffer or self._header is not None or self._filled >= 0 or len(data) < HEADER_SIZE:
+            return None
+        kind, flags, reserved, frame_seq, length = HEADER.unpack_from(data, 0)
+        if kind == _REPLY and frame_seq == seq and HEADER_SIZE + length == len(data):  # the reply alone
+            if not self._admits(kind, flags, reserved, frame_seq, length):
+                return None
+            pos = 0
+        else:
+            pos = self._frames_before(data, _REPLY, seq)
+            if pos <= 0:
+                return None
+        with memoryview(data) as view:
+            try:
+                released = self._released(view, pos) if pos else ()
+                value = self._decoder.decode(view[pos + HEADER_SIZE :])
+            except ProtocolError as exc:
+                raise self._fail(exc)
+            except BaseException:
+                # raised by the unbox hook: the stream position is lost along with this call
+                self._fail(LocalProtocolError("an exception in the unbox hook left the stream unreadable"))
+                raise
+        self._pending_out.pop(seq, None)
+        return value, released
+
+    def take_request(self, data: Buffer) -> tuple[TakenRequest, Released] | None:
+        """``receive_data(data)`` when ``data`` holds exactly one request of the peer's
+        without a call context, after zero or more RELEASE frames, and nothing is buffered:
+        the request's fields and the releases' entries. None (nothing consumed, nothing
+        changed) otherwise (a request with a context is the general path's: its event
+        carries the context)."""
+        pos = self._frames_before(data, _REQUEST, -1)
+        if pos < 0:
+            return None
+        _, flags, _, seq, _ = HEADER.unpack_from(data, pos)
+        if flags & _CONTEXT_FLAG:
+            return None
+        with memoryview(data) as view:
+            try:
+                released = self._released(view, pos) if pos else ()
+                fields = request_fields(view[pos + HEADER_SIZE :], seq, flags, self._decoder)
+            except ProtocolError as exc:
+                raise self._fail(exc)
+            except BaseException:
+                self._fail(LocalProtocolError("an exception in the unbox hook left the stream unreadable"))
+                raise
+        self._pending_in[seq] = fields[5]
+        return fields, released
+
+    def _frames_before(self, data: Buffer, kind: int, seq: int) -> int:
+        """Where the last frame of ``data`` starts when ``data`` is exactly RELEASE frames
+        then one frame of ``kind`` (with ``seq``, unless -1), all admitted; else -1."""
+        if self._buffer or self._header is not None or self._filled >= 0:
+            return -1
+        end = len(data)
+        pos = 0
+        while end - pos >= HEADER_SIZE:
+            frame_kind, flags, reserved, frame_seq, length = HEADER.unpack_from(data, pos)
+            stop = pos + HEADER_SIZE + length
+            if stop > end or not self._admits(frame_kind, flags, reserved, frame_seq, length):
+                return -1
+            if frame_kind == kind:
+                return pos if stop == end and (seq < 0 or frame_seq == seq) else -1
+            if frame_kind != _RELEASE:
+                return -1
+            pos = stop
+        return -1
+
+    def _released(self, view: memoryview, end: int) -> Released:
+        """The entries of the (admitted, complete) RELEASE frames in ``view[:end]``."""
+        entries: list[tuple[int, int]] = []
+        pos = 0
+        while pos < end:
+            stop = pos + HEADER_SIZE + HEADER.unpack_from(view, pos)[4]
+            entries += decode_release(view[pos + HEADER_SIZE : stop]).refs
+            pos = stop
+        return tuple(entries)

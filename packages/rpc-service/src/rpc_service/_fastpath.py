@@ -1,0 +1,245 @@
+"""The fused fast path of the threaded driver: a method call and its reply, a lone request served.
+
+Owns :func:`call` (``Connection._call``: ``proxy.method(...)`` sent as a CALLATTR request
+whose reply the calling thread reads and takes itself, with no ``AsyncResult``, inbox or
+wake-up lock) and :func:`serve_fast` (one turn of ``Connection.serve_all``: a lone request
+read, carried out and answered on the spot). Both start only when :func:`_fast_ok` finds the
+connection quiet, and hand over to the general path (``_demux``), in a state it takes up as
+its own, as soon as anything is unusual: another thread reading or waiting, events queued,
+releases owed, a frame split across reads, several frames, a request where the reply was
+expected, an error. They make no check of their own on the bytes: the protocol's
+``send_call``/``take_reply``/``take_request`` share their admission check with
+``receive_data``. The locks are the demultiplexer's, taken in its order (``_write_lock``
+before ``_lock``), and the reading role is taken and given back as ``_pump`` does.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Final
+
+from rpc_protocol import Op, RemoteProtocolError
+
+from ._async import AsyncResult
+from ._context import CURRENT
+from ._demux import Lifecycle
+from ._errors import ConnectionClosedError
+from ._idle import read_into
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+__all__ = ["call", "serve_fast"]
+
+_OPEN: Final = Lifecycle.OPEN
+_CLOSED: Final = Lifecycle.CLOSED
+_CALLATTR: Final = Op.CALLATTR
+_monotonic: Final = time.monotonic
+_current_call: Final = CURRENT.get  # None: no call context
+
+
+def _fast_ok(conn: Connection) -> bool:
+    """The one entry check of the fast path (made again under ``_lock`` before it commits).
+
+    The connection is open, no other thread reads or waits on it, nothing is queued for
+    serving, no call context is in force on this thread (a deadline, or serving a request
+    that carried one: the context paths, ``_context_calls``) and the connection does not
+    trace (every call and request gets a span there).
+    """
+    return (
+        conn._life is _OPEN
+        and not conn._reading
+        and not conn._waiting
+        and not conn._inbox
+        and conn._tracer is None
+        and _current_call() is None
+    )
+
+
+def call(
+    conn: Connection, target: object, name: str | None, args: tuple[Any, ...], kwargs: dict[str, Any], op: Op = _CALLATTR
+) -> Any:
+    """``conn._request(Op.CALLATTR, target, (name, *args), kwargs)`` (with ``name`` None:
+    ``conn._request(op, target, args, kwargs)``), fused when the connection is quiet: the
+    same frame on the wire, the same reply or exception."""
+    if not _fast_ok(conn):
+        return _general(conn, op, target, name, args, kwargs)
+    proto = conn._proto
+    lock = conn._lock
+    write_lock = conn._write_lock
+    write_lock.acquire()
+    lock.acquire()
+    if not _fast_ok(conn):
+        lock.release()
+        write_lock.release()
+        return _general(conn, op, target, name, args, kwargs)
+    seq = proto.next_seq()
+    boxer = conn._boxer
+    owed = bool(boxer.releases_owed)
+    try:
+        if owed:  # they go first, as on the general path
+            if name is None:
+                buffers = conn._encode(proto.send_request, seq, op, target, args, kwargs)
+            else:
+                buffers = conn._encode(proto.send_call, seq, target, name, args, kwargs)
+        else:  # (_encode's work, for a frame that owes nothing)
+            if name is None:
+                buffers = proto.send_request(seq, op, target, args, kwargs)
+            else:
+                buffers = proto.send_call(seq, target, name, args, kwargs)
+            if boxer._lent_now or boxer._typed_now:
+                boxer.commit()
+    except BaseException as exc:
+        if not owed:
+            boxer.rollback()
+        lock.release()
+        write_lock.release()
+        if not owed and isinstance(exc, Exception):  # the general path encodes it again and says what is wrong
+            return _general(conn, op, target, name, args, kwargs)
+        raise
+    conn._calls_sent += 1
+    conn._fast_seq = seq  # (counted in stats.calls_pending)
+    conn._reading = True  # this thread reads its own reply
+    lock.release()
+    try:
+        conn._stream.write(buffers)
+        conn._bytes_sent += len(buffers[0]) if len(buffers) == 1 else sum(map(len, buffers))
+    except BaseException as exc:
+        write_lock.release()
+        conn._fast_seq = 0
+        _give_back(conn)
+        if isinstance(exc, ConnectionClosedError):
+            conn._shutdown(notify=True)
+        raise
+    write_lock.release()
+
+    timeout = conn._config.sync_request_timeout
+    deadline = None if timeout is None else _monotonic() + timeout
+    try:
+        count = read_into(conn._stream, proto, conn._rview, timeout)
+    except Exception:
+        count = 0  # a timeout, a lost stream: the general path reads again and reports it
+    except BaseException:
+        conn._fast_seq = 0
+        _give_back(conn)
+        raise
+    lock.acquire()
+    conn._fast_seq = 0
+    if count:
+        try:
+            taken = proto.take_reply(conn._rview[:count], seq)
+        except BaseException as exc:
+            lock.release()
+            _failed(conn, exc)
+            raise
+        if taken is not None:
+            conn._reading = False
+            conn._bytes_received += count
+            if count == len(conn._rbuf):
+                conn._grow_reads()
+            value, released = taken
+            if released:
+                dropped: list[object] = []
+                conn._release(released, dropped)
+            if conn._waiting:
+                conn._wake_one()
+            lock.release()
+            return value
+    # Anything else: a slot for the reply, and the general path takes over from here.
+    slot = AsyncResult(conn)
+    if conn._life is not _CLOSED:  # (closed: every slot has been failed; _pump says so)
+        conn._slots[seq] = slot
+    if count:
+        try:
+            conn._received(count)
+        except BaseException:
+            _give_back(conn)
+            raise
+    else:
+        conn._reading = False
+    lock.release()
+    return conn._reply(slot, deadline)
+
+
+def _general(conn: Connection, op: Op, target: object, name: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return conn._request(op, target, args if name is None else (name, *args), kwargs)
+
+
+def serve_fast(conn: Connection, timeout: float | None = None) -> bool:
+    """Read once and, if that brought exactly one request (after releases), serve it here.
+
+    False, having done nothing, when the connection is not quiet (see :func:`_fast_ok`):
+    the caller then serves it the general way. Bytes that are not a lone request are
+    handed to the general path (queued for serving, replies delivered) and True returned.
+    TimeoutError when nothing arrived within ``timeout`` seconds.
+    """
+    lock = conn._lock
+    proto = conn._proto
+    lock.acquire()
+    if not _fast_ok(conn) or proto.receiving_large_payload:  # (read into the payload's own buffer)
+        lock.release()
+        return False
+    conn._reading = True
+    lock.release()
+    try:
+        count = read_into(conn._stream, proto, conn._rview, timeout)
+    except TimeoutError:
+        _give_back(conn)
+        raise
+    except Exception:
+        count = 0  # the general path reads again and reports it
+    except BaseException:
+        _give_back(conn)
+        raise
+    lock.acquire()
+    if not count:
+        conn._reading = False
+        lock.release()
+        return False
+    try:
+        taken = proto.take_request(conn._rview[:count])
+    except BaseException as exc:
+        lock.release()
+        _failed(conn, exc)
+        raise
+    if taken is None:
+        try:
+            conn._received(count)
+        except BaseException:
+            _give_back(conn)
+            raise
+        lock.release()
+        return True
+    conn._reading = False
+    conn._bytes_received += count
+    conn._calls_served += 1
+    if count == len(conn._rbuf):
+        conn._grow_reads()
+    fields, released = taken
+    dropped: list[object] = []
+    if released:
+        conn._release(released, dropped)
+    if conn._waiting:
+        conn._wake_one()  # someone reads while this thread serves
+    lock.release()
+    del dropped  # the last references: finalisers run outside the lock
+    seq, op, target, args, kwargs, _, _ = fields
+    del fields, taken
+    conn._serve_call(seq, op, target, args, kwargs)
+    return True
+
+
+def _give_back(conn: Connection) -> None:
+    """Give the reading role back (no lock held), waking a waiting thread to take it."""
+    with conn._lock:
+        conn._reading = False
+        if conn._waiting:
+            conn._wake_one()
+
+
+def _failed(conn: Connection, exc: BaseException) -> None:
+    """The protocol refused what was read (no lock held): as ``_read`` reports it."""
+    _give_back(conn)
+    if isinstance(exc, RemoteProtocolError):
+        conn._protocol_broken(exc)
+        conn._shutdown(notify=True)
