@@ -157,6 +157,8 @@ def call(
             raise
     else:
         conn._reading = False
+    if conn._waiting:  # the role is free: the reply may be in already (no _pump then), and a
+        conn._wake_one()  # request just queued must not wait for a reader nobody woke
     lock.release()
     return conn._reply(slot, deadline)
 
@@ -208,6 +210,8 @@ def serve_fast(conn: Connection, timeout: float | None = None) -> bool:
         except BaseException:
             _give_back(conn)
             raise
+        if conn._waiting:  # (the role is free again)
+            conn._wake_one()
         lock.release()
         return True
     conn._reading = False
