@@ -18,7 +18,7 @@ from ._codec import BackRef, Buffer
 from ._errors import LocalProtocolError, ProtocolError
 from ._events import CallContext, Event, Op, Reply, Request
 from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, FrameFlags, FrameType, Header
-from ._messages import decode_release, encode_context_request, encode_reply, encode_request, flat_kwargs, request_fields, seal_frame
+from ._messages import decode_release, encode_reply, encode_request, flat_kwargs, request_fields, seal_frame
 from ._states import State
 
 if TYPE_CHECKING:
@@ -95,12 +95,14 @@ class CallPath:
         args: tuple[object, ...] = (),
         kwargs: dict[str, object] | None = None,
         by_value: bool = False,
+        context: CallContext | None = None,
     ) -> list[Buffer]:
-        """``send(Request(seq, op, target, args, kwargs or {}, by_value))``, without making
-        the event: the path every remote request takes."""
-        if self.state is not _OPEN or seq in self._pending_out:  # let send() say what is wrong
-            return self.send(Request(seq, op, target, args, {} if kwargs is None else kwargs, by_value))
-        buffers = encode_request(self._encoder, seq, op, target, args, kwargs, by_value, self._peer_frame_limit())
+        """``send(Request(seq, op, target, args, kwargs or {}, by_value, context))``, without
+        making the event: the path every remote request takes (a ``context`` needs version 2)."""
+        if self.state is not _OPEN or seq in self._pending_out or (context is not None and not self.carries_context):
+            # let send() say what is wrong
+            return self.send(Request(seq, op, target, args, {} if kwargs is None else kwargs, by_value, context))
+        buffers = encode_request(self._encoder, seq, op, target, args, kwargs, by_value, self._peer_frame_limit(), context)
         self._pending_out[seq] = None  # a Request leaves the state OPEN (TRANSITIONS)
         return buffers
 
@@ -114,13 +116,8 @@ class CallPath:
         by_value: bool,
         context: CallContext,
     ) -> list[Buffer]:
-        """``send(Request(seq, op, target, args, kwargs or {}, by_value, context))``, without
-        making the event: a call that carries a call context (version 2)."""
-        if self.state is not _OPEN or seq in self._pending_out or not self.carries_context:
-            return self.send(Request(seq, op, target, args, {} if kwargs is None else kwargs, by_value, context))
-        buffers = encode_context_request(self._encoder, seq, op, target, args, kwargs, by_value, context, self._peer_frame_limit())
-        self._pending_out[seq] = None  # a Request leaves the state OPEN (TRANSITIONS)
-        return buffers
+        """``send_request`` with a call context (version 2), every field given."""
+        return self.send_request(seq, op, target, args, kwargs, by_value, context)
 
     def send_reply(self, seq: int, value: object, by_value: bool = False) -> list[Buffer]:
         """``send(Reply(seq, value))``, without making the event: the path every answer takes.

@@ -20,7 +20,7 @@ from ._events import CallContext, Cancel, Close, ErrorReply, Event, Hello, Op, P
 from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, FrameFlags, FrameType, Header
 
 __all__ = [
-    "encode_frame", "encode_request", "encode_context_request", "encode_reply", "flat_kwargs", "seal_frame",
+    "encode_frame", "encode_request", "encode_reply", "flat_kwargs", "seal_frame",
     "decode_payload", "decode_release", "decode_request", "request_fields",
 ]
 
@@ -44,11 +44,9 @@ _new_tuple: Final = tuple.__new__  # makes a CallContext without its Python-leve
 def encode_frame(event: Event, encoder: ValueEncoder, max_frame_size: int) -> list[Buffer]:
     """Encode ``event`` (anything but a Preface) as a header followed by its payload."""
     if type(event) is Request:
-        if event.context is not None:
-            return encode_context_request(
-                encoder, event.seq, event.op, event.target, event.args, event.kwargs, event.by_value, event.context, max_frame_size
-            )
-        return encode_request(encoder, event.seq, event.op, event.target, event.args, event.kwargs, event.by_value, max_frame_size)
+        return encode_request(
+            encoder, event.seq, event.op, event.target, event.args, event.kwargs, event.by_value, max_frame_size, event.context
+        )
     if type(event) is Reply:
         return encode_reply(encoder, event.seq, event.value, max_frame_size)
     buf = bytearray(HEADER_SIZE)
@@ -91,43 +89,26 @@ def encode_request(
     kwargs: dict[str, object] | None,
     by_value: bool,
     max_frame_size: int,
+    context: CallContext | None = None,
 ) -> list[Buffer]:
-    """The frame of a Request with these fields (the event itself need not exist)."""
+    """The frame of a Request with these fields (the event itself need not exist); with a
+    ``context``, flagged CONTEXT and its block after the op byte (version 2)."""
     buf = bytearray(HEADER_SIZE)
     encoder.start(buf)
     buf.append(op)
+    flags = _BY_VALUE if by_value else 0
+    if context is not None:
+        buf += encode_context(context)
+        flags |= _CONTEXT
     encoder.write(target)
     encoder.write(args)
     encoder.write(flat_kwargs(kwargs))
-    return seal_frame(encoder, buf, _REQUEST, _BY_VALUE if by_value else 0, seq, max_frame_size)
+    return seal_frame(encoder, buf, _REQUEST, flags, seq, max_frame_size)
 
 
 def flat_kwargs(kwargs: dict[str, object] | None) -> tuple[object, ...]:
     """Keyword arguments as they travel: a flat tuple of names and values."""
     return tuple(item for pair in kwargs.items() for item in pair) if kwargs else ()
-
-
-def encode_context_request(
-    encoder: ValueEncoder,
-    seq: int,
-    op: Op,
-    target: object,
-    args: tuple[object, ...],
-    kwargs: dict[str, object] | None,
-    by_value: bool,
-    context: CallContext,
-    max_frame_size: int,
-) -> list[Buffer]:
-    """The frame of a Request carrying ``context`` (flag CONTEXT; version 2)."""
-    block = encode_context(context)
-    buf = bytearray(HEADER_SIZE)
-    encoder.start(buf)
-    buf.append(op)
-    buf += block
-    encoder.write(target)
-    encoder.write(args)
-    encoder.write(flat_kwargs(kwargs))
-    return seal_frame(encoder, buf, _REQUEST, (_BY_VALUE if by_value else 0) | _CONTEXT, seq, max_frame_size)
 
 
 def encode_context(context: CallContext) -> bytes:
