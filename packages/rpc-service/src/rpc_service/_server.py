@@ -343,6 +343,12 @@ class Server:
             address = self._clients.pop(conn)
         self.logger.info("closed connection from %s (service %s)", address, conn.service.get_service_name())
 
+    def _conn_dropped(self, conn: Connection, exc: Exception) -> None:
+        """:meth:`_dropped` for a client known by its connection."""
+        with self._lock:
+            address = self._clients.get(conn)
+        self._dropped(address, exc)
+
     def _dropped(self, address: Any, exc: Exception) -> None:
         """Log a connection killed by an exception: the peer's doing (an RPCError: bad bytes,
         a lost stream, a write timeout) at INFO; anything else, a failure on our side, at

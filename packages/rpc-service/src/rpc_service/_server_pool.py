@@ -103,9 +103,7 @@ class ThreadPoolServer(Server):
             while conn.serve(0):
                 pass
         except Exception as exc:
-            with self._lock:
-                address = self._clients.get(conn)
-            self._dropped(address, exc)
+            self._conn_dropped(conn, exc)
             conn.close()
         self._park(conn)
 

@@ -114,9 +114,7 @@ class ThreadedServer(Server):
             elif self._serve_while_busy(conn, self.PARK_AFTER):
                 return  # parked: the poller hands it back when the client sends again
         except Exception as exc:
-            with self._lock:
-                address = self._clients.get(conn)
-            self._dropped(address, exc)
+            self._conn_dropped(conn, exc)
         conn.close()
         self._forget(conn)
 
