@@ -1,7 +1,7 @@
 """Version 2 of the wire: the call context on REQUEST and the CANCEL frame.
 
 Covers what ``docs/protocol.md`` says about them beyond the golden vectors: both sending
-paths (``send(Request(...))`` and ``send_context_request``) write the same bytes for any
+paths (``send(Request(...))`` and ``send_request(..., context)``) write the same bytes for any
 context (hypothesis); malformed context blocks fail with ``RemoteProtocolError`` only;
 a connection settled at version 1 neither sends nor accepts either; and the request-id
 bookkeeping stays sound when CANCEL and answers cross (hypothesis state machine).
@@ -56,7 +56,7 @@ def test_both_paths_write_the_same_bytes_and_any_split_reads_back(
     a2, _ = pair()
     event = p.Request(9, p.Op.CALL, p.BackRef(3), args, {"k": 1}, by_value, context)
     data = wire(a1.send(event))
-    assert wire(a2.send_context_request(9, p.Op.CALL, p.BackRef(3), args, {"k": 1}, by_value, context)) == data
+    assert wire(a2.send_request(9, p.Op.CALL, p.BackRef(3), args, {"k": 1}, by_value, context)) == data
     cut = min(max(cut, 1), len(data) - 1)  # (an empty chunk would mean end of stream)
     got = b.receive_data(data[:cut]) + b.receive_data(data[cut:])
     assert len(got) == 1 and same_event(got[0], event) and got[0].context == context  # type: ignore[union-attr]  # a Request
@@ -81,7 +81,7 @@ def test_invalid_contexts_are_refused_on_send(context: p.CallContext) -> None:
     with pytest.raises(p.EncodeError):
         a.send(p.Request(1, p.Op.CALL, p.BackRef(0), context=context))
     with pytest.raises(p.EncodeError):
-        a.send_context_request(1, p.Op.CALL, p.BackRef(0), (), None, False, context)
+        a.send_request(1, p.Op.CALL, p.BackRef(0), (), None, False, context)
     assert a.next_seq() == 1  # nothing went in flight
 
 
@@ -105,7 +105,7 @@ def test_a_version_1_connection_sends_no_context_and_no_cancel() -> None:
     with pytest.raises(p.LocalProtocolError, match="version 1"):
         b.send(p.Request(1, p.Op.CALL, p.BackRef(0), context=p.CallContext(budget_us=1)))
     with pytest.raises(p.LocalProtocolError, match="version 1"):
-        b.send_context_request(1, p.Op.CALL, p.BackRef(0), (), None, False, p.CallContext(budget_us=1))
+        b.send_request(1, p.Op.CALL, p.BackRef(0), (), None, False, p.CallContext(budget_us=1))
     a.receive_data(wire(b.send(p.Request(1, p.Op.CALL, p.BackRef(0)))))  # plain requests still flow
     with pytest.raises(p.LocalProtocolError, match="CANCEL"):
         b.send(p.Cancel(1))
@@ -173,7 +173,7 @@ class CancelCrossing(RuleBasedStateMachine):
         if context is None:
             self.to_b.append(wire(self.a.send_request(seq, p.Op.CALL, p.BackRef(0))))
         else:
-            self.to_b.append(wire(self.a.send_context_request(seq, p.Op.CALL, p.BackRef(0), (), None, False, context)))
+            self.to_b.append(wire(self.a.send_request(seq, p.Op.CALL, p.BackRef(0), (), None, False, context)))
         self.sent.add(seq)
         self.live.add(seq)
 

@@ -106,19 +106,6 @@ class CallPath:
         self._pending_out[seq] = None  # a Request leaves the state OPEN (TRANSITIONS)
         return buffers
 
-    def send_context_request(
-        self,
-        seq: int,
-        op: Op,
-        target: object,
-        args: tuple[object, ...],
-        kwargs: dict[str, object] | None,
-        by_value: bool,
-        context: CallContext,
-    ) -> list[Buffer]:
-        """``send_request`` with a call context (version 2), every field given."""
-        return self.send_request(seq, op, target, args, kwargs, by_value, context)
-
     def send_reply(self, seq: int, value: object, by_value: bool = False) -> list[Buffer]:
         """``send(Reply(seq, value))``, without making the event: the path every answer takes.
 

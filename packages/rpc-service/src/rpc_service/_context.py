@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 _monotonic: Final = time.monotonic
+_new_tuple: Final = tuple.__new__
 
 
 class Served:
@@ -140,7 +141,7 @@ def wire_context(state: CallState | None, now: float, traceparent: str | None = 
             traceparent = state.traceparent
     if budget is None and traceparent is None:
         return None
-    return CallContext(budget, traceparent)
+    return _new_tuple(CallContext, (budget, traceparent))  # (CallContext(budget, traceparent), without its Python __new__: per call)
 
 
 def serving_state(context: CallContext | None, served: Served) -> CallState:

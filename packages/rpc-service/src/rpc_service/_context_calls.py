@@ -34,7 +34,6 @@ __all__ = ["ContextCalls"]
 
 _NO_KWARGS: Final[dict[str, Any]] = {}
 _monotonic: Final = time.monotonic
-_new_tuple: Final = tuple.__new__
 
 
 class ContextCalls:
@@ -75,21 +74,10 @@ class ContextCalls:
         """``_request`` under a call context: carry it, and wait no longer than its deadline."""
         state = CURRENT.get()
         now = _monotonic()
-        budget = end = None
-        if state is not None:
-            end = state.deadline
-            if end is not None:
-                if end <= now:
-                    raise expired_error("the call")
-                budget = int((end - now) * 1_000_000)
-            if traceparent is None:
-                traceparent = state.traceparent
-        proto = self._proto
-        if proto.carries_context and (budget is not None or traceparent is not None):
-            context = _new_tuple(wire.CallContext, (budget, traceparent))  # (CallContext(budget, traceparent), for less)
-            slot = self._awaited(proto.send_context_request, op, target, args, kwargs, False, context)
-        else:  # (nothing to carry, or a version-1 peer)
-            slot = self._awaited(proto.send_request, op, target, args, kwargs)
+        end = None if state is None else state.deadline
+        if end is not None and end <= now:
+            raise expired_error("the call")
+        slot = self._send_in_context(op, target, args, kwargs, False, wire_context(state, now, traceparent))
         if not slot._ready:
             timeout = self._config.sync_request_timeout
             by_deadline = end is not None and (timeout is None or end < now + timeout)
@@ -119,9 +107,8 @@ class ContextCalls:
     def _send_in_context(
         self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool, context: wire.CallContext | None
     ) -> AsyncResult:
-        if context is not None and self._proto.carries_context:
-            return self._awaited(self._proto.send_context_request, op, target, args, kwargs, by_value, context)
-        return self._awaited(self._proto.send_request, op, target, args, kwargs, by_value)  # (a version-1 peer)
+        proto = self._proto  # (a version-1 peer gets no context)
+        return self._awaited(proto.send_request, op, target, args, kwargs, by_value, context if proto.carries_context else None)
 
     def _traced_request(self, op: Op, target: object, args: tuple[Any, ...] = (), kwargs: dict[str, Any] = _NO_KWARGS) -> Any:
         """``_request`` with tracing on: a CLIENT span around the call, its traceparent sent."""

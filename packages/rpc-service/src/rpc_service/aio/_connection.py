@@ -379,22 +379,28 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
         if not self._open:
             self._check_open()
         proto = self._proto
-        seq = proto.next_seq()
-        future = CallFuture(loop=self._loop)  # (cancelling it sends CANCEL)
+        if name is not None:  # (the protocol encodes a call from a cached prefix)
+            future = self._sent(proto.send_call, target, name, args, kwargs)
+        else:
+            future = self._sent(proto.send_request, op, target, args, kwargs, by_value)
+        if self._paused is not None:  # the transport's buffer is full: the caller waits for it too
+            return self._after_drain(future)
+        return future
+
+    def _sent(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> CallFuture:
+        """Send the request ``encode(seq, *fields)`` (a send method of the protocol connection)
+        under a fresh sequence number; its future, in the reply slots (cancelling it sends CANCEL)."""
+        seq = self._proto.next_seq()
+        future = CallFuture(loop=self._loop)
         future._rpc_conn = self
         future._rpc_seq = seq
         self._slots[seq] = future
         try:
-            if name is not None:  # (the protocol encodes a call from a cached prefix)
-                self._write(self._encode(proto.send_call, seq, target, name, args, kwargs))
-            else:
-                self._write(self._encode(proto.send_request, seq, op, target, args, kwargs, by_value))
+            self._write(self._encode(encode, seq, *fields))
         except BaseException:
             del self._slots[seq]
             raise
         self._calls_sent += 1
-        if self._paused is not None:  # the transport's buffer is full: the caller waits for it too
-            return self._after_drain(future)
         return future
 
     async def _after_drain(self, future: asyncio.Future[Any]) -> Any:

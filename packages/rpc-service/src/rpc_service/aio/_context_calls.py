@@ -59,13 +59,14 @@ class AsyncContextCalls:
         _proto: wire.Connection
         _loop: asyncio.AbstractEventLoop
         _paused: asyncio.Future[None] | None
-        _calls_sent: int
 
         def _encode(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> list[wire.Buffer]: ...
 
         def _write(self, buffers: list[wire.Buffer]) -> None: ...
 
         def _check_open(self) -> None: ...
+
+        def _sent(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> CallFuture: ...
 
         def _after_drain(self, future: asyncio.Future[Any]) -> Awaitable[Any]: ...
 
@@ -103,22 +104,9 @@ class AsyncContextCalls:
         end = None if state is None else state.deadline
         if end is not None and end <= now:
             raise expired_error("the call")
-        context = wire_context(state, now, traceparent)
-        proto = self._proto
-        seq = proto.next_seq()
-        future = CallFuture(loop=self._loop)
-        future._rpc_conn = self
-        future._rpc_seq = seq
-        self._slots[seq] = future
-        try:
-            if context is not None and proto.carries_context:
-                self._write(self._encode(proto.send_context_request, seq, op, target, args, kwargs, by_value, context))
-            else:
-                self._write(self._encode(proto.send_request, seq, op, target, args, kwargs, by_value))
-        except BaseException:
-            del self._slots[seq]
-            raise
-        self._calls_sent += 1
+        proto = self._proto  # (a version-1 peer gets no context)
+        context = wire_context(state, now, traceparent) if proto.carries_context else None
+        future = self._sent(proto.send_request, op, target, args, kwargs, by_value, context)
         if end is not None:
             timer = self._loop.call_later(end - now, self._expire, future)
             future.add_done_callback(lambda _: timer.cancel())
