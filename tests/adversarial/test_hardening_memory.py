@@ -67,6 +67,17 @@ def hostile(port: int) -> RawPeer:
     return peer
 
 
+def hostile_frame(port: int, base: int, peer: RawPeer, data: bytes) -> tuple[str, float]:
+    """``peer`` sends ``data`` and hangs up: what the server answered (see :func:`send_or_closed`)
+    and how far its peak RSS grew above ``base`` (MiB), checked to be still serving."""
+    outcome = send_or_closed(peer, data)
+    peer.sock.close()
+    with measure(port) as conn:
+        peak = conn.root.peak()
+        assert conn.root.echo("still serving") == "still serving"
+    return outcome, (peak - base) / MIB
+
+
 def send_or_closed(peer: RawPeer, data: bytes) -> str:
     """Send ``data``; return what the server answered: 'error', 'reply' or 'closed'."""
     try:
@@ -161,12 +172,7 @@ def test_a_frame_of_empty_sets_costs_a_small_factor_of_its_size(child_server: Ca
     seq, data = peer.request_bytes(wire.Op.CALLATTR, peer.root_ref, ("echo", b"M" * 8))
     kind, flags, reserved, _, _ = struct.unpack_from("<BBHII", data)
     payload = data[12:].replace(marker, hostile_list)
-    outcome = send_or_closed(peer, frame(kind, seq, payload, flags=flags, reserved=reserved))
-    peer.sock.close()
-    with measure(port) as conn:
-        peak = conn.root.peak()
-        assert conn.root.echo("still serving") == "still serving"
-    grown = (peak - base) / MIB
+    outcome, grown = hostile_frame(port, base, peer, frame(kind, seq, payload, flags=flags, reserved=reserved))
     frame_mib = len(payload) / 2**20
     record_figures("hardening_decode_amplification", {"frame_mib": round(frame_mib, 1), "peak_growth_mib": round(grown, 1), "factor": round(grown / frame_mib, 1), "outcome": outcome})
     assert outcome in ("error", "closed")
@@ -183,15 +189,9 @@ def test_a_frame_of_distinct_references_is_bounded_by_max_proxies(child_server: 
     count = 1_200_000  # in two tuples (each within max_items)
     descriptor = ("builtins", "object", (), (), "object")
     refs = [wire.Ref(1, 77, descriptor), *(wire.Ref(oid, 77) for oid in range(2, count + 1))]
-    seq, data = peer.request_bytes(wire.Op.CALLATTR, peer.root_ref, ("echo", (tuple(refs[: count // 2]), tuple(refs[count // 2 :]))))
-    payload = data[12:]
-    outcome = send_or_closed(peer, data)
-    peer.sock.close()
-    with measure(port) as conn:
-        peak = conn.root.peak()
-        assert conn.root.echo("still serving") == "still serving"
-    grown = (peak - base) / MIB
-    frame_mib = len(payload) / 2**20
+    _, data = peer.request_bytes(wire.Op.CALLATTR, peer.root_ref, ("echo", (tuple(refs[: count // 2]), tuple(refs[count // 2 :]))))
+    outcome, grown = hostile_frame(port, base, peer, data)
+    frame_mib = len(data[12:]) / 2**20
     record_figures("hardening_reference_amplification", {"frame_mib": round(frame_mib, 1), "peak_growth_mib": round(grown, 1), "outcome": outcome})
     assert outcome == "closed"
     assert grown < 120, f"a {frame_mib:.0f} MiB frame of references grew the server's peak by {grown:.0f} MiB"

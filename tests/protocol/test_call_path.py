@@ -11,7 +11,7 @@ it would have); a frame refused fails both.
 from __future__ import annotations
 
 import struct
-from typing import Callable
+from typing import Callable, TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -177,60 +177,62 @@ def _check_same(fast: p.Connection, slow: p.Connection) -> None:
         assert fast._pending_in == slow._pending_in
 
 
-@settings(max_examples=400, deadline=None)
-@given(data=_data(), seq=st.sampled_from([*IN_FLIGHT, 7]))
-def test_take_reply_accepts_exactly_what_receive_data_accepts(data: bytes, seq: int) -> None:
+T = TypeVar("T")
+
+
+def _take_against_general(
+    take: Callable[[p.Connection], tuple[T, tuple[tuple[int, int], ...]] | None], data: bytes
+) -> tuple[p.Connection, p.Connection, T, p.Event] | None:
+    """``take`` (a call-path method, on a fresh scene) against ``receive_data`` (on another)
+    fed ``data``. Where the call path refuses or declines, checks that it agrees with the
+    general path (the bytes refused by both; declined with nothing changed, the general path
+    then making the same events, the same bookkeeping) and returns None. Where it takes a
+    frame, checks the releases it took are the general path's events before that frame and
+    returns both connections, what it took and the general path's last event."""
     fast, _ = _scene()
     slow, _ = _scene()
     try:
-        taken = fast.take_reply(data, seq)
+        taken = take(fast)
     except p.ProtocolError:
         _, refused = _general(slow, data)
         assert refused  # the general path refuses the bytes too
         assert fast.state is p.State.FAILED
-        return
+        return None
     expected, refused = _general(slow, data)
     if taken is None:  # declined: nothing changed, and the general path does the rest
         assert _snapshot(fast) == _snapshot(_scene()[0])
         got, got_refused = _general(fast, data)
         assert got_refused == refused
         assert len(got) == len(expected) and all(same_event(x, y) for x, y in zip(got, expected))
-    else:
-        value, released = taken
-        assert not refused
-        assert expected[-1] == p.Reply(seq, expected[-1].value) and same(value, expected[-1].value)  # type: ignore[union-attr]  # a Reply
-        assert all(type(event) is p.Release for event in expected[:-1])
-        assert released == tuple(ref for event in expected[:-1] for ref in event.refs)  # type: ignore[union-attr]  # Releases
-    _check_same(fast, slow)
+        _check_same(fast, slow)
+        return None
+    value, released = taken
+    assert not refused
+    assert all(type(event) is p.Release for event in expected[:-1])
+    assert released == tuple(ref for event in expected[:-1] for ref in event.refs)  # type: ignore[union-attr]  # Releases
+    return fast, slow, value, expected[-1]
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=_data(), seq=st.sampled_from([*IN_FLIGHT, 7]))
+def test_take_reply_accepts_exactly_what_receive_data_accepts(data: bytes, seq: int) -> None:
+    result = _take_against_general(lambda conn: conn.take_reply(data, seq), data)
+    if result is not None:
+        fast, slow, value, last = result
+        assert last == p.Reply(seq, last.value) and same(value, last.value)  # type: ignore[union-attr]  # a Reply
+        _check_same(fast, slow)
 
 
 @settings(max_examples=400, deadline=None)
 @given(data=_data())
 def test_take_request_accepts_exactly_what_receive_data_accepts(data: bytes) -> None:
-    fast, _ = _scene()
-    slow, _ = _scene()
-    try:
-        taken = fast.take_request(data)
-    except p.ProtocolError:
-        _, refused = _general(slow, data)
-        assert refused
-        assert fast.state is p.State.FAILED
-        return
-    expected, refused = _general(slow, data)
-    if taken is None:
-        assert _snapshot(fast) == _snapshot(_scene()[0])
-        got, got_refused = _general(fast, data)
-        assert got_refused == refused
-        assert len(got) == len(expected) and all(same_event(x, y) for x, y in zip(got, expected))
-    else:
-        fields, released = taken
-        assert not refused
-        assert same_event(p.Request(*fields), expected[-1])
-        assert all(type(event) is p.Release for event in expected[:-1])
-        assert released == tuple(ref for event in expected[:-1] for ref in event.refs)  # type: ignore[union-attr]  # Releases
+    result = _take_against_general(lambda conn: conn.take_request(data), data)
+    if result is not None:
+        fast, slow, fields, last = result
+        assert same_event(p.Request(*fields), last)
         for conn in (fast, slow):  # now waiting for our answer: the same on both
             conn.send_reply(fields[0], None)
-    _check_same(fast, slow)
+        _check_same(fast, slow)
 
 
 def test_take_reply_takes_the_reply_and_releases_before_it() -> None:
