@@ -11,6 +11,8 @@ STACK_MODULES: dict[str, str] = {
     "raw": "bench.stacks.raw",
     "rpc": "bench.stacks.rpc",
     "rpc-aio": "bench.stacks.rpc_aio",
+    "rpc-deadline": "bench.stacks.rpc_deadline",
+    "rpc-traced": "bench.stacks.rpc_traced",
     "rpyc": "bench.stacks.rpyc_stack",
     "pyro": "bench.stacks.pyro",
     "managers": "bench.stacks.mpmanagers",

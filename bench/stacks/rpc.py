@@ -54,9 +54,10 @@ class BenchService(rpc_service.Service):  # type: ignore[misc]  # subclass of An
         return server_list()
 
 
-def serve(report_port: Callable[[int], None], max_connections: int) -> None:
+def serve(report_port: Callable[[int], None], max_connections: int, **config: Any) -> None:
+    """Serve ``BenchService`` (``config``: more keys for its connections' config)."""
     server: Any = rpc_service.ThreadedServer(
-        BenchService, hostname=HOST, port=0, protocol_config=dict(_CONFIG)
+        BenchService, hostname=HOST, port=0, protocol_config={**_CONFIG, **config}
     )
     server.start_in_thread()  # DESIGN.md §3: returns once listening, so no client is refused
     report_port(int(server.port))
@@ -64,9 +65,9 @@ def serve(report_port: Callable[[int], None], max_connections: int) -> None:
 
 
 class RpcClient:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, **config: Any) -> None:
         self._conn: Any = rpc_service.connect(
-            HOST, port, service=rpc_service.VoidService, config=dict(_CONFIG)
+            HOST, port, service=rpc_service.VoidService, config={**_CONFIG, **config}
         )
 
     def noop(self) -> None:

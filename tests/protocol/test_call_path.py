@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import rpc_protocol as p
 from tests.protocol.helpers import pair, same, same_event, values, wire
+from tests.protocol.test_call_context import contexts, v1_pair
 
 _HEADER = struct.Struct("<BBHII")  # docs/protocol.md §3
 IN_FLIGHT = (1, 2, 3)  # the requests of ours each test connection waits on
@@ -63,22 +64,55 @@ call_kwargs = st.dictionaries(st.text(max_size=5), values(with_refs=False, max_l
     args=call_args,
     kwargs=call_kwargs,
     again=call_args,
+    budgets=st.lists(st.none() | st.integers(0, 2**64 - 1), min_size=4, max_size=4),
 )
 def test_send_call_writes_the_bytes_of_send_request(
-    seq: int, oid: int, name: str, args: tuple[object, ...], kwargs: dict[str, object], again: tuple[object, ...]
+    seq: int,
+    oid: int,
+    name: str,
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    again: tuple[object, ...],
+    budgets: list[int | None],
 ) -> None:
+    """With or without a budget (a call context spliced into the cached prefix)."""
     fast, _ = pair()
     slow, _ = pair()
     target = p.BackRef(oid)
-    assert wire(fast.send_call(seq, target, name, args, kwargs)) == wire(
-        slow.send(p.Request(seq, p.Op.CALLATTR, target, (name, *args), kwargs))
+    assert wire(fast.send_call(seq, target, name, args, kwargs, budgets[0])) == wire(
+        slow.send(p.Request(seq, p.Op.CALLATTR, target, (name, *args), kwargs, context=_context(budgets[0])))
     )
     # again, from the cache (same name; other arguments, none, and the same count)
     for later, other in enumerate((again, (), tuple(reversed(args)))):
         other_seq = seq % 0xFFFFFFF0 + 1 + later
-        assert wire(fast.send_call(other_seq, target, name, other, {})) == wire(
-            slow.send_request(other_seq, p.Op.CALLATTR, target, (name, *other))
+        budget = budgets[later + 1]
+        assert wire(fast.send_call(other_seq, target, name, other, {}, budget)) == wire(
+            slow.send_request(other_seq, p.Op.CALLATTR, target, (name, *other), None, False, _context(budget))
         )
+
+
+def _context(budget: int | None) -> p.CallContext | None:
+    return None if budget is None else p.CallContext(budget)
+
+
+@pytest.mark.parametrize("budget", [-1, 2**64, 1.5, True])
+def test_send_call_refuses_a_budget_send_request_refuses(budget: object) -> None:
+    for count in (0, 1):  # the whole frame cached, or its prefix
+        fast, _ = pair()
+        args = (1,) * count
+        for _ in range(2):  # (encoded, then cached)
+            with pytest.raises(p.EncodeError, match="budget"):
+                fast.send_call(1, p.BackRef(3), "m", args, {}, budget)  # type: ignore[arg-type]  # the wrong types are the test
+        with pytest.raises(p.EncodeError, match="budget"):
+            fast.send_request(1, p.Op.CALLATTR, p.BackRef(3), ("m", *args), None, False, p.CallContext(budget))  # type: ignore[arg-type]  # as above
+        assert wire(fast.send_call(1, p.BackRef(3), "m", args, {})) == wire(pair()[0].send_request(1, p.Op.CALLATTR, p.BackRef(3), ("m", *args)))
+
+
+def test_send_call_with_a_budget_to_a_version_1_peer_says_what_send_says() -> None:
+    old, _ = v1_pair()
+    with pytest.raises(p.LocalProtocolError):
+        old.send_call(1, p.BackRef(0), "m", (), {}, 5)
+    assert old.send_call(1, p.BackRef(0), "m", (), {})  # nothing was recorded
 
 
 @settings(max_examples=100, deadline=None)
@@ -126,6 +160,9 @@ _frame_kinds = st.sampled_from([1, 2, 3, 4, 5, 6, 7, 8, 0, 9, 255])
 _seqs = st.sampled_from([*IN_FLIGHT, *PEER_IN_FLIGHT, 0, 4, 41, 2**32 - 1])
 
 
+_call_contexts = st.none() | contexts
+
+
 @st.composite
 def _frames(draw: st.DrawFn) -> bytes:
     """One frame, likely well formed (a reply, a request, a release), maybe not."""
@@ -135,7 +172,17 @@ def _frames(draw: st.DrawFn) -> bytes:
         frame = _frame(3, draw(_seqs), payload)
     elif which == "request":
         _, peer = pair()
-        frame = wire(peer.send_request(draw(_seqs) or 1, p.Op.CALLATTR, p.BackRef(1), ("m", *draw(call_args)), draw(call_kwargs), draw(st.booleans())))
+        frame = wire(
+            peer.send_request(
+                draw(_seqs) or 1,
+                p.Op.CALLATTR,
+                p.BackRef(1),
+                ("m", *draw(call_args)),
+                draw(call_kwargs),
+                draw(st.booleans()),
+                draw(_call_contexts),
+            )
+        )
     elif which == "release":
         frame = _release(*draw(st.lists(st.tuples(st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1)), max_size=3)))
     else:

@@ -93,8 +93,31 @@ def test_remaining_and_cancelled_outside_any_call() -> None:
             shorter = rpc_service.remaining()
             assert shorter is not None and shorter <= 1
     assert rpc_service.remaining() is None
-    with pytest.raises(ValueError):
-        rpc_service.deadline(float("nan"))
+    for bad in (float("nan"), True, "5", None):
+        with pytest.raises(ValueError):
+            rpc_service.deadline(bad)  # type: ignore[arg-type]  # the wrong types are the test
+
+
+def test_one_deadline_object_entered_again_and_inside_itself() -> None:
+    limit = rpc_service.deadline(30)
+    for _ in range(2):  # used again after it ended
+        with limit:
+            first = rpc_service.remaining()
+            assert first is not None and 29 < first <= 30
+            with limit:  # inside itself: a new deadline from now, the earlier one kept
+                with rpc_service.deadline(5):
+                    assert (rpc_service.remaining() or 0) <= 5
+                assert (rpc_service.remaining() or 99) <= first
+            assert rpc_service.remaining() is not None
+        assert rpc_service.remaining() is None
+    with rpc_service.deadline(2):  # an int and a float subclass are seconds too
+        with rpc_service.deadline(_Seconds(1.5)):
+            left = rpc_service.remaining()
+            assert left is not None and 1 < left <= 1.5
+
+
+class _Seconds(float):
+    pass
 
 
 def test_the_budget_travels_and_calls_without_a_deadline_carry_none(chain: tuple[ChainService, rpc_service.Connection]) -> None:

@@ -18,6 +18,8 @@ from ._codec import BackRef, Buffer
 from ._errors import LocalProtocolError, ProtocolError
 from ._events import CallContext, Event, Op, Reply, Request
 from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, FrameFlags, FrameType, Header
+from ._messages import BUDGET_BLOCK as _BUDGET_BLOCK
+from ._messages import HAS_BUDGET as _HAS_BUDGET
 from ._messages import decode_release, encode_reply, encode_request, flat_kwargs, request_fields, seal_frame
 from ._states import State
 
@@ -34,11 +36,13 @@ _RELEASE: Final = int(FrameType.RELEASE)
 _CONTEXT_FLAG: Final = int(FrameFlags.CONTEXT)
 _OPEN: Final = State.OPEN
 _CALLATTR: Final = Op.CALLATTR
+_MAX_BUDGET: Final = 0xFFFFFFFFFFFFFFFF
+_OP_END: Final = HEADER_SIZE + 1  # where a request's call context block goes (after the op byte)
 _MAX_PREFIXES: Final = 256  # encoded call prefixes kept per connection (then the cache starts over)
 
+CallPrefixes = tuple[bytes, bytes, bytes, "bytes | None"]  # see CallPath._call_prefixes
 Released = tuple[tuple[int, int], ...]  # the (oid, count) pairs of the RELEASE frames taken
 # a Request's fields, in the event's order: seq, op, target, args, kwargs, by_value, context
-# (always None here: take_request leaves a request with a call context to the general path)
 TakenRequest = tuple[int, Op, object, tuple[object, ...], dict[str, object], bool, CallContext | None]
 
 
@@ -57,9 +61,8 @@ class CallPath:
     _pending_in: dict[int, bool]
     _request_flags: int  # the REQUEST flags the settled version allows
     carries_context: bool  # the settled version has call contexts and CANCEL (2 and up)
-    # (oid, name, number of arguments) -> the frame up to the arguments (header left blank),
-    # and the whole frame when there are no arguments (no keyword arguments either)
-    _prefixes: dict[tuple[int, str, int], tuple[bytes, bytes]]
+    # (oid, name, number of arguments) -> the frames of such a call (_call_prefixes)
+    _prefixes: dict[tuple[int, str, int], CallPrefixes]
 
     def _admits(self, kind: int, flags: int, reserved: int, seq: int, length: int) -> bool:
         """The admission check of the frames calls are made of, from their raw header fields.
@@ -121,24 +124,39 @@ class CallPath:
         del self._pending_in[seq]  # a Reply leaves the state OPEN (TRANSITIONS)
         return buffers
 
-    def send_call(self, seq: int, target: object, name: str, args: tuple[object, ...], kwargs: dict[str, object] | None) -> list[Buffer]:
-        """``send_request(seq, Op.CALLATTR, target, (name, *args), kwargs)``: the same
-        bytes and checks, the part before the arguments encoded once per (target, name,
-        argument count) when the target is a :class:`BackRef`."""
-        if self.state is not _OPEN or seq in self._pending_out or type(target) is not BackRef or not 0 <= seq <= MAX_SEQ:
-            return self.send_request(seq, _CALLATTR, target, (name, *args), kwargs)
+    def send_call(
+        self, seq: int, target: object, name: str, args: tuple[object, ...], kwargs: dict[str, object] | None, budget_us: int | None = None
+    ) -> list[Buffer]:
+        """``send_request(seq, Op.CALLATTR, target, (name, *args), kwargs)``, with
+        ``context=CallContext(budget_us)`` when ``budget_us`` is given: the same bytes and
+        checks, the part before the arguments encoded once per (target, name, argument
+        count) when the target is a :class:`BackRef`."""
+        if (
+            self.state is not _OPEN
+            or seq in self._pending_out
+            or type(target) is not BackRef
+            or not 0 <= seq <= MAX_SEQ
+            or (budget_us is not None and (not self.carries_context or type(budget_us) is not int or not 0 <= budget_us <= _MAX_BUDGET))
+        ):
+            return self._send_call_general(seq, target, name, args, kwargs, budget_us)
         key = (target.oid, name, len(args))
         cached = self._prefixes.get(key)
         if cached is None:
-            cached = self._call_prefix(target, name, len(args))
+            cached = self._call_prefixes(target, name, len(args))
             if cached is None:  # not cacheable (the general path says why, if it fails)
-                return self.send_request(seq, _CALLATTR, target, (name, *args), kwargs)
+                return self._send_call_general(seq, target, name, args, kwargs, budget_us)
             if len(self._prefixes) >= _MAX_PREFIXES:
                 self._prefixes.clear()
             self._prefixes[key] = cached
+        flags = 0
         if args or kwargs:
+            if budget_us is None:
+                buf = bytearray(cached[0])
+            else:
+                buf = bytearray(cached[2])
+                _BUDGET_BLOCK.pack_into(buf, _OP_END, _HAS_BUDGET, budget_us)
+                flags = _CONTEXT_FLAG
             encoder = self._encoder
-            buf = bytearray(cached[0])
             encoder.start(buf)
             try:
                 for item in args:
@@ -147,18 +165,34 @@ class CallPath:
             except BaseException:
                 encoder.finish()  # (drops the part-encoded frame)
                 raise
-            buffers = seal_frame(encoder, buf, _REQUEST, 0, seq, self._peer_frame_limit())
+            buffers = seal_frame(encoder, buf, _REQUEST, flags, seq, self._peer_frame_limit())
         else:  # the whole frame is cached, its length checked against the peer's limit
-            buf = bytearray(cached[1])
-            HEADER.pack_into(buf, 0, _REQUEST, 0, 0, seq, len(buf) - HEADER_SIZE)
+            if budget_us is None:
+                buf = bytearray(cached[1])
+            else:
+                whole = cached[3]
+                if whole is None:  # over the peer's limit with the context block
+                    return self._send_call_general(seq, target, name, args, kwargs, budget_us)
+                buf = bytearray(whole)
+                _BUDGET_BLOCK.pack_into(buf, _OP_END, _HAS_BUDGET, budget_us)
+                flags = _CONTEXT_FLAG
+            HEADER.pack_into(buf, 0, _REQUEST, flags, 0, seq, len(buf) - HEADER_SIZE)
             buffers = [buf]
         self._pending_out[seq] = None  # a Request leaves the state OPEN (TRANSITIONS)
         return buffers
 
-    def _call_prefix(self, target: BackRef, name: str, count: int) -> tuple[bytes, bytes] | None:
-        """The encoded frame of a call up to its ``count`` arguments, and the whole frame
-        of a call without any; None when the general path must encode it (a limit is
-        exceeded, a value is out of range)."""
+    def _send_call_general(
+        self, seq: int, target: object, name: str, args: tuple[object, ...], kwargs: dict[str, object] | None, budget_us: int | None
+    ) -> list[Buffer]:
+        context = None if budget_us is None else CallContext(budget_us)
+        return self.send_request(seq, _CALLATTR, target, (name, *args), kwargs, False, context)
+
+    def _call_prefixes(self, target: BackRef, name: str, count: int) -> CallPrefixes | None:
+        """The encoded frames of a call with ``count`` arguments, headers left blank: up
+        to the arguments, and whole when there are none; each without and with a call
+        context block (a budget, zero until packed; the whole frame None where that
+        block takes it over the peer's limit). None when the general path must encode it
+        (a limit is exceeded, a value is out of range)."""
         encoder = self._encoder
         buf = bytearray(HEADER_SIZE)
         encoder.start(buf)
@@ -176,7 +210,11 @@ class CallPath:
         except ProtocolError:
             encoder.finish()
             return None
-        return prefix, bytes(buf)
+        whole = bytes(buf)
+        block = bytes(_BUDGET_BLOCK.size)
+        with_context = whole[:_OP_END] + block + whole[_OP_END:]
+        fits = len(with_context) - HEADER_SIZE <= self._peer_frame_limit()
+        return prefix, whole, prefix[:_OP_END] + block + prefix[_OP_END:], with_context if fits else None
 
     # -- receiving -------------------------------------------------------------------
 
@@ -213,17 +251,14 @@ class CallPath:
         return value, released
 
     def take_request(self, data: Buffer) -> tuple[TakenRequest, Released] | None:
-        """``receive_data(data)`` when ``data`` holds exactly one request of the peer's
-        without a call context, after zero or more RELEASE frames, and nothing is buffered:
-        the request's fields and the releases' entries. None (nothing consumed, nothing
-        changed) otherwise (a request with a context is the general path's: its event
-        carries the context)."""
+        """``receive_data(data)`` when ``data`` holds exactly one request of the peer's,
+        after zero or more RELEASE frames, and nothing is buffered: the request's fields
+        (its call context among them) and the releases' entries. None (nothing consumed,
+        nothing changed) otherwise."""
         pos = self._frames_before(data, _REQUEST, -1)
         if pos < 0:
             return None
         _, flags, _, seq, _ = HEADER.unpack_from(data, pos)
-        if flags & _CONTEXT_FLAG:
-            return None
         with memoryview(data) as view:
             try:
                 released = self._released(view, pos) if pos else ()

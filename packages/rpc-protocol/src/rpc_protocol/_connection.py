@@ -14,7 +14,7 @@ import mmap
 from dataclasses import dataclass
 from typing import Final
 
-from ._calls import CallPath
+from ._calls import CallPath, CallPrefixes
 from ._codec import DEFAULT_LIMITS, BoxHook, Buffer, CodecLimits, UnboxHook
 from ._decoder import ValueDecoder
 from ._encoder import ValueEncoder
@@ -124,7 +124,7 @@ class Connection(CallPath):
         self._request_flags = _REQUEST_FLAGS  # the REQUEST flags the settled version allows
         # Whether the settled version has call contexts and CANCEL (version 2 and up).
         self.carries_context = False
-        self._prefixes: dict[tuple[int, str, int], tuple[bytes, bytes]] = {}
+        self._prefixes: dict[tuple[int, str, int], CallPrefixes] = {}
 
     def __repr__(self) -> str:
         return f"<rpc_protocol.Connection state={self.state.value} version={self.version}>"

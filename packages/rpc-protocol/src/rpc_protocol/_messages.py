@@ -20,6 +20,7 @@ from ._events import CallContext, Cancel, Close, ErrorReply, Event, Hello, Op, P
 from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, FrameFlags, FrameType, Header
 
 __all__ = [
+    "BUDGET_BLOCK", "HAS_BUDGET",
     "encode_frame", "encode_request", "encode_reply", "flat_kwargs", "seal_frame",
     "decode_payload", "decode_release", "decode_request", "request_fields",
 ]
@@ -32,10 +33,10 @@ _REQUEST: Final = int(FrameType.REQUEST)  # (plain ints: struct packs them witho
 _REPLY: Final = int(FrameType.REPLY)
 _CONTEXT: Final = int(FrameFlags.CONTEXT)
 # The call context block after a CONTEXT request's op byte: which fields follow, then each.
-_HAS_BUDGET: Final = 0x01
+HAS_BUDGET: Final = 0x01
 _HAS_TRACE: Final = 0x02
 _U64 = struct.Struct("<Q")
-_BUDGET_BLOCK = struct.Struct("<BQ")
+BUDGET_BLOCK: Final = struct.Struct("<BQ")  # the block of a context with a budget only
 _TRACE = struct.Struct("<16s8sB")  # trace-id, parent-id, trace-flags (W3C traceparent version 00)
 _NO_ID: Final = bytes(16)
 _new_tuple: Final = tuple.__new__  # makes a CallContext without its Python-level __new__ (per call)
@@ -115,8 +116,8 @@ def encode_context(context: CallContext) -> bytes:
     """The call context block (docs/protocol.md §4); EncodeError for an empty or invalid one."""
     budget, traceparent = context
     if traceparent is None and type(budget) is int and 0 <= budget <= 0xFFFFFFFFFFFFFFFF:
-        return _BUDGET_BLOCK.pack(_HAS_BUDGET, budget)  # (the common case: a deadline only)
-    present = (0 if budget is None else _HAS_BUDGET) | (0 if traceparent is None else _HAS_TRACE)
+        return BUDGET_BLOCK.pack(HAS_BUDGET, budget)  # (the common case: a deadline only)
+    present = (0 if budget is None else HAS_BUDGET) | (0 if traceparent is None else _HAS_TRACE)
     if not present:
         raise EncodeError("a call context needs a budget or a traceparent")
     out = bytearray((present,))
@@ -155,11 +156,11 @@ def _decode_context(payload: memoryview, pos: int, end: int) -> tuple[CallContex
         raise RemoteProtocolError("call context truncated")
     present = payload[pos]
     pos += 1
-    if not present or present & ~(_HAS_BUDGET | _HAS_TRACE):
+    if not present or present & ~(HAS_BUDGET | _HAS_TRACE):
         raise RemoteProtocolError(f"malformed call context (fields 0x{present:02x})")
     budget: int | None = None
     traceparent: str | None = None
-    if present & _HAS_BUDGET:
+    if present & HAS_BUDGET:
         if end - pos < 8:
             raise RemoteProtocolError("call context truncated")
         budget = _U64.unpack_from(payload, pos)[0]
@@ -251,7 +252,7 @@ def request_fields(
     context: CallContext | None = None
     pos = 1
     if flags & _CONTEXT:
-        if end >= 10 and payload[1] == _HAS_BUDGET:  # (the common case: a deadline only)
+        if end >= 10 and payload[1] == HAS_BUDGET:  # (the common case: a deadline only)
             context, pos = _new_tuple(CallContext, (_U64.unpack_from(payload, 2)[0], None)), 10
         else:
             context, pos = _decode_context(payload, 1, end)

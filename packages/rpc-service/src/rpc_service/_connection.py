@@ -330,7 +330,7 @@ class Connection(ContextCalls, Demux):
 
     def _serve_request(self, request: wire.Request) -> None:
         if request.context is not None:
-            self._serve_in_context(request)
+            self._serve_in_context(request.seq, request.op, request.target, request.args, request.kwargs, request.context)
             return
         self._serve_call(request.seq, request.op, request.target, request.args, request.kwargs)
 

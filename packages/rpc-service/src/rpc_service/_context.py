@@ -34,6 +34,7 @@ __all__ = [
     "deadline",
     "expired_error",
     "remaining",
+    "serving",
     "serving_state",
     "tracer_for",
     "wire_context",
@@ -43,22 +44,10 @@ _monotonic: Final = time.monotonic
 _new_tuple: Final = tuple.__new__
 
 
-class Served:
-    """A request of the peer's being served with a call context: whether the peer cancelled
-    it, and (threaded driver) the connection to read a CANCEL from when nobody else reads."""
-
-    __slots__ = ("cancelled", "conn", "span")
-
-    def __init__(self, conn: Any = None) -> None:
-        self.cancelled = False
-        self.conn = conn  # threaded driver: its _poll_cancels() reads what arrived
-        self.span: Any = None  # the SERVER span (tracing), ended with the answer
-
-
 class CallState:
     """What ``CURRENT`` holds: the deadline (``time.monotonic()`` seconds, or None), the
-    request being served (for ``cancelled()``), and a traceparent to pass on (the caller's,
-    when this side does not trace itself)."""
+    request being served (for ``cancelled()``; a :class:`Served` is its own), and a
+    traceparent to pass on (the caller's, when this side does not trace itself)."""
 
     __slots__ = ("deadline", "served", "traceparent")
 
@@ -66,6 +55,28 @@ class CallState:
         self.deadline = deadline
         self.served = served
         self.traceparent = traceparent
+
+
+class Served(CallState):
+    """The state a handler serving a request of the peer's runs under (one object per
+    request served with a call context): the caller's deadline and traceparent, whether the
+    peer cancelled it, and (threaded driver) the connection to read a CANCEL from when
+    nobody else reads. Its ``served`` is None (it would be itself: :func:`serving`)."""
+
+    __slots__ = ("cancelled", "conn", "span")
+
+    def __init__(self, deadline: float | None, traceparent: str | None = None, conn: Any = None) -> None:
+        self.deadline = deadline
+        self.served = None
+        self.traceparent = traceparent
+        self.cancelled = False
+        self.conn = conn  # threaded driver: its _poll_cancels() reads what arrived
+        self.span: Any = None  # the SERVER span (tracing), ended with the answer
+
+
+def serving(state: CallState) -> Served | None:
+    """The request being served under ``state`` (None: none)."""
+    return state if type(state) is Served else state.served
 
 
 CURRENT: Final[ContextVar[CallState | None]] = ContextVar("rpc_service.call", default=None)
@@ -77,13 +88,14 @@ class deadline:  # noqa: N801  # a context manager named as a function, like con
     when it runs out; the peer is told to cancel. Nested deadlines keep the earlier one,
     so a handler serving a call with a deadline can only shorten it."""
 
-    __slots__ = ("_seconds", "_tokens")
+    __slots__ = ("_seconds", "_token", "_outer_tokens")
 
     def __init__(self, seconds: float) -> None:
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds != seconds:  # (NaN)
-            raise ValueError(f"deadline() needs a number of seconds, not {seconds!r}")
-        self._seconds = float(seconds)
-        self._tokens: list[Token[CallState | None]] = []
+        if (type(seconds) is not float and (isinstance(seconds, bool) or not isinstance(seconds, (int, float)))) or seconds != seconds:
+            raise ValueError(f"deadline() needs a number of seconds, not {seconds!r}")  # (seconds != seconds: NaN)
+        self._seconds = seconds if type(seconds) is float else float(seconds)
+        self._token: Token[CallState | None] | None = None
+        self._outer_tokens: list[Token[CallState | None]] | None = None  # (the same deadline entered inside itself)
 
     def __enter__(self) -> deadline:
         end = _monotonic() + self._seconds
@@ -93,12 +105,19 @@ class deadline:  # noqa: N801  # a context manager named as a function, like con
         else:
             if outer.deadline is not None and outer.deadline < end:
                 end = outer.deadline
-            state = CallState(end, outer.served, outer.traceparent)
-        self._tokens.append(CURRENT.set(state))
+            state = CallState(end, serving(outer), outer.traceparent)
+        if self._token is not None:
+            if self._outer_tokens is None:
+                self._outer_tokens = []
+            self._outer_tokens.append(self._token)
+        self._token = CURRENT.set(state)
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        CURRENT.reset(self._tokens.pop())
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        token = self._token
+        assert token is not None, "deadline exited without being entered"
+        self._token = self._outer_tokens.pop() if self._outer_tokens else None
+        CURRENT.reset(token)
 
     def __repr__(self) -> str:
         return f"deadline({self._seconds!r})"
@@ -122,7 +141,7 @@ def cancelled() -> bool:
     state = CURRENT.get()
     if state is None:
         return False
-    served = state.served
+    served = serving(state)
     if served is not None:
         if not served.cancelled and served.conn is not None:
             served.conn._poll_cancels()
@@ -144,15 +163,16 @@ def wire_context(state: CallState | None, now: float, traceparent: str | None = 
     return _new_tuple(CallContext, (budget, traceparent))  # (CallContext(budget, traceparent), without its Python __new__: per call)
 
 
-def serving_state(context: CallContext | None, served: Served) -> CallState:
-    """The state a handler runs under, serving a request that carried ``context``."""
+def serving_state(context: CallContext | None, conn: Any = None) -> Served:
+    """The state a handler runs under, serving a request that carried ``context``
+    (``conn``: the threaded driver's connection, see :class:`Served`)."""
     end: float | None = None
     if context is not None and context.budget_us is not None:
         end = _monotonic() + context.budget_us / 1_000_000
     outer = CURRENT.get()  # a thread waiting on a call of its own with a deadline serves a callback
     if outer is not None and outer.deadline is not None and (end is None or outer.deadline < end):
         end = outer.deadline
-    return CallState(end, served, context.traceparent if context is not None else None)
+    return Served(end, context.traceparent if context is not None else None, conn)
 
 
 def expired_error(what: str = "the call") -> DeadlineExceeded:

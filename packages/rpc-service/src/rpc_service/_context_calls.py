@@ -20,7 +20,7 @@ from rpc_protocol import Op
 
 from ._async import AsyncResult
 from ._by_value import ByValue
-from ._context import CURRENT, CallState, Served, expired_error, serving_state, wire_context
+from ._context import CURRENT, Served, expired_error, serving_state, wire_context
 from ._dispatch import Dispatcher, describe_exception, must_propagate
 from ._demux import Lifecycle
 from ._errors import AsyncResultTimeout, ConnectionClosedError, DeadlineExceeded
@@ -78,6 +78,12 @@ class ContextCalls:
         if end is not None and end <= now:
             raise expired_error("the call")
         slot = self._send_in_context(op, target, args, kwargs, False, wire_context(state, now, traceparent))
+        return self._context_reply(slot, end, now)
+
+    def _context_reply(self, slot: AsyncResult, end: float | None, now: float) -> Any:
+        """The reply in ``slot`` of a call sent at ``now`` under a call context, waited for
+        no longer than the deadline ``end`` (DeadlineExceeded and CANCEL) or
+        ``sync_request_timeout`` (AsyncResultTimeout and CANCEL)."""
         if not slot._ready:
             timeout = self._config.sync_request_timeout
             by_deadline = end is not None and (timeout is None or end < now + timeout)
@@ -144,31 +150,29 @@ class ContextCalls:
 
     def _traced_serve(self, request: wire.Request) -> None:
         """``_serve_request`` with tracing on: every request gets a SERVER span."""
-        self._serve_in_context(request)
+        self._serve_in_context(request.seq, request.op, request.target, request.args, request.kwargs, request.context)
 
-    def _serve_in_context(self, request: wire.Request) -> None:
-        """Serve a request that carried a call context (or any, when tracing): the handler
-        runs under it, and a CANCEL for it sets ``cancelled()``."""
-        seq = request.seq
-        served = Served(self)
-        context = request.context
-        expired = False
-        if context is not None and context.traceparent is None and CURRENT.get() is None:  # (a deadline only: inlined)
-            budget = context.budget_us
-            state = CallState(None if budget is None else _monotonic() + budget / 1_000_000, served)
-            expired = budget == 0
+    def _serve_in_context(
+        self, seq: int, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], context: wire.CallContext | None
+    ) -> None:
+        """Serve a request (these fields) that carried a call context (or any, when
+        tracing): the handler runs under it, and a CANCEL for it sets ``cancelled()``."""
+        budget = None if context is None or context.traceparent is not None else context.budget_us
+        if budget is not None and CURRENT.get() is None:  # a deadline only, nothing outer (serving_state inlined)
+            served = Served(_monotonic() + budget / 1_000_000, None, self)
+            expired = not budget
         else:
-            state = serving_state(context, served)
-            expired = state.deadline is not None and state.deadline <= _monotonic()
-        scope = self._tracer.server_span(self, request, served) if self._tracer is not None else None
-        token = CURRENT.set(state)
+            served = serving_state(context, self)
+            expired = served.deadline is not None and served.deadline <= _monotonic()
+        scope = None if self._tracer is None else self._tracer.server_span(self, op, args, context, served)
+        token = CURRENT.set(served)
         self._served[seq] = served  # (one dict operation: atomic; read under _lock by _cancel_received)
         error: BaseException | None = None
         try:
             if expired:
                 error = DeadlineExceeded("the caller's deadline had passed when its request arrived")
             else:
-                value = self._handle(request.op, request.target, request.args, request.kwargs)
+                value = self._handle(op, target, args, kwargs)
         except BaseException as exc:  # the handler's, for the caller (as in _serve_request)
             if must_propagate(exc):
                 raise

@@ -2,8 +2,9 @@
 
 Owns :func:`call` (``Connection._call``: ``proxy.method(...)`` sent as a CALLATTR request
 whose reply the calling thread reads and takes itself, with no ``AsyncResult``, inbox or
-wake-up lock) and :func:`serve_fast` (one turn of ``Connection.serve_all``: a lone request
-read, carried out and answered on the spot). Both start only when :func:`_fast_ok` finds the
+wake-up lock; under a deadline it carries the budget and waits no longer) and
+:func:`serve_fast` (one turn of ``Connection.serve_all``: a lone request read, carried out
+and answered on the spot, under its call context if it carried one). Both start only when :func:`_fast_ok` finds the
 connection quiet, and hand over to the general path (``_demux``), in a state it takes up as
 its own, as soon as anything is unusual: another thread reading or waiting, events queued,
 releases owed, a frame split across reads, several frames, a request where the reply was
@@ -18,10 +19,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Final
 
-from rpc_protocol import Op, RemoteProtocolError
+from rpc_protocol import CallContext, Op, RemoteProtocolError
 
 from ._async import AsyncResult
-from ._context import CURRENT
+from ._context import CURRENT, expired_error
 from ._demux import Lifecycle
 from ._errors import ConnectionClosedError
 from ._idle import read_into
@@ -36,24 +37,17 @@ _CLOSED: Final = Lifecycle.CLOSED
 _CALLATTR: Final = Op.CALLATTR
 _monotonic: Final = time.monotonic
 _current_call: Final = CURRENT.get  # None: no call context
+_new_tuple: Final = tuple.__new__
 
 
 def _fast_ok(conn: Connection) -> bool:
     """The one entry check of the fast path (made again under ``_lock`` before it commits).
 
     The connection is open, no other thread reads or waits on it, nothing is queued for
-    serving, no call context is in force on this thread (a deadline, or serving a request
-    that carried one: the context paths, ``_context_calls``) and the connection does not
-    trace (every call and request gets a span there).
+    serving, and the connection does not trace (every call and request gets a span there,
+    on the context paths: ``_context_calls``).
     """
-    return (
-        conn._life is _OPEN
-        and not conn._reading
-        and not conn._waiting
-        and not conn._inbox
-        and conn._tracer is None
-        and _current_call() is None
-    )
+    return conn._life is _OPEN and not conn._reading and not conn._waiting and not conn._inbox and conn._tracer is None
 
 
 def call(
@@ -61,7 +55,20 @@ def call(
 ) -> Any:
     """``conn._request(Op.CALLATTR, target, (name, *args), kwargs)`` (with ``name`` None:
     ``conn._request(op, target, args, kwargs)``), fused when the connection is quiet: the
-    same frame on the wire, the same reply or exception."""
+    same frame on the wire, the same reply or exception. Under a deadline (and no trace to
+    pass on) the request carries the budget left, the wait ends at the deadline and
+    ``DeadlineExceeded`` is raised there, as on the context path (``_context_calls``)."""
+    state = _current_call()
+    end: float | None = None
+    budget: int | None = None  # the microseconds left, for a peer that takes call contexts
+    if state is not None:
+        end = state.deadline
+        if end is None or state.traceparent is not None:
+            return _general(conn, op, target, name, args, kwargs)
+        left = end - _monotonic()
+        if left <= 0:
+            raise expired_error("the call")
+        budget = int(left * 1_000_000)
     if not _fast_ok(conn):
         return _general(conn, op, target, name, args, kwargs)
     proto = conn._proto
@@ -74,19 +81,21 @@ def call(
         write_lock.release()
         return _general(conn, op, target, name, args, kwargs)
     seq = proto.next_seq()
+    if not proto.carries_context:
+        budget = None
     boxer = conn._boxer
     owed = bool(boxer.releases_owed)
     try:
         if owed:  # they go first, as on the general path
             if name is None:
-                buffers = conn._encode(proto.send_request, seq, op, target, args, kwargs)
+                buffers = conn._encode(proto.send_request, seq, op, target, args, kwargs, False, _context(budget))
             else:
-                buffers = conn._encode(proto.send_call, seq, target, name, args, kwargs)
+                buffers = conn._encode(proto.send_call, seq, target, name, args, kwargs, budget)
         else:  # (_encode's work, for a frame that owes nothing)
             if name is None:
-                buffers = proto.send_request(seq, op, target, args, kwargs)
+                buffers = proto.send_request(seq, op, target, args, kwargs, False, _context(budget))
             else:
-                buffers = proto.send_call(seq, target, name, args, kwargs)
+                buffers = proto.send_call(seq, target, name, args, kwargs, budget)
             if boxer._lent_now or boxer._typed_now:
                 boxer.commit()
     except BaseException as exc:
@@ -114,7 +123,10 @@ def call(
     write_lock.release()
 
     timeout = conn._config.sync_request_timeout
-    deadline = None if timeout is None else _monotonic() + timeout
+    now = _monotonic()
+    deadline = None if timeout is None else now + timeout  # sync_request_timeout's
+    if end is not None and (deadline is None or end < deadline):
+        timeout = end - now if end > now else 0.0  # (the call's deadline ends the first read)
     try:
         count = read_into(conn._stream, proto, conn._rview, timeout)
     except Exception:
@@ -144,6 +156,8 @@ def call(
             if conn._waiting:
                 conn._wake_one()
             lock.release()
+            if end is not None and _monotonic() > end:
+                raise expired_error("the call")  # (late: as on the context path)
             return value
     # Anything else: a slot for the reply, and the general path takes over from here.
     slot = AsyncResult(conn)
@@ -160,7 +174,13 @@ def call(
     if conn._waiting:  # the role is free: the reply may be in already (no _pump then), and a
         conn._wake_one()  # request just queued must not wait for a reader nobody woke
     lock.release()
-    return conn._reply(slot, deadline)
+    if end is None:
+        return conn._reply(slot, deadline)
+    return conn._context_reply(slot, end, now)
+
+
+def _context(budget: int | None) -> CallContext | None:
+    return None if budget is None else _new_tuple(CallContext, (budget, None))
 
 
 def _general(conn: Connection, op: Op, target: object, name: str | None, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -227,9 +247,12 @@ def serve_fast(conn: Connection, timeout: float | None = None) -> bool:
         conn._wake_one()  # someone reads while this thread serves
     lock.release()
     del dropped  # the last references: finalisers run outside the lock
-    seq, op, target, args, kwargs, _, _ = fields
+    seq, op, target, args, kwargs, _, context = fields
     del fields, taken
-    conn._serve_call(seq, op, target, args, kwargs)
+    if context is None:
+        conn._serve_call(seq, op, target, args, kwargs)
+    else:
+        conn._serve_in_context(seq, op, target, args, kwargs, context)
     return True
 
 

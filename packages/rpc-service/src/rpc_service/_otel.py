@@ -136,12 +136,13 @@ class Tracer:
         """Make ``ctx`` current in the running context (a copy, discarded with its task)."""
         otel_context.attach(ctx)
 
-    def start_server_span(self, conn: Any, request: wire.Request, served: Served) -> otel_context.Context:
-        """Start the SERVER span of ``request`` (kept in ``served``); the context in which
+    def start_server_span(
+        self, conn: Any, op: Op, args: tuple[Any, ...], context: wire.CallContext | None, served: Served
+    ) -> otel_context.Context:
+        """Start the SERVER span of a request (kept in ``served``); the context in which
         its handler runs (the span current, so the handler's calls are its children)."""
         attrs = self._attributes(conn, client=False)
-        method = _method(request.op, request.args)
-        context = request.context
+        method = _method(op, args)
         span = self._tracer.start_span(
             f"{attrs['rpc.service']}/{method}",
             context=parent_context(context.traceparent if context is not None else None),
@@ -151,9 +152,9 @@ class Tracer:
         served.span = span
         return trace.set_span_in_context(span)
 
-    def server_span(self, conn: Any, request: wire.Request, served: Served) -> _Scope:
-        """The SERVER span of ``request``, current on this thread until the scope closes."""
-        return _Scope(self.start_server_span(conn, request, served))
+    def server_span(self, conn: Any, op: Op, args: tuple[Any, ...], context: wire.CallContext | None, served: Served) -> _Scope:
+        """The SERVER span of a request, current on this thread until the scope closes."""
+        return _Scope(self.start_server_span(conn, op, args, context, served))
 
     @staticmethod
     def end_server_span(served: Served, error: BaseException | None) -> None:

@@ -152,14 +152,13 @@ class AsyncContextCalls:
         runs in a copy of the loop's context where the call state (and the SERVER span) is
         current; a CANCEL sets ``cancelled()`` and cancels an ``async def`` handler's task."""
         seq = request.seq
-        served = Served()
-        state = serving_state(request.context, served)
+        served = serving_state(request.context)
         context = contextvars.copy_context()
-        context.run(CURRENT.set, state)
+        context.run(CURRENT.set, served)
         if self._tracer is not None:
-            context.run(self._tracer.attach, self._tracer.start_server_span(self, request, served))
+            context.run(self._tracer.attach, self._tracer.start_server_span(self, request.op, request.args, request.context, served))
         self._served[seq] = served  # until answered (_answered)
-        if state.deadline is not None and state.deadline <= _monotonic():
+        if served.deadline is not None and served.deadline <= _monotonic():
             self._reply_error(seq, DeadlineExceeded("the caller's deadline had passed when its request arrived"))
             return
         context.run(Serving._serve, self, request)  # type: ignore[arg-type]  # self is an AsyncConnection
