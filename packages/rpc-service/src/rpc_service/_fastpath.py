@@ -4,13 +4,13 @@ Owns :func:`call` (``Connection._call``: ``proxy.method(...)`` sent as a CALLATT
 whose reply the calling thread reads and takes itself, with no ``AsyncResult``, inbox or
 wake-up lock; under a deadline it carries the budget and waits no longer) and
 :func:`serve_fast` (one turn of ``Connection.serve_all``: a lone request read, carried out
-and answered on the spot, under its call context if it carried one). Both start only when :func:`_fast_ok` finds the
-connection quiet, and hand over to the general path (``_demux``), in a state it takes up as
-its own, as soon as anything is unusual: another thread reading or waiting, events queued,
-releases owed, a frame split across reads, several frames, a request where the reply was
-expected, an error. They make no check of their own on the bytes: the protocol's
-``send_call``/``take_reply``/``take_request`` share their admission check with
-``receive_data``. The locks are the demultiplexer's, taken in its order (``_write_lock``
+and answered on the spot, under its call context if it carried one). Both start only when
+:func:`_fast_ok` finds the connection quiet, and hand over to the general path (``_demux``),
+in a state it takes up as its own, as soon as anything is unusual: another thread reading
+or waiting, events queued, releases owed, a frame split across reads, several frames, a
+request where the reply was expected, an error. They make no check of their own on the
+bytes: the protocol's ``send_call``/``take_reply``/``take_request`` share their admission
+check with ``receive_data``. The locks are the demultiplexer's, taken in its order (``_write_lock``
 before ``_lock``), and the reading role is taken and given back as ``_pump`` does.
 """
 
