@@ -115,7 +115,8 @@ class deadline:  # noqa: N801  # a context manager named as a function, like con
 
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         token = self._token
-        assert token is not None, "deadline exited without being entered"
+        if token is None:
+            raise RuntimeError("deadline exited without being entered")
         self._token = self._outer_tokens.pop() if self._outer_tokens else None
         CURRENT.reset(token)
 
