@@ -18,9 +18,16 @@ from ._codec import BackRef, Buffer
 from ._errors import LocalProtocolError, ProtocolError
 from ._events import CallContext, Event, Op, Reply, Request
 from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, FrameFlags, FrameType, Header
-from ._messages import BUDGET_BLOCK as _BUDGET_BLOCK
-from ._messages import HAS_BUDGET as _HAS_BUDGET
-from ._messages import decode_release, encode_reply, encode_request, flat_kwargs, request_fields, seal_frame
+from ._messages import (
+    BUDGET_BLOCK,
+    HAS_BUDGET,
+    RequestFields,     decode_release,
+    encode_reply,
+    encode_request,
+    flat_kwargs,
+    request_fields,
+    seal_frame,
+)
 from ._states import State
 
 if TYPE_CHECKING:
@@ -28,7 +35,7 @@ if TYPE_CHECKING:
     from ._decoder import ValueDecoder
     from ._encoder import ValueEncoder
 
-__all__ = ["CallPath", "Released", "TakenRequest"]
+__all__ = ["CallPath", "Released"]
 
 _REPLY: Final = int(FrameType.REPLY)
 _REQUEST: Final = int(FrameType.REQUEST)
@@ -40,10 +47,8 @@ _MAX_BUDGET: Final = 0xFFFFFFFFFFFFFFFF
 _OP_END: Final = HEADER_SIZE + 1  # where a request's call context block goes (after the op byte)
 _MAX_PREFIXES: Final = 256  # encoded call prefixes kept per connection (then the cache starts over)
 
-CallPrefixes = tuple[bytes, bytes, bytes, "bytes | None"]  # see CallPath._call_prefixes
+CallPrefixes = tuple[bytes, bytes, bytes, bytes | None]  # see CallPath._call_prefixes
 Released = tuple[tuple[int, int], ...]  # the (oid, count) pairs of the RELEASE frames taken
-# a Request's fields, in the event's order: seq, op, target, args, kwargs, by_value, context
-TakenRequest = tuple[int, Op, object, tuple[object, ...], dict[str, object], bool, CallContext | None]
 
 
 class CallPath:
@@ -148,14 +153,18 @@ class CallPath:
             if len(self._prefixes) >= _MAX_PREFIXES:
                 self._prefixes.clear()
             self._prefixes[key] = cached
-        flags = 0
-        if args or kwargs:
-            if budget_us is None:
-                buf = bytearray(cached[0])
-            else:
-                buf = bytearray(cached[2])
-                _BUDGET_BLOCK.pack_into(buf, _OP_END, _HAS_BUDGET, budget_us)
-                flags = _CONTEXT_FLAG
+        with_args = args or kwargs
+        if budget_us is None:
+            buf = bytearray(cached[0] if with_args else cached[1])
+            flags = 0
+        else:
+            frame = cached[2] if with_args else cached[3]
+            if frame is None:  # (a whole frame over the peer's limit with the context block)
+                return self._send_call_general(seq, target, name, args, kwargs, budget_us)
+            buf = bytearray(frame)
+            BUDGET_BLOCK.pack_into(buf, _OP_END, HAS_BUDGET, budget_us)
+            flags = _CONTEXT_FLAG
+        if with_args:
             encoder = self._encoder
             encoder.start(buf)
             try:
@@ -167,15 +176,6 @@ class CallPath:
                 raise
             buffers = seal_frame(encoder, buf, _REQUEST, flags, seq, self._peer_frame_limit())
         else:  # the whole frame is cached, its length checked against the peer's limit
-            if budget_us is None:
-                buf = bytearray(cached[1])
-            else:
-                whole = cached[3]
-                if whole is None:  # over the peer's limit with the context block
-                    return self._send_call_general(seq, target, name, args, kwargs, budget_us)
-                buf = bytearray(whole)
-                _BUDGET_BLOCK.pack_into(buf, _OP_END, _HAS_BUDGET, budget_us)
-                flags = _CONTEXT_FLAG
             HEADER.pack_into(buf, 0, _REQUEST, flags, 0, seq, len(buf) - HEADER_SIZE)
             buffers = [buf]
         self._pending_out[seq] = None  # a Request leaves the state OPEN (TRANSITIONS)
@@ -211,7 +211,7 @@ class CallPath:
             encoder.finish()
             return None
         whole = bytes(buf)
-        block = bytes(_BUDGET_BLOCK.size)
+        block = bytes(BUDGET_BLOCK.size)
         with_context = whole[:_OP_END] + block + whole[_OP_END:]
         fits = len(with_context) - HEADER_SIZE <= self._peer_frame_limit()
         return prefix, whole, prefix[:_OP_END] + block + prefix[_OP_END:], with_context if fits else None
@@ -250,7 +250,7 @@ class CallPath:
         self._pending_out.pop(seq, None)
         return value, released
 
-    def take_request(self, data: Buffer) -> tuple[TakenRequest, Released] | None:
+    def take_request(self, data: Buffer) -> tuple[RequestFields, Released] | None:
         """``receive_data(data)`` when ``data`` holds exactly one request of the peer's,
         after zero or more RELEASE frames, and nothing is buffered: the request's fields
         (its call context among them) and the releases' entries. None (nothing consumed,

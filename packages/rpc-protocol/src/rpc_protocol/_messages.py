@@ -22,7 +22,7 @@ from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, FrameFlags, 
 __all__ = [
     "BUDGET_BLOCK", "HAS_BUDGET",
     "encode_frame", "encode_request", "encode_reply", "flat_kwargs", "seal_frame",
-    "decode_payload", "decode_release", "decode_request", "request_fields",
+    "decode_payload", "decode_release", "decode_request", "request_fields", "RequestFields",
 ]
 
 _U32 = struct.Struct("<I")
@@ -241,9 +241,11 @@ def decode_request(payload: memoryview, seq: int, flags: int, decoder: ValueDeco
     return Request(*request_fields(payload, seq, flags, decoder))
 
 
-def request_fields(
-    payload: memoryview, seq: int, flags: int, decoder: ValueDecoder
-) -> tuple[int, Op, object, tuple[object, ...], dict[str, object], bool, CallContext | None]:
+# A Request's fields, in the event's order: seq, op, target, args, kwargs, by_value, context
+RequestFields = tuple[int, Op, object, tuple[object, ...], dict[str, object], bool, CallContext | None]
+
+
+def request_fields(payload: memoryview, seq: int, flags: int, decoder: ValueDecoder) -> RequestFields:
     """The fields of the Request in a REQUEST frame's payload, in the event's order."""
     end = len(payload)
     op = _OPS[payload[0]] if end else None
