@@ -434,8 +434,7 @@ class Demux:
             self._shutdown(notify=self._life is not _HANDSHAKE)
             raise
         except RemoteProtocolError as exc:
-            self._protocol_broken(exc)
-            self._shutdown(notify=self._life is not _HANDSHAKE)
+            self._broken(exc)
             raise
         self._deliver(events, count)
 
@@ -447,8 +446,7 @@ class Demux:
             events = self._proto.receive_data(self._rview[:count])
         except RemoteProtocolError as exc:
             self._lock.release()
-            self._protocol_broken(exc)
-            self._shutdown(notify=self._life is not _HANDSHAKE)
+            self._broken(exc)
             raise
         except BaseException:
             self._lock.release()
@@ -531,6 +529,11 @@ class Demux:
 
     def _protocol_broken(self, exc: RemoteProtocolError) -> None:
         raise NotImplementedError
+
+    def _broken(self, exc: RemoteProtocolError) -> None:
+        """The peer broke the protocol (what was read, no lock held): say so, and close."""
+        self._protocol_broken(exc)
+        self._shutdown(notify=self._life is not _HANDSHAKE)
 
     def _handshake_event(self, deadline: float) -> Event:
         """During the handshake (one thread, nothing else pumping): the next event, read

@@ -268,5 +268,4 @@ def _failed(conn: Connection, exc: BaseException) -> None:
     """The protocol refused what was read (no lock held): as ``_read`` reports it."""
     _give_back(conn)
     if isinstance(exc, RemoteProtocolError):
-        conn._protocol_broken(exc)
-        conn._shutdown(notify=True)
+        conn._broken(exc)
