@@ -26,7 +26,7 @@ from rpc_protocol import Buffer
 
 from ._errors import ConnectionClosedError, ConnectionFailedError
 
-__all__ = ["Stream", "SocketStream", "PipeStream", "SubprocessStream"]
+__all__ = ["Stream", "SocketStream", "PipeStream", "SubprocessStream", "check_port"]
 
 _IOV_MAX = 1024
 _JOIN_LIMIT = 8192  # buffers of at most this many bytes in all are joined, not sent vectored
