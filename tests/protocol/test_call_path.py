@@ -95,7 +95,14 @@ def _context(budget: int | None) -> p.CallContext | None:
     return None if budget is None else p.CallContext(budget)
 
 
-@pytest.mark.parametrize("budget", [-1, 2**64, 1.5, True])
+# Compiled (rpc_protocol.COMPILED), send_call's typed parameter takes only an int or None
+# (a float is mypyc's TypeError at the call) and holds True as the int 1, as mypyc does.
+_WRONG_TYPE_COMPILED = pytest.mark.skipif(p.COMPILED, reason="compiled, the call checks the declared type")
+
+
+@pytest.mark.parametrize(
+    "budget", [-1, 2**64, pytest.param(1.5, marks=_WRONG_TYPE_COMPILED), pytest.param(True, marks=_WRONG_TYPE_COMPILED)]
+)
 def test_send_call_refuses_a_budget_send_request_refuses(budget: object) -> None:
     for count in (0, 1):  # the whole frame cached, or its prefix
         fast, _ = pair()
@@ -306,3 +313,12 @@ def test_take_reply_refuses_a_malformed_reply_as_receive_data_does() -> None:
     assert a.state is p.State.FAILED
     with pytest.raises(p.RemoteProtocolError):
         a.receive_data(b"")
+
+
+@pytest.mark.skipif(not p.COMPILED, reason="the compiled build's own checks")
+def test_compiled_send_call_checks_its_argument_types() -> None:
+    fast, _ = pair()
+    with pytest.raises(TypeError):
+        fast.send_call(1, p.BackRef(3), "m", (), {}, 1.5)  # type: ignore[arg-type]  # the wrong type is the test
+    with pytest.raises(p.EncodeError, match="budget"):  # a wrong type inside a CallContext is still ours to refuse
+        fast.send_request(1, p.Op.CALLATTR, p.BackRef(3), ("m",), None, False, p.CallContext(True))

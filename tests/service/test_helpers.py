@@ -230,12 +230,12 @@ def test_bg_serving_thread_stop_runs_the_callback(no_thread_leak: None, connect_
 
 
 def test_buffiter_yields_everything_in_order_with_few_round_trips(
-    connect_to: ConnectTo, service: HelperService, monkeypatch: pytest.MonkeyPatch
+    connect_to: ConnectTo, service: HelperService
 ) -> None:
     conn = connect_to(service)
     remote = conn.root.items()
     assert rpc_service.is_proxy(remote)
-    counter = count_requests(conn, monkeypatch)
+    counter = count_requests(conn)
 
     assert list(buffiter(remote)) == service.items
     buffered = counter[0]

@@ -50,19 +50,19 @@ class IterService(rpc_service.Service):
 
 @pytest.mark.parametrize("n", [0, 1, 255, 256, 257, 10_000])
 def test_a_remote_list_iterates_completely_in_a_few_round_trips(
-    connect_to: ConnectTo, monkeypatch: pytest.MonkeyPatch, n: int
+    connect_to: ConnectTo, n: int
 ) -> None:
     conn = connect_to(IterService)
     remote: Any = conn.root.numbers(n)
-    counter = count_requests(conn, monkeypatch)
+    counter = count_requests(conn)
     assert list(remote) == list(range(n))
     assert counter[0] <= 9  # len() (list() presizes), __iter__, then batches of 256, 512, ... 8192
 
 
-def test_dicts_and_their_views_iterate_in_batches(connect_to: ConnectTo, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dicts_and_their_views_iterate_in_batches(connect_to: ConnectTo) -> None:
     conn = connect_to(IterService)
     remote: Any = conn.root.mapping()
-    counter = count_requests(conn, monkeypatch)
+    counter = count_requests(conn)
     assert [key for key in remote] == ["a", "b", "c"]
     assert sorted(remote.__iter__()) == ["a", "b", "c"]
     assert counter[0] == 4  # (__iter__ + one batch) twice
@@ -77,10 +77,10 @@ def test_a_remote_generator_runs_only_as_far_as_iterated(connect_to: ConnectTo) 
 
 
 def test_a_custom_iterable_is_iterated_one_item_per_round_trip(
-    connect_to: ConnectTo, monkeypatch: pytest.MonkeyPatch
+    connect_to: ConnectTo
 ) -> None:
     conn = connect_to(IterService)
     remote: Any = conn.root.countdown(5)
-    counter = count_requests(conn, monkeypatch)
+    counter = count_requests(conn)
     assert list(remote) == [5, 4, 3, 2, 1]
     assert counter[0] == 1 + 6  # __iter__, then __next__ per item and the final StopIteration

@@ -114,10 +114,10 @@ def test_marked_method_returns_plain_data(connect_to: ConnectTo) -> None:
     assert rpc_service.is_proxy(conn.root.table_by_reference())  # unmarked: by reference as before
 
 
-def test_marked_method_result_costs_one_round_trip(connect_to: ConnectTo, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_marked_method_result_costs_one_round_trip(connect_to: ConnectTo) -> None:
     conn = connect_to(DataService())
     root = conn.root
-    counter = count_requests(conn, monkeypatch)
+    counter = count_requests(conn)
     table = root.table()
     assert sorted(table["meta"].items()) == [("n", 2)]
     assert counter[0] == 1
@@ -168,11 +168,11 @@ def test_by_value_refuses_what_it_cannot_copy() -> None:
 # -- obtain() on the caller side ------------------------------------------------------
 
 
-def test_obtain_copies_remote_plain_containers(connect_to: ConnectTo, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_obtain_copies_remote_plain_containers(connect_to: ConnectTo) -> None:
     conn = connect_to(DataService())
     remote = conn.root.table_by_reference()
     assert rpc_service.is_proxy(remote)
-    counter = count_requests(conn, monkeypatch)
+    counter = count_requests(conn)
     local = obtain(remote)
     assert type(local) is dict and local == {"rows": [[1, 2], [3, 4]], "tags": {"a", "b"}, "meta": {"n": 2}}
     assert type(local["rows"]) is list and not rpc_service.is_proxy(local["rows"][0])

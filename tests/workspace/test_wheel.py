@@ -204,6 +204,11 @@ def test_protocol_wheel_installs_alone(protocol_dist: Built, tmp_path: Path) -> 
     assert info["metadata_version"] == expected
     assert info["py_typed"] == "True"
     assert not list(installed_files_are_in(venv, info))
+    # the default build is the pure one (the compiled wheel is opt-in: hatch run compiled:test)
+    assert protocol_dist.wheel.name.endswith("-py3-none-any.whl"), protocol_dist.wheel.name
+    assert not [n for n in wheel_names(protocol_dist.wheel) if not n.endswith((".py", ".typed", "/LICENSE", "METADATA", "WHEEL", "RECORD"))]
+    compiled = run([str(venv.python), "-I", "-c", "import rpc_protocol; print(rpc_protocol.COMPILED)"], cwd=venv.root, env=clean_env(), timeout=PIP_TIMEOUT)
+    assert compiled.strip() == "False"
 
 
 def test_service_wheel_resolves_protocol_from_find_links(service_dist: Built, protocol_dist: Built, tmp_path: Path) -> None:

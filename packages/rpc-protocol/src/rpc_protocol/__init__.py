@@ -5,10 +5,16 @@ layout, the handshake and the connection state machine. It performs no I/O and i
 nothing outside the standard library (no socket, ssl, selectors or threading), so the
 folder can be vendored into another project as is. The byte-level specification lives in
 ``docs/protocol.md``.
+
+The same version ships as a pure-Python wheel and, for some platforms, as a wheel compiled
+with mypyc (faster, same behaviour; :data:`COMPILED` tells which one is installed).
 """
 
 from __future__ import annotations
 
+from importlib.machinery import EXTENSION_SUFFIXES as _EXTENSION_SUFFIXES
+
+from . import _calls
 from .__about__ import __version__
 from ._codec import BackRef, Buffer, CodecLimits, Ref
 from ._decoder import ValueDecoder, check_hash_collisions
@@ -26,8 +32,12 @@ from ._events import CallContext, Cancel, Close, ErrorReply, Event, Hello, Op, P
 from ._frames import CONTEXT_VERSION, HEADER_SIZE, MAGIC, MAX_VERSION, MIN_VERSION, PREFACE_SIZE, FrameFlags, FrameType
 from ._states import State
 
+#: True when this package was installed from the mypyc-compiled wheel, False for pure Python.
+COMPILED: bool = _calls.__file__.endswith(tuple(_EXTENSION_SUFFIXES))
+
 __all__ = [
     "__version__",
+    "COMPILED",
     # codec
     "BackRef",
     "Buffer",

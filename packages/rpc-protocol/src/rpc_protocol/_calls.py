@@ -87,11 +87,16 @@ class CallPath:
             return not flags & ~self._request_flags and seq not in pending and len(pending) < self.config.max_pending
         return kind == _RELEASE and not flags
 
-    if TYPE_CHECKING:  # Connection's
+    # Connection's (real methods, not stubs under TYPE_CHECKING: mypyc compiles no class-level `if`)
 
-        def send(self, event: Event) -> list[Buffer]: ...
-        def _peer_frame_limit(self) -> int: ...
-        def _fail(self, error: ProtocolError) -> ProtocolError: ...
+    def send(self, event: Event) -> list[Buffer]:
+        raise NotImplementedError
+
+    def _peer_frame_limit(self) -> int:
+        raise NotImplementedError
+
+    def _fail(self, error: ProtocolError) -> ProtocolError:
+        raise NotImplementedError
 
     # -- sending ---------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ itself, never imports pickle and performs no I/O.
 
 from __future__ import annotations
 
+import builtins  # dataclass fields say builtins.object: mypyc's dataclasses cannot resolve a bare `object`
 from dataclasses import dataclass
 from typing import Callable, Final, Union
 
@@ -28,7 +29,7 @@ class Ref:
 
     oid: int
     type_id: int = 0
-    info: object = None
+    info: builtins.object = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,8 @@ class ValueEncoder:
         *,
         containers_by_value: bool = False,
     ) -> None:
-        self._box = box or _no_box
+        # (returning object, not a reference: a hook that breaks its contract is our EncodeError, compiled or not)
+        self._box: Callable[[object], object] = box or _no_box
         self._limits = limits
         self._buf = bytearray()
         self._parts: list[Buffer] = []

@@ -8,6 +8,7 @@ operation means to the receiving object is the service layer's business; the tab
 
 from __future__ import annotations
 
+import builtins  # dataclass fields say builtins.object: mypyc's dataclasses cannot resolve a bare `object`
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import NamedTuple, Union
@@ -64,7 +65,7 @@ class Hello:
     services: tuple[str, ...] = ()
     capabilities: frozenset[str] = frozenset()
     max_frame_size: int = 64 * 1024 * 1024
-    root: object = None
+    root: builtins.object = None
 
 
 class CallContext(NamedTuple):
@@ -86,7 +87,7 @@ class CallContext(NamedTuple):
 class Request:
     seq: int
     op: Op
-    target: object
+    target: builtins.object
     args: tuple[object, ...] = ()
     kwargs: dict[str, object] = field(default_factory=dict)
     by_value: bool = False
@@ -96,7 +97,7 @@ class Request:
 @dataclass(frozen=True, slots=True)
 class Reply:
     seq: int
-    value: object = None
+    value: builtins.object = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,7 +114,8 @@ def flat_kwargs(kwargs: dict[str, object] | None) -> tuple[object, ...]:
 
 def encode_context(context: CallContext) -> bytes:
     """The call context block (docs/protocol.md §4); EncodeError for an empty or invalid one."""
-    budget, traceparent = context
+    budget: object = context[0]  # (object, not int | None: the checks below run compiled too)
+    traceparent = context[1]
     if traceparent is None and type(budget) is int and 0 <= budget <= 0xFFFFFFFFFFFFFFFF:
         return BUDGET_BLOCK.pack(HAS_BUDGET, budget)  # (the common case: a deadline only)
     present = (0 if budget is None else HAS_BUDGET) | (0 if traceparent is None else _HAS_TRACE)
