@@ -509,6 +509,20 @@ def test_send_request_and_send_reply_match_the_events(
         fast_b.send_reply(seq, reply)
 
 
+@pytest.mark.parametrize("seq", [1, 255, 256, 0xFFFFFFFF])
+def test_send_reply_of_none_is_the_events_frame(seq: int) -> None:
+    """A reply of None (written without the encoder) is send(Reply(seq, None))'s frame."""
+    fast_a, fast_b = pair()
+    slow_a, slow_b = pair()
+    fast_b.receive_data(wire(fast_a.send_request(seq, CALL, p.BackRef(7))))
+    slow_b.receive_data(wire(slow_a.send_request(seq, CALL, p.BackRef(7))))
+    answer = wire(fast_b.send_reply(seq, None))
+    assert answer == wire(slow_b.send(p.Reply(seq, None)))
+    assert fast_a.receive_data(answer) == [p.Reply(seq, None)]
+    with pytest.raises(p.LocalProtocolError):  # answered
+        fast_b.send_reply(seq, None)
+
+
 def test_send_request_refuses_what_send_refuses() -> None:
     a, b = settled_pair()
     with pytest.raises(p.LocalProtocolError, match="cannot send Request"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from ._codec import BackRef, Buffer
+from ._codec import NONE, BackRef, Buffer
 from ._errors import LocalProtocolError, ProtocolError
 from ._events import CallContext, Event, Op, Reply, Request
 from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, FrameFlags, FrameType, Header
@@ -45,6 +45,7 @@ _OPEN: Final = State.OPEN
 _CALLATTR: Final = Op.CALLATTR
 _MAX_BUDGET: Final = 0xFFFFFFFFFFFFFFFF
 _OP_END: Final = HEADER_SIZE + 1  # where a request's call context block goes (after the op byte)
+_NONE_REPLY: Final = bytes(HEADER_SIZE) + bytes((NONE,))  # a REPLY frame of None, header left blank
 _MAX_PREFIXES: Final = 256  # encoded call prefixes kept per connection (then the cache starts over)
 
 CallPrefixes = tuple[bytes, bytes, bytes, bytes | None]  # see CallPath._call_prefixes
@@ -129,8 +130,13 @@ class CallPath:
         asked = self._pending_in.get(seq)
         if self.state is not _OPEN or asked is None:  # let send() say what is wrong
             return self.send(Reply(seq, value))
-        encoder = self._by_value_encoder if by_value or asked else self._encoder
-        buffers = encode_reply(encoder, seq, value, self._peer_frame_limit())
+        if value is None:  # the commonest answer: one byte of payload, nothing to encode or check
+            buf = bytearray(_NONE_REPLY)
+            HEADER.pack_into(buf, 0, _REPLY, 0, 0, seq, 1)  # (seq came in a header: in range)
+            buffers: list[Buffer] = [buf]
+        else:
+            encoder = self._by_value_encoder if by_value or asked else self._encoder
+            buffers = encode_reply(encoder, seq, value, self._peer_frame_limit())
         del self._pending_in[seq]  # a Reply leaves the state OPEN (TRANSITIONS)
         return buffers
 
