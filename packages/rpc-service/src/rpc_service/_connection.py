@@ -320,13 +320,18 @@ class Connection(ContextCalls, Demux):
         """Carry the peer's request out (its result); an ``async def`` handler, which this
         driver cannot await, is a clear TypeError for the caller (its coroutine closed)."""
         value = HANDLERS[op](self._dispatcher, target, args, kwargs)
-        if type(value) is CoroutineType and self._dispatcher.is_async_handler(op, target, args, value):
-            value.close()  # (never awaited: no warning later)
+        if type(value) is CoroutineType:
+            self._check_not_async(op, target, args, value)
+        return value
+
+    def _check_not_async(self, op: Op, target: object, args: tuple[Any, ...], coroutine: CoroutineType[Any, Any, Any]) -> None:
+        """TypeError (the coroutine closed) when a handler's result is the call of an ``async def`` handler."""
+        if self._dispatcher.is_async_handler(op, target, args, coroutine):
+            coroutine.close()  # (never awaited: no warning later)
             raise TypeError(
-                f"{value.__qualname__} is an async def handler, which a threaded connection cannot "
+                f"{coroutine.__qualname__} is an async def handler, which a threaded connection cannot "
                 "await: serve the service with rpc_service.aio.Server (or make it a plain def)"
             )
-        return value
 
     def _serve_request(self, request: wire.Request) -> None:
         if request.context is not None:
@@ -338,7 +343,9 @@ class Connection(ContextCalls, Demux):
         """Carry out one of the peer's requests (without a call context) and send its answer
         (the general path and the fast path both end here)."""
         try:
-            value = self._handle(op, target, args, kwargs)
+            value = HANDLERS[op](self._dispatcher, target, args, kwargs)  # (_handle, inlined: every request)
+            if type(value) is CoroutineType:
+                self._check_not_async(op, target, args, value)
         except BaseException as exc:  # the method's, for the caller (Ctrl-C on the main thread still stops us)
             if must_propagate(exc):
                 raise
