@@ -316,16 +316,9 @@ class Connection(ContextCalls, Demux):
     def _protocol_broken(self, exc: RemoteProtocolError) -> None:
         log.warning("%r: closing, the peer broke the protocol: %s", self, exc)
 
-    def _handle(self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Carry the peer's request out (its result); an ``async def`` handler, which this
-        driver cannot await, is a clear TypeError for the caller (its coroutine closed)."""
-        value = HANDLERS[op](self._dispatcher, target, args, kwargs)
-        if type(value) is CoroutineType:
-            self._check_not_async(op, target, args, value)
-        return value
-
     def _check_not_async(self, op: Op, target: object, args: tuple[Any, ...], coroutine: CoroutineType[Any, Any, Any]) -> None:
-        """TypeError (the coroutine closed) when a handler's result is the call of an ``async def`` handler."""
+        """A handler returned ``coroutine``: when that is the call of an ``async def`` handler,
+        which this driver cannot await, a clear TypeError for the caller (the coroutine closed)."""
         if self._dispatcher.is_async_handler(op, target, args, coroutine):
             coroutine.close()  # (never awaited: no warning later)
             raise TypeError(
@@ -343,7 +336,7 @@ class Connection(ContextCalls, Demux):
         """Carry out one of the peer's requests (without a call context) and send its answer
         (the general path and the fast path both end here)."""
         try:
-            value = HANDLERS[op](self._dispatcher, target, args, kwargs)  # (_handle, inlined: every request)
+            value = HANDLERS[op](self._dispatcher, target, args, kwargs)
             if type(value) is CoroutineType:
                 self._check_not_async(op, target, args, value)
         except BaseException as exc:  # the method's, for the caller (Ctrl-C on the main thread still stops us)

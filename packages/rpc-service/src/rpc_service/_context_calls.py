@@ -13,6 +13,7 @@ here. It takes the connection's lock only through the demultiplexer's methods.
 from __future__ import annotations
 
 import time
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Callable, Final
 
 import rpc_protocol as wire
@@ -21,7 +22,7 @@ from rpc_protocol import Op
 from ._async import AsyncResult
 from ._by_value import ByValue
 from ._context import CURRENT, Served, expired_error, serving_state, wire_context
-from ._dispatch import Dispatcher, describe_exception, must_propagate
+from ._dispatch import HANDLERS, Dispatcher, describe_exception, must_propagate
 from ._demux import Lifecycle
 from ._errors import AsyncResultTimeout, ConnectionClosedError, DeadlineExceeded
 
@@ -57,7 +58,7 @@ class ContextCalls:
 
         def _forget(self, slot: AsyncResult) -> int | None: ...
 
-        def _handle(self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
+        def _check_not_async(self, op: Op, target: object, args: tuple[Any, ...], coroutine: CoroutineType[Any, Any, Any]) -> None: ...
 
         @property
         def lifecycle(self) -> Lifecycle: ...
@@ -172,7 +173,9 @@ class ContextCalls:
             if expired:
                 error = DeadlineExceeded("the caller's deadline had passed when its request arrived")
             else:
-                value = self._handle(op, target, args, kwargs)
+                value = HANDLERS[op](self._dispatcher, target, args, kwargs)  # (as _serve_call runs it)
+                if type(value) is CoroutineType:
+                    self._check_not_async(op, target, args, value)
         except BaseException as exc:  # the handler's, for the caller (as in _serve_request)
             if must_propagate(exc):
                 raise
