@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.workspace._repo import REPO_ROOT, PackageDir, workspace_packages
+from tests.workspace._repo import PACKAGES_DIR, REPO_ROOT, PackageDir, workspace_packages
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -61,3 +61,13 @@ def test_classifiers_state_the_platforms_that_are_tested(pkg: PackageDir) -> Non
     versions = sorted(c.rsplit(" ", 1)[1] for c in classifiers if c.startswith("Programming Language :: Python :: 3."))
     assert versions == ["3.10", "3.11", "3.12", "3.13"]
     assert project(pkg)["requires-python"] == ">=3.10"
+
+
+def test_no_compiled_modules_in_the_sources() -> None:
+    """A compiled build (rpc-protocol's mypyc hook) built without HATCH_BUILD_CLEAN_HOOKS_AFTER
+    leaves extension modules next to the sources, where every editable environment would import
+    them instead of the .py files (`HATCH_BUILD_HOOK_ENABLE_MYPYC=true hatch clean` in the
+    package's folder removes them)."""
+    suffixes = (".so", ".pyd")
+    found = [str(path.relative_to(REPO_ROOT)) for path in PACKAGES_DIR.glob("*/src/**/*") if path.suffix in suffixes]
+    assert not found, f"compiled modules in the sources: {found}"
