@@ -168,6 +168,27 @@ def test_socket_stream_read_timeouts_hold_whatever_came_before(timeouts: tuple[f
         right.close()
 
 
+def test_socket_stream_read_gets_data_that_comes_after_the_kernel_timeout_but_in_time() -> None:
+    """A read whose SO_RCVTIMEO (set by an earlier read, 3/4 of the wait) expires before
+    the data goes on waiting for the rest of its own timeout (regression: the read that
+    keeps the option set takes a shorter way)."""
+    left, right = socket.socketpair()
+    stream = SocketStream(left)
+    try:
+        right.sendall(b"now!")
+        assert stream.read_into(memoryview(bytearray(4)), 2.0) == 4  # sets the option (1.5 s)
+        timer = threading.Timer(1.75, right.sendall, (b"late",))  # after 1.5 s, well before 2 s
+        timer.start()
+        start = time.monotonic()
+        buf = bytearray(4)
+        assert stream.read_into(memoryview(buf), 2.0) == 4
+        assert bytes(buf) == b"late" and time.monotonic() - start >= 1.7
+        timer.join(5)
+    finally:
+        stream.close()
+        right.close()
+
+
 def test_socket_stream_read_without_timeout_outlasts_an_earlier_timeout() -> None:
     left, right = socket.socketpair()
     stream = SocketStream(left)

@@ -41,7 +41,7 @@ _new_tuple: Final = tuple.__new__
 
 
 def _fast_ok(conn: Connection) -> bool:
-    """The one entry check of the fast path (made again under ``_lock`` before it commits).
+    """The one entry check of the fast path (``call`` makes it under ``_lock``; ``serve_fast`` too).
 
     The connection is open, no other thread reads or waits on it, nothing is queued for
     serving, and the connection does not trace (every call and request gets a span there,
@@ -69,12 +69,10 @@ def call(
         if left <= 0:
             raise expired_error("the call")
         budget = int(left * 1_000_000)
-    if not _fast_ok(conn):
-        return _general(conn, op, target, name, args, kwargs)
     proto = conn._proto
     lock = conn._lock
     write_lock = conn._write_lock
-    write_lock.acquire()
+    write_lock.acquire()  # (the general path would wait for it too, to send)
     lock.acquire()
     if not _fast_ok(conn):
         lock.release()
@@ -128,7 +126,10 @@ def call(
     if end is not None and (deadline is None or end < deadline):
         timeout = end - now if end > now else 0.0  # (the call's deadline ends the first read)
     try:
-        count = read_into(conn._stream, proto, conn._rview, timeout)
+        if proto.holds_large_buffer:  # (read_into releases it once idle)
+            count = read_into(conn._stream, proto, conn._rview, timeout)
+        else:
+            count = conn._stream.read_into(conn._rview, timeout)
     except Exception:
         count = 0  # a timeout, a lost stream: the general path reads again and reports it
     except BaseException:
@@ -204,7 +205,10 @@ def serve_fast(conn: Connection, timeout: float | None = None) -> bool:
     conn._reading = True
     lock.release()
     try:
-        count = read_into(conn._stream, proto, conn._rview, timeout)
+        if proto.holds_large_buffer:  # (read_into releases it once idle)
+            count = read_into(conn._stream, proto, conn._rview, timeout)
+        else:
+            count = conn._stream.read_into(conn._rview, timeout)
     except TimeoutError:
         _give_back(conn)
         raise

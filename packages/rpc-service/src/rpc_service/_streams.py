@@ -127,6 +127,15 @@ class SocketStream:
             raise ConnectionClosedError("the stream is closed")
         try:
             if self._kernel_timeouts and (timeout is None or timeout >= _MIN_KERNEL_TIMEOUT):
+                armed = self._armed
+                if timeout is None or (armed is not None and timeout / 2 <= armed <= timeout):
+                    try:  # (the commonest read: no option to change; _recv_bounded's first turn, inlined)
+                        return self.sock.recv_into(buffer)
+                    except BlockingIOError:  # SO_RCVTIMEO expired (after `armed` seconds): wait for the rest
+                        if timeout is not None and armed is not None:
+                            timeout -= armed
+                            if timeout <= 0:
+                                raise TimeoutError("timed out waiting for data") from None
                 return self._recv_bounded(buffer, timeout)
             if timeout is not None and not (self._pending and self._pending()):  # TLS: decrypted bytes poll() can't see
                 self._poller.wait(timeout)
