@@ -315,6 +315,17 @@ def test_take_reply_refuses_a_malformed_reply_as_receive_data_does() -> None:
         a.receive_data(b"")
 
 
+def test_take_reply_refuses_bytes_after_the_value_as_receive_data_does() -> None:
+    trailing = _frame(3, 1, b"\x00\x00\x00")  # None, then two bytes too many
+    fast, _ = _scene()
+    slow, _ = _scene()
+    with pytest.raises(p.RemoteProtocolError, match="2 trailing bytes after a value"):
+        fast.take_reply(trailing, 1)
+    with pytest.raises(p.RemoteProtocolError, match="2 trailing bytes after a value"):
+        slow.receive_data(trailing)
+    assert fast.state is slow.state is p.State.FAILED
+
+
 @pytest.mark.skipif(not p.COMPILED, reason="the compiled build's own checks")
 def test_compiled_send_call_checks_its_argument_types() -> None:
     fast, _ = pair()

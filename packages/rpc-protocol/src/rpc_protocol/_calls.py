@@ -15,13 +15,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from ._codec import NONE, BackRef, Buffer
+from ._decoder import trailing_bytes
 from ._errors import LocalProtocolError, ProtocolError
 from ._events import CallContext, Event, Op, Reply, Request
 from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, FrameFlags, FrameType, Header
 from ._messages import (
     BUDGET_BLOCK,
     HAS_BUDGET,
-    RequestFields,     decode_release,
+    RequestFields,
+    decode_release,
     encode_reply,
     encode_request,
     flat_kwargs,
@@ -251,7 +253,10 @@ class CallPath:
         with memoryview(data) as view:
             try:
                 released = self._released(view, pos) if pos else ()
-                value = self._decoder.decode(view[pos + HEADER_SIZE :])
+                end = len(view)  # (decode's work, on the whole view: one call fewer per reply)
+                (value,), stop = self._decoder.decode_values(view, pos + HEADER_SIZE, end, 1)
+                if stop != end:
+                    raise trailing_bytes(end - stop)
             except ProtocolError as exc:
                 raise self._fail(exc)
             except BaseException:

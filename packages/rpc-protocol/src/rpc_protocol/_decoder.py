@@ -44,6 +44,11 @@ def _identity(ref: Ref | BackRef) -> object:
     return ref
 
 
+def trailing_bytes(count: int) -> RemoteProtocolError:
+    """The error for ``count`` bytes left after a value that should have filled its buffer."""
+    return RemoteProtocolError(f"{count} trailing bytes after a value")
+
+
 class ValueDecoder:
     """Decodes values from a buffer, raising only :class:`RemoteProtocolError` on bad input.
 
@@ -67,7 +72,7 @@ class ValueDecoder:
         view = memoryview(data)
         values, pos = self.decode_values(view, 0, len(view), 1)
         if pos != len(view):
-            raise RemoteProtocolError(f"{len(view) - pos} trailing bytes after a value")
+            raise trailing_bytes(len(view) - pos)
         return values[0]
 
     def decode_from(self, view: memoryview, pos: int, end: int) -> tuple[object, int]:
