@@ -75,10 +75,7 @@ def marked_result(function: object, value: object, config: Config) -> object:
     On the path of every call: no attribute lookup that can miss (a miss raises inside).
     """
     func = function.__func__ if type(function) is types.MethodType else function
-    kind = type(value)
-    if (type(func) is types.FunctionType and func.__dict__.get(BY_VALUE_MARK) is True) or (
-        kind not in _UNMARKABLE and kind.__dict__.get(BY_VALUE_MARK) is True  # (_marked_type, inlined)
-    ):
+    if (type(func) is types.FunctionType and func.__dict__.get(BY_VALUE_MARK) is True) or _marked_type(type(value)):
         return ByValue(_Copier(config).plain(value, 0))
     return value
 
