@@ -208,3 +208,52 @@ def test_deadlines_are_per_thread(chain: tuple[ChainService, rpc_service.Connect
         thread.start()
         thread.join(10)
     assert seen == [None]
+
+
+@pytest.mark.parametrize("seconds", [float("inf"), 1e300, 10**400], ids=["inf", "1e300", "10**400"])
+def test_an_endless_deadline_is_carried_as_the_longest_one(chain: tuple[ChainService, rpc_service.Connection], seconds: float) -> None:
+    """Regression: infinity failed with OverflowError and 1e300 with EncodeError (the budget
+    in microseconds did not fit 64 bits); they mean "no limit in practice"."""
+    _, conn = chain
+    with rpc_service.deadline(seconds):
+        left = conn.root.remaining()
+        assert left is not None and left > 1e12
+        assert conn.root.echo(3) == 3
+        assert (rpc_service.remaining() or 0) > 1e12
+
+
+def test_an_endless_past_deadline_has_passed(chain: tuple[ChainService, rpc_service.Connection]) -> None:
+    _, conn = chain
+    with rpc_service.deadline(-float("inf")):
+        assert rpc_service.remaining() == 0.0 and rpc_service.cancelled()
+        with pytest.raises(DeadlineExceeded):
+            conn.root.echo(1)
+    assert conn.root.echo(2) == 2
+
+
+@pytest.mark.parametrize("seconds", [None, 1e12, float("inf")])
+def test_threads_waiting_on_one_connection_with_very_long_timeouts(seconds: float | None) -> None:
+    """Regression: with sync_request_timeout=1e12, a thread waiting while another read
+    failed with OverflowError (a lock's wait is bounded by threading.TIMEOUT_MAX)."""
+    service = ChainService()
+    with ThreadedServer(service, protocol_config={"tracing": False}) as server:
+        server.start_in_thread()
+        with rpc_service.connect("127.0.0.1", server.port, config={"sync_request_timeout": 1e12, "tracing": False}) as conn:
+            results: list[object] = []
+
+            def call() -> None:
+                try:
+                    if seconds is None:
+                        results.append(conn.root.sleep(0.05))
+                    else:
+                        with rpc_service.deadline(seconds):
+                            results.append(conn.root.sleep(0.05))
+                except Exception as exc:  # noqa: BLE001  # recorded for the assertion
+                    results.append(exc)
+
+            threads = [threading.Thread(target=call) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(10)
+            assert results == [0.05] * 4

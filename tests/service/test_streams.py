@@ -387,6 +387,19 @@ def test_pipe_stream_timeout_and_end_of_stream(pipes: Pipes) -> None:
     assert stream.read_into(memoryview(bytearray(4)), 1.0) == 0
 
 
+@pytest.mark.parametrize("timeout", [3e6, 1e12, float("inf")])
+def test_pipe_stream_read_with_a_timeout_longer_than_poll_takes(pipes: Pipes, timeout: float) -> None:
+    """Regression: a timeout past poll()'s int of milliseconds (~24.8 days) raised
+    OverflowError (a pipe connection with a long sync_request_timeout could not read)."""
+    stream = PipeStream(pipes.read_fd, pipes.write_fd)
+    timer = threading.Timer(0.05, os.write, (pipes.feed, b"late"))
+    timer.start()
+    try:
+        assert read_all(lambda view, _: stream.read_into(view, timeout), 4) == b"late"
+    finally:
+        timer.cancel()
+
+
 def test_pipe_stream_write_to_a_closed_reader_raises_connection_closed(pipes: Pipes) -> None:
     os.close(pipes.drain)
     pipes.drain = -1

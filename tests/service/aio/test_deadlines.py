@@ -188,3 +188,20 @@ def test_a_deadline_around_connect_does_not_cling_to_the_connection() -> None:
             assert await conn.root.call(rpc_service.remaining) is None  # a callback served by the client
 
     run(main())
+
+
+def test_an_endless_deadline_on_the_asyncio_driver() -> None:
+    """As on the threaded driver: infinity and huge numbers are the longest deadline, in
+    ``async def`` and plain handlers alike, with a very long ``sync_request_timeout``."""
+
+    async def main() -> None:
+        async with aio.Server(BusyService()) as server:
+            await server.start()
+            config = {**_CONFIG, "sync_request_timeout": 1e12}
+            async with await aio.connect("127.0.0.1", server.port, config=config) as conn:
+                for seconds in (float("inf"), 1e300, 10**400):
+                    with rpc_service.deadline(seconds):
+                        lefts = await asyncio.wait_for(asyncio.gather(conn.root.remaining(), conn.root.plain_remaining()), 5)
+                    assert all(left is not None and left > 1e12 for left in lefts), lefts
+
+    run(main())

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CURRENT",
     "CallState",
+    "MAX_SECONDS",
     "Served",
     "cancelled",
     "deadline",
@@ -80,37 +81,56 @@ def serving(state: CallState) -> Served | None:
 
 
 CURRENT: Final[ContextVar[CallState | None]] = ContextVar("rpc_service.call", default=None)
+_current: Final = CURRENT.get
+_set_current: Final = CURRENT.set
+_reset_current: Final = CURRENT.reset
+_new_object: Final = object.__new__
+
+#: The longest deadline (about 317 000 years): a longer one, infinity included, is this one,
+#: so that its budget in microseconds always fits the wire's 64 bits.
+MAX_SECONDS: Final = 1e13
 
 
 class deadline:  # noqa: N801  # a context manager named as a function, like contextlib's
     """``with rpc_service.deadline(seconds):`` every call made inside, from this thread or
     asyncio task, carries the time left to the peer and gives up (``DeadlineExceeded``)
     when it runs out; the peer is told to cancel. Nested deadlines keep the earlier one,
-    so a handler serving a call with a deadline can only shorten it."""
+    so a handler serving a call with a deadline can only shorten it. ``seconds`` may be 0
+    or negative (already passed) or infinite (no limit in practice: at most
+    :data:`MAX_SECONDS` are carried)."""
 
     __slots__ = ("_seconds", "_token", "_outer_tokens")
 
     def __init__(self, seconds: float) -> None:
-        if (type(seconds) is not float and (isinstance(seconds, bool) or not isinstance(seconds, (int, float)))) or seconds != seconds:
-            raise ValueError(f"deadline() needs a number of seconds, not {seconds!r}")  # (seconds != seconds: NaN)
-        self._seconds = seconds if type(seconds) is float else float(seconds)
+        kind = type(seconds)
+        if kind is not float and kind is not int:  # (the common cases first: one check per call)
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+                raise ValueError(f"deadline() needs a number of seconds, not {seconds!r}")
+        if not -MAX_SECONDS < seconds < MAX_SECONDS:  # (one comparison per call)
+            if seconds != seconds:
+                raise ValueError(f"deadline() needs a number of seconds, not {seconds!r}")  # NaN
+            seconds = MAX_SECONDS if seconds > 0 else -MAX_SECONDS  # (infinities and huge ints too)
+        self._seconds = float(seconds)
         self._token: Token[CallState | None] | None = None
         self._outer_tokens: list[Token[CallState | None]] | None = None  # (the same deadline entered inside itself)
 
     def __enter__(self) -> deadline:
         end = _monotonic() + self._seconds
-        outer = CURRENT.get()
+        outer = _current()
+        state = _new_object(CallState)  # (CallState(end, ...) without its __init__ frame: per call)
         if outer is None:
-            state = CallState(end)
+            state.served = state.traceparent = None
         else:
             if outer.deadline is not None and outer.deadline < end:
                 end = outer.deadline
-            state = CallState(end, serving(outer), outer.traceparent)
+            state.served = outer if type(outer) is Served else outer.served
+            state.traceparent = outer.traceparent
+        state.deadline = end
         if self._token is not None:
             if self._outer_tokens is None:
                 self._outer_tokens = []
             self._outer_tokens.append(self._token)
-        self._token = CURRENT.set(state)
+        self._token = _set_current(state)
         return self
 
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
@@ -118,7 +138,7 @@ class deadline:  # noqa: N801  # a context manager named as a function, like con
         if token is None:
             raise RuntimeError("deadline exited without being entered")
         self._token = self._outer_tokens.pop() if self._outer_tokens else None
-        CURRENT.reset(token)
+        _reset_current(token)
 
     def __repr__(self) -> str:
         return f"deadline({self._seconds!r})"
@@ -156,7 +176,8 @@ def wire_context(state: CallState | None, now: float, traceparent: str | None = 
     budget: int | None = None
     if state is not None:
         if state.deadline is not None:
-            budget = max(0, int((state.deadline - now) * 1_000_000))
+            left = state.deadline - now
+            budget = 0 if left <= 0 else int(min(left, MAX_SECONDS) * 1_000_000)  # (MAX_SECONDS: a peer's budget may be longer)
         if traceparent is None:
             traceparent = state.traceparent
     if budget is None and traceparent is None:

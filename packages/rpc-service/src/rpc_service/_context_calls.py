@@ -35,6 +35,10 @@ __all__ = ["ContextCalls"]
 
 _NO_KWARGS: Final[dict[str, Any]] = {}
 _monotonic: Final = time.monotonic
+_current: Final = CURRENT.get
+_set_current: Final = CURRENT.set
+_reset_current: Final = CURRENT.reset
+_new_object: Final = object.__new__
 
 
 class ContextCalls:
@@ -159,14 +163,18 @@ class ContextCalls:
         """Serve a request (these fields) that carried a call context (or any, when
         tracing): the handler runs under it, and a CANCEL for it sets ``cancelled()``."""
         budget = None if context is None or context.traceparent is not None else context.budget_us
-        if budget is not None and CURRENT.get() is None:  # a deadline only, nothing outer (serving_state inlined)
-            served = Served(_monotonic() + budget / 1_000_000, None, self)
+        if budget is not None and _current() is None:  # a deadline only, nothing outer (serving_state inlined,
+            served = _new_object(Served)  # and Served(end, None, self) without its __init__ frame)
+            served.deadline = _monotonic() + budget / 1_000_000
+            served.served = served.traceparent = served.span = None
+            served.cancelled = False
+            served.conn = self
             expired = not budget
         else:
             served = serving_state(context, self)
             expired = served.deadline is not None and served.deadline <= _monotonic()
         scope = None if self._tracer is None else self._tracer.server_span(self, op, args, context, served)
-        token = CURRENT.set(served)
+        token = _set_current(served)
         self._served[seq] = served  # (one dict operation: atomic; read under _lock by _cancel_received)
         error: BaseException | None = None
         try:
@@ -181,7 +189,7 @@ class ContextCalls:
                 raise
             error = exc
         finally:
-            CURRENT.reset(token)
+            _reset_current(token)
             self._served.pop(seq, None)
             if scope is not None:
                 scope.close()

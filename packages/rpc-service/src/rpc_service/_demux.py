@@ -51,6 +51,9 @@ _READ_SIZE: Final = 16 * 1024
 _GONE: Final = object()
 _allocate_lock: Final = threading.Lock
 _monotonic: Final = time.monotonic
+#: The longest a waiting thread sleeps before it looks again (a lock's wait overflows past
+#: threading.TIMEOUT_MAX, and a long sync_request_timeout or deadline may lie beyond it).
+_LONGEST_WAIT: Final = 86400.0
 _REQUEST: Final = wire.Request
 _FAILED: Final = wire.State.FAILED
 # protocol states in which only Close may still be sent
@@ -371,7 +374,7 @@ class Demux:
                         wakers.append(wake)
                 lock.release()
                 try:
-                    wake.acquire(True, remaining)
+                    wake.acquire(True, remaining if remaining < _LONGEST_WAIT else _LONGEST_WAIT)  # (then looks again)
                 finally:
                     lock.acquire()
                     self._waiting.pop(wake, None)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 from rpc_protocol import CallContext, Op, RemoteProtocolError
 
 from ._async import AsyncResult
-from ._context import CURRENT, expired_error
+from ._context import CURRENT, MAX_SECONDS, expired_error
 from ._demux import Lifecycle
 from ._errors import ConnectionClosedError
 from ._idle import read_into
@@ -38,6 +38,7 @@ _CALLATTR: Final = Op.CALLATTR
 _monotonic: Final = time.monotonic
 _current_call: Final = CURRENT.get  # None: no call context
 _new_tuple: Final = tuple.__new__
+_MAX_BUDGET: Final = int(MAX_SECONDS * 1_000_000)
 
 
 def _fast_ok(conn: Connection) -> bool:
@@ -68,7 +69,7 @@ def call(
         left = end - _monotonic()
         if left <= 0:
             raise expired_error("the call")
-        budget = int(left * 1_000_000)
+        budget = int(left * 1_000_000) if left < MAX_SECONDS else _MAX_BUDGET  # (a peer's budget may be longer)
     proto = conn._proto
     lock = conn._lock
     write_lock = conn._write_lock

@@ -63,6 +63,9 @@ def _advance(views: list[memoryview], sent: int) -> list[memoryview]:
     return rest
 
 
+_LONGEST_POLL: Final = 86400.0
+
+
 class _PollingReader:
     """Waits for readability with poll() so the descriptor itself can stay blocking; with
     select() where the platform has no poll() (Windows: sockets only)."""
@@ -76,12 +79,17 @@ class _PollingReader:
     def wait(self, timeout: float | None) -> None:
         if timeout is None:
             return
-        if self._poll is not None:
-            ready = bool(self._poll.poll(max(0, int(timeout * 1000 + 0.999))))
-        else:
-            ready = bool(select.select([self._fd], [], [], max(0.0, timeout))[0])
-        if not ready:
-            raise TimeoutError("timed out waiting for data")
+        while True:  # (in turns of at most _LONGEST_POLL: poll() takes an int of milliseconds)
+            turn = timeout if timeout < _LONGEST_POLL else _LONGEST_POLL
+            if self._poll is not None:
+                ready = bool(self._poll.poll(max(0, int(turn * 1000 + 0.999))))
+            else:
+                ready = bool(select.select([self._fd], [], [], max(0.0, turn))[0])
+            if ready:
+                return
+            timeout -= turn
+            if timeout <= 0:
+                raise TimeoutError("timed out waiting for data")
 
 
 # Linux bounds a blocking recv() by SO_RCVTIMEO (a struct timeval of two longs): one system
