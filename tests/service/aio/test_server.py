@@ -4,8 +4,10 @@ wire, lifecycle hooks of either kind, unix sockets, rejection and the authentica
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 import socket
+import sys
 import tempfile
 import threading
 from typing import Any
@@ -289,5 +291,82 @@ def test_registrar_lease_and_withdrawal() -> None:
             assert await asyncio.to_thread(registered.wait, 5)
             port = server.port
         assert calls == [("register", (("MIXED",), port)), ("unregister", port)]
+
+    run(main())
+
+
+_VAR: contextvars.ContextVar[int | None] = contextvars.ContextVar("test_var", default=None)
+
+
+class TaskService(rpc_service.Service):
+    """``async def`` handlers that need to run in a task of their own, from their first line."""
+
+    async def exposed_in_a_task(self) -> bool:
+        before = asyncio.current_task()
+        await asyncio.sleep(0)
+        return before is not None and before is asyncio.current_task()
+
+    async def exposed_deadline_across_await(self) -> float | None:
+        with rpc_service.deadline(10):
+            await asyncio.sleep(0)
+            return rpc_service.remaining()
+
+    async def exposed_var_across_await(self) -> int | None:
+        token = _VAR.set(1)
+        await asyncio.sleep(0)
+        seen = _VAR.get()
+        _VAR.reset(token)
+        return seen
+
+    async def exposed_wait_for_first(self) -> str:
+        return await asyncio.wait_for(asyncio.sleep(0, "waited"), 5)
+
+    async def exposed_timeout_and_group(self) -> str:
+        async with asyncio.timeout(5):
+            async with asyncio.TaskGroup() as group:
+                task = group.create_task(asyncio.sleep(0, "grouped"))
+        return str(task.result())
+
+
+@pytest.mark.parametrize("name", ["in_a_task", "deadline_across_await", "var_across_await", "wait_for_first", "timeout_and_group"])
+def test_async_handlers_run_in_a_task_from_their_first_line(name: str) -> None:
+    """Regression: ``async def`` handlers were stepped by hand up to their first ``await``,
+    outside any task, then continued in a task with another context: ``deadline()`` around
+    an ``await`` failed on exit (a contextvar token from another context), and so did
+    ``asyncio.timeout()``/``TaskGroup`` (no current task) and, on 3.12+, ``wait_for``."""
+    if name == "timeout_and_group" and sys.version_info < (3, 11):
+        pytest.skip("asyncio.timeout and TaskGroup are 3.11+")
+    expected = {"in_a_task": True, "var_across_await": 1, "wait_for_first": "waited", "timeout_and_group": "grouped"}
+
+    async def main() -> None:
+        async with aio.Server(TaskService) as server:
+            await server.start()
+            async with await aio.connect("127.0.0.1", server.port) as conn:
+                result = await asyncio.wait_for(getattr(conn.root, name)(), 5)
+                if name == "deadline_across_await":
+                    assert result is not None and 9 < result <= 10
+                else:
+                    assert result == expected[name]
+                assert await conn.root.var_across_await() == 1  # and serving goes on
+
+    run(main())
+
+
+def test_an_async_callback_of_an_asyncio_client_runs_in_a_task() -> None:
+    class Caller(rpc_service.Service):
+        def exposed_call(self, func: Any) -> Any:
+            return func()
+
+    async def callback() -> float | None:
+        with rpc_service.deadline(3):
+            await asyncio.sleep(0)
+            return rpc_service.remaining()
+
+    async def main() -> None:
+        async with aio.Server(Caller) as server:
+            await server.start()
+            async with await aio.connect("127.0.0.1", server.port) as conn:
+                left = await asyncio.wait_for(conn.root.call(callback), 5)
+                assert left is not None and 2 < left <= 3
 
     run(main())

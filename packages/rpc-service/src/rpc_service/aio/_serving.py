@@ -1,7 +1,7 @@
 """Serving the peer's requests on the asyncio driver: which handler runs where.
 
 Owns :class:`Serving`, the part of :class:`AsyncConnection` that carries out a request:
-``async def`` handlers are started on the loop at once (a task only if they suspend),
+``async def`` handlers run as tasks on the loop (started at once where asyncio can),
 plain ``def`` handlers run in a worker thread of the connection's pool, builtins and the
 other operations inline; the answer (or the error) is sent when the handler is done.
 Also the lifecycle hooks (either kind). It sends only through the connection's
@@ -15,6 +15,7 @@ import concurrent.futures
 import contextvars
 import inspect
 import logging
+import sys
 import types
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Coroutine, Final
 
@@ -45,33 +46,42 @@ def _is_async(fn: object) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
 
 
-async def _continue(coro: Coroutine[Any, Any, Any], blocked_on: Any) -> Any:
-    """Drive ``coro``, already started by the caller and suspended on ``blocked_on`` (what
-    it yielded: a future, or None for a bare yield), to its end as a task would.
+class _Exited:
+    """What a handler's task returns when the handler raised SystemExit or KeyboardInterrupt
+    (which asyncio would re-raise out of the loop): the request's outcome, answered to the
+    peer like any other exception (see ``must_propagate``)."""
 
-    Cancelling the task running this cancels the future ``coro`` waits on, so ``coro``
-    sees the CancelledError where it awaits, as in a task of its own.
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+async def _handler(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        return await coro
+    except (SystemExit, KeyboardInterrupt) as exc:
+        if must_propagate(exc):
+            raise
+        return _Exited(exc)
+
+
+def _start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """A task running ``coro`` in a copy of the current context: started at once, up to
+    its first suspension, where asyncio can (3.12: ``eager_start``; one that never
+    suspends is done on return and costs no turn of the loop), else at the loop's next turn.
+
+    A real task either way, never a coroutine stepped by hand: ``asyncio.timeout()``,
+    ``TaskGroup`` and ``current_task()`` work in the handler from its first line, and a
+    context variable it sets before an ``await`` (``deadline()``) is reset in the same
+    context after it.
     """
-    while True:
-        try:
-            if blocked_on is None:
-                await asyncio.sleep(0)
-            else:
-                await blocked_on
-        except BaseException:
-            pass  # coro retrieves the outcome itself when resumed
-        try:
-            blocked_on = _unblock(coro.send(None))
-        except StopIteration as stop:
-            return stop.value
+    if _EAGER_TASKS and loop.get_task_factory() is None:  # (a loop's own task factory is respected)
+        return asyncio.Task(_handler(coro), loop=loop, eager_start=True)  # type: ignore[call-arg]  # 3.12+ only (mypy checks as 3.11)
+    return loop.create_task(_handler(coro))
 
 
-def _unblock(yielded: Any) -> Any:
-    """What a coroutine yielded, taken over as a task would (asyncio's future protocol:
-    the future's ``_asyncio_future_blocking`` flag is reset by whoever waits on it)."""
-    if getattr(yielded, "_asyncio_future_blocking", None):
-        yielded._asyncio_future_blocking = False
-    return yielded
+_EAGER_TASKS: Final = sys.version_info >= (3, 12)
 
 
 class Serving:
@@ -132,19 +142,16 @@ class Serving:
             self._reply_error(seq, exc)
             return None
         if _is_async(fn):
-            # started here, eagerly: a handler that does not suspend costs no task
             try:
-                coro = fn(*args, **kwargs)
-                blocked_on = _unblock(coro.send(None))
-            except StopIteration as stop:
-                self._reply_result(seq, mark, stop.value)
-                return None
-            except BaseException as exc:  # (as above)
+                task: asyncio.Future[Any] = _start_task(self._loop, fn(*args, **kwargs))
+            except BaseException as exc:  # (as above: calling fn raised, or its first step did)
                 if must_propagate(exc):
                     raise
                 self._reply_error(seq, exc)
                 return None
-            task: asyncio.Future[Any] = self._loop.create_task(_continue(coro, blocked_on))
+            if task.done():  # (it did not suspend: answered now)
+                self._finished(seq, task, mark)
+                return None
             self._handler_tasks[seq] = task  # cancelled by a CANCEL from the peer
         elif CURRENT.get() is not None:  # served under a call context: the worker runs in it too
             job_context = contextvars.copy_context()
@@ -178,6 +185,9 @@ class Serving:
             self._reply_error(seq, exc)
             return
         value = task.result()
+        if type(value) is _Exited:
+            self._reply_error(seq, value.exc)
+            return
         if inspect.isawaitable(value):  # a plain function that returned a coroutine
             self._spawn_awaiting(seq, value)
             return
