@@ -144,3 +144,40 @@ def test_before_closed_runs_once_under_concurrent_close(connect_to: ConnectTo) -
 def test_before_closed_must_be_callable() -> None:
     with pytest.raises(ValueError, match="before_closed"):
         Config(before_closed="not callable")  # type: ignore[arg-type]  # the error under test
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("include_local_traceback", "no"),  # a truthy string must not turn tracebacks on
+        ("allow_pickle", 1),
+        ("allow_public_attrs", None),
+        ("tracing", "off"),
+        ("max_depth", "64"),
+        ("max_frame_size", "big"),
+        ("max_pending_requests", 0),
+        ("max_lent_objects", 1.5),
+        ("iter_batch", True),
+        ("sync_request_timeout", "30"),
+        ("sync_request_timeout", float("nan")),
+        ("handshake_timeout", None),
+        ("write_timeout", -1),
+        ("exposed_prefix", 5),
+        ("connid", 7),
+        ("forward_dunders", "__name__"),
+        ("forward_dunders", 3),
+    ],
+)
+def test_a_value_of_the_wrong_kind_is_refused_where_it_is_given(key: str, value: object) -> None:
+    """Regression: values were not checked, so {"include_local_traceback": "no"} sent
+    tracebacks, and {"max_depth": "64"} was accepted by a server whose every client then
+    saw only "the peer closed the connection"."""
+    with pytest.raises(ValueError, match=key):
+        rpc_service.connect_thread(config={key: value})
+    with pytest.raises(ValueError, match=key):
+        rpc_service.ThreadedServer(rpc_service.VoidService, protocol_config={key: value})
+
+
+def test_values_of_the_right_kind_are_kept() -> None:
+    config = Config(sync_request_timeout=None, handshake_timeout=2, write_timeout=0.5, max_depth=8, tracing=False, connid="c")
+    assert (config.sync_request_timeout, config.handshake_timeout, config.write_timeout, config.max_depth) == (None, 2, 0.5, 8)

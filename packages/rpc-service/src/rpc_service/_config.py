@@ -9,7 +9,7 @@ loosens a setting.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, Callable, Mapping, Union
+from typing import Any, Callable, Iterable, Mapping, Union
 
 __all__ = ["Config", "ConfigArg", "make_config"]
 
@@ -88,26 +88,44 @@ class Config:
     tracer_provider: Any = None
 
     def __post_init__(self) -> None:
-        names = frozenset(self.forward_dunders)
+        # Every value is checked here, so that a wrong one fails where it is given (and a
+        # string such as "no" can never pass for True: include_local_traceback guards secrets).
+        for name in _FLAGS:
+            if type(getattr(self, name)) is not bool:
+                raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
+        if self.tracing is not None and type(self.tracing) is not bool:
+            raise ValueError(f"tracing must be True, False or None, not {self.tracing!r}")
+        for name in _COUNTS:
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+        for name, optional in _SECONDS:
+            value = getattr(self, name)
+            if value is None and optional:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:  # (not > 0: NaN too)
+                raise ValueError(f"{name} must be a positive number of seconds{' or None' if optional else ''}, not {value!r}")
+        if type(self.exposed_prefix) is not str or not self.exposed_prefix:
+            raise ValueError(f"exposed_prefix must be a non-empty string, not {self.exposed_prefix!r}")
+        if self.connid is not None and type(self.connid) is not str:
+            raise ValueError(f"connid must be a string or None, not {self.connid!r}")
+        dunders: object = self.forward_dunders
+        if isinstance(dunders, str) or not isinstance(dunders, Iterable):
+            raise ValueError(f"forward_dunders holds dunder names such as '__name__' (a collection of them), not {dunders!r}")
+        names = frozenset(dunders)
         if not all(type(name) is str and len(name) > 4 and name[:2] == name[-2:] == "__" for name in names):
             raise ValueError("forward_dunders holds dunder names such as '__name__'")
         object.__setattr__(self, "forward_dunders", names)
-        if not self.exposed_prefix:
-            raise ValueError("exposed_prefix must not be empty")
-        if self.sync_request_timeout is not None and self.sync_request_timeout <= 0:
-            raise ValueError("sync_request_timeout must be positive or None")
-        if self.write_timeout is not None and self.write_timeout <= 0:
-            raise ValueError("write_timeout must be positive or None")
-        if self.handshake_timeout <= 0:
-            raise ValueError("handshake_timeout must be positive")
-        if self.max_lent_objects < 1:
-            raise ValueError("max_lent_objects must be at least 1")
-        if self.max_proxies < 1:
-            raise ValueError("max_proxies must be at least 1")
-        if self.iter_batch < 1:
-            raise ValueError("iter_batch must be at least 1")
         if self.before_closed is not None and not callable(self.before_closed):
             raise ValueError("before_closed must be a callable taking the peer's root, or None")
+
+
+_FLAGS = (
+    "allow_public_attrs", "allow_all_attrs", "allow_setattr", "allow_delattr", "allow_pickle",
+    "allow_safe_attrs", "allow_exposed_attrs", "include_local_traceback", "include_local_version",
+)
+_COUNTS = ("max_frame_size", "max_pending_requests", "max_depth", "max_lent_objects", "max_proxies", "iter_batch")
+_SECONDS = (("sync_request_timeout", True), ("handshake_timeout", False), ("write_timeout", True))
 
 
 ConfigArg = Union[Config, Mapping[str, Any], None]
