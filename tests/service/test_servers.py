@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -137,6 +139,59 @@ def test_forking_server_serves_each_client_in_its_own_process(run: Callable[[Ser
         assert [first.root.increment() for _ in range(3)] == [1, 2, 3]
         assert second.root.increment() == 1  # the other child's copy was not touched
     assert shared.count == 0  # nor was the parent's
+
+
+def _zombie_children() -> list[int]:
+    """This process's children that have exited and not been reaped (Linux /proc)."""
+    zombies = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == os.getpid():
+            zombies.append(int(entry))
+    return zombies
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc")
+def test_forking_server_reaps_each_child_when_it_exits(run: Callable[[Server], Server]) -> None:
+    """Regression: children were reaped only when the next client came, so a burst of
+    clients followed by a quiet time left one zombie each."""
+    earlier = set(_zombie_children())  # (not this test's)
+    server = run(ForkingServer(CounterService))
+    for _ in range(3):
+        with connect(server) as conn:
+            assert conn.root.increment() == 1
+    deadline = time.monotonic() + 10
+    while set(_zombie_children()) - earlier and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert set(_zombie_children()) - earlier == set()
+
+
+_FORK_AFTER_IMPORTS = """
+import sys
+import rpc_service
+assert "rpc_service._otel" not in sys.modules
+with rpc_service.ForkingServer(rpc_service.VoidService) as server:
+    assert "rpc_service._otel" in sys.modules  # imported before the first fork
+    server.start_in_thread()
+    for _ in range(3):
+        rpc_service.connect("127.0.0.1", server.port, config={"handshake_timeout": 10}).close()
+print("served")
+"""
+
+
+def test_forking_server_imports_what_a_connection_needs_before_it_forks() -> None:
+    """Regression: a child forked while a client thread of the same process was importing
+    the tracing module (each connection's first use, with opentelemetry installed) inherited
+    the held import lock and hung in its handshake (the client: HandshakeTimeout)."""
+    pytest.importorskip("opentelemetry.trace")
+    done = subprocess.run([sys.executable, "-c", _FORK_AFTER_IMPORTS], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "served", done.stderr
 
 
 def test_one_shot_server_serves_one_client_then_stops() -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "cancelled",
     "deadline",
     "expired_error",
+    "import_tracing",
     "remaining",
     "serving",
     "serving_state",
@@ -211,6 +212,16 @@ def _otel_installed() -> bool:
         return importlib.util.find_spec("opentelemetry.trace") is not None
     except (ImportError, ValueError):
         return False
+
+
+def import_tracing(config: Config) -> None:
+    """Import now what :func:`tracer_for` would import for ``config`` on a connection's
+    first use (a forking server does, before it forks: see ``ForkingServer``)."""
+    if config.tracing is not False and _otel_installed():
+        try:
+            importlib.import_module("rpc_service._otel")
+        except ImportError:
+            pass  # (tracer_for says what is missing, when tracing=True)
 
 
 def tracer_for(config: Config) -> Any:

@@ -12,12 +12,14 @@ import queue
 import selectors
 import signal
 import socket
+import threading
 import time
 import warnings
 from functools import partial
 from typing import Any, Callable
 
 from ._connection import Connection
+from ._context import import_tracing
 from ._server import Server
 
 __all__ = ["ThreadPoolServer", "ForkingServer"]
@@ -181,9 +183,12 @@ class ForkingServer(Server):
         )
         super().__init__(*args, **kwargs)
         self._children: set[int] = set()
+        # A child must not need a module that another thread of the parent was importing
+        # when it forked (the import lock stays held in the child): what every connection
+        # imports on first use is imported now, before the first fork.
+        import_tracing(self.protocol_config)
 
     def _accepted(self, sock: socket.socket, address: Any) -> None:
-        self._reap()
         pid = os.fork()
         if pid == 0:  # child
             code = 0
@@ -198,31 +203,30 @@ class ForkingServer(Server):
             self._pending.pop(sock, None)  # the child handshakes it
         sock.close()
         self._children.add(pid)
+        # reaped as soon as it exits (no zombie until the next client): a thread waiting on
+        # this child alone, as a SIGCHLD handler would need the main thread
+        threading.Thread(target=self._reap, args=(pid,), name=f"rpc-fork-reaper-{pid}", daemon=True).start()
 
-    def _reap(self) -> None:
-        for pid in list(self._children):
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                done = pid
-            if done:
-                self._children.discard(pid)
+    def _reap(self, pid: int) -> None:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # (reaped by close())
+        self._children.discard(pid)
 
     def close(self) -> None:
         if self._closed.is_set():
             return
         super().close()
-        for pid in self._children:
+        for pid in list(self._children):  # (a copy: their reapers remove them meanwhile)
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + 5
         while self._children and time.monotonic() < deadline:
-            self._reap()
-            if self._children:
-                time.sleep(0.05)  # shutdown path only: children get up to 5 s to exit
-        for pid in self._children:  # ignored SIGTERM: no longer waited for politely
+            time.sleep(0.05)  # shutdown path only: children get up to 5 s to exit
+        for pid in list(self._children):  # ignored SIGTERM: no longer waited for politely
             try:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
