@@ -392,6 +392,20 @@ def test_connect_subproc_accepts_popen_keywords(tmp_path: Path) -> None:
         assert conn.root.echo("cwd ok") == "cwd ok"
 
 
+@pytest.mark.parametrize("as_path", [False, True], ids=["str", "path"])
+def test_connect_subproc_takes_a_program_alone_as_popen_does(tmp_path: Path, as_path: bool) -> None:
+    """Regression: a string was split into characters (``cannot start 'p'``)."""
+    program = tmp_path / "serve-peer"
+    program.write_text(f"#!{sys.executable}\nimport runpy\nrunpy.run_path({stdio_child.__file__!r}, run_name='__main__')\n")
+    program.chmod(0o755)
+    with rpc_service.connect_subproc(program if as_path else str(program), env=child_env()) as conn:
+        assert conn.root.echo("alone") == "alone"
+    with pytest.raises(rpc_service.ConnectionFailedError, match="cannot start '/no/such/program'"):
+        rpc_service.connect_subproc("/no/such/program")
+    with pytest.raises(ValueError, match="needs a program"):
+        rpc_service.connect_subproc([])
+
+
 @pytest.mark.parametrize("port", [0, -1, 65536, 70000])
 def test_connect_to_a_port_out_of_range_is_a_clear_rpc_error(port: int) -> None:
     with pytest.raises(rpc_service.ConnectionFailedError, match=f"port must be between 1 and 65535, not {port}"):

@@ -10,6 +10,7 @@ imported only inside :func:`tls_connect`; nothing here may import it at module l
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import IO, Any, Sequence
 
@@ -121,7 +122,7 @@ def server_command(*extra: str) -> list[str]:
 
 
 def connect_subproc(
-    args: Sequence[str] | None = None, service: ServiceArg = SlaveService, config: ConfigArg = None, **popen: Any
+    args: Sequence[str | os.PathLike[str]] | str | os.PathLike[str] | None = None, service: ServiceArg = SlaveService, config: ConfigArg = None, **popen: Any
 ) -> ClassicConnection:
     """Start a classic server as a child process and connect over its stdin/stdout.
 
@@ -129,7 +130,7 @@ def connect_subproc(
     child must be able to import ``rpc_classic``: pass ``env=`` if it is not installed);
     other keywords go to ``subprocess.Popen``. Closing the connection reaps the child.
     """
-    command = server_command() if args is None else list(args)
+    command = server_command() if args is None else args
     return _classic(
         rpc_service.connect_subproc(command, service, _local_config(service, config), connection_class=ClassicConnection, **popen)
     )

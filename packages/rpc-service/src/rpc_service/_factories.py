@@ -175,7 +175,7 @@ def connect_pipes(
 
 
 def connect_subproc(
-    args: Sequence[str],
+    args: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     service: ServiceArg = VoidService,
     config: ConfigArg = None,
     *,
@@ -184,13 +184,17 @@ def connect_subproc(
 ) -> Connection:
     """Start ``args`` as a child process and connect to it over its stdin/stdout.
 
-    The child must serve a connection on its stdio; closing the connection closes the
-    pipes and reaps the child.
+    ``args`` is the program and its arguments, or the program alone (a string or a path,
+    as ``subprocess.Popen`` takes it); other keywords go to ``Popen``. The child must serve a
+    connection on its stdio; closing the connection closes the pipes and reaps the child.
     """
+    command = [args] if isinstance(args, (str, os.PathLike)) else list(args)
+    if not command:
+        raise ValueError("connect_subproc() needs a program to start")
     try:
-        process = subprocess.Popen(list(args), stdin=subprocess.PIPE, stdout=subprocess.PIPE, **popen)
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, **popen)
     except OSError as exc:
-        raise ConnectionFailedError(f"cannot start {args[0] if args else args!r}: {exc}") from exc
+        raise ConnectionFailedError(f"cannot start {os.fspath(command[0])!r}: {exc}") from exc
     stream = SubprocessStream(process)
     try:
         return connect_stream(stream, service, config, connection_class=connection_class)
