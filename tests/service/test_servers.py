@@ -141,6 +141,24 @@ def test_forking_server_serves_each_client_in_its_own_process(run: Callable[[Ser
     assert shared.count == 0  # nor was the parent's
 
 
+@pytest.mark.parametrize("server_class", ALL_SERVERS)
+def test_starting_a_closed_or_started_server_raises_in_the_caller(server_class: ServerClass) -> None:
+    """Regression: start_in_thread() on a closed server returned a thread that died with
+    the error, and a second start_in_thread() ran a second accept loop."""
+    closed = server_class(CounterService)
+    closed.close()
+    for start in (closed.start, closed.start_in_thread):
+        with pytest.raises(RuntimeError, match="closed"):
+            start()
+    with server_class(CounterService) as server:
+        server.start_in_thread()
+        for start in (server.start, server.start_in_thread):
+            with pytest.raises(RuntimeError, match="already started"):
+                start()
+        with connect(server) as conn:
+            assert conn.root.increment() == 1
+
+
 def _zombie_children() -> list[int]:
     """This process's children that have exited and not been reaped (Linux /proc)."""
     zombies = []

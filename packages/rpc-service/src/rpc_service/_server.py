@@ -106,6 +106,7 @@ class Server:
             self.host, self.port = self.listener.getsockname()[:2]
         self._active = False
         self._serving = threading.Event()  # start() is running (see start_in_thread)
+        self._started = False  # start() or start_in_thread() was called (once only)
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._clients: dict[Connection, Any] = {}  # served connections -> peer address
@@ -132,9 +133,35 @@ class Server:
     # -- running -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Accept and serve clients until :meth:`close` (blocks)."""
-        if self._closed.is_set():
-            raise RuntimeError("the server is closed")
+        """Accept and serve clients until :meth:`close` (blocks). RuntimeError if the
+        server is closed or already started."""
+        self._claim()
+        self._run()
+
+    def start_in_thread(self) -> threading.Thread:
+        """Run :meth:`start` on a daemon thread; returns once the server accepts.
+        RuntimeError (here, not on the thread) if it is closed or already started."""
+        self._claim()
+        thread = threading.Thread(target=self._run, name=f"rpc-{type(self).__name__}", daemon=True)
+        thread.start()
+        # Wait for _run() to be under way, so that a close() right after this returns can
+        # no longer stop it before it starts; bounded by the thread ending early.
+        while not self._serving.wait(0.05) and thread.is_alive():
+            pass
+        return thread
+
+    def _claim(self) -> None:
+        with self._lock:
+            if self._closed.is_set():
+                raise RuntimeError("the server is closed")
+            if self._started:
+                raise RuntimeError("the server is already started")
+            self._started = True
+
+    def _run(self) -> None:
+        """The body of :meth:`start`, once claimed."""
+        if self._closed.is_set():  # (closed between the claim and this thread's start)
+            return
         self._active = True
         self._serving.set()
         self.logger.info("serving %s on %s", self._service_names(), self)
@@ -146,17 +173,6 @@ class Server:
             self.logger.info("interrupted: closing %s", self)
         finally:
             self.close()
-
-    def start_in_thread(self) -> threading.Thread:
-        """Run :meth:`start` on a daemon thread; returns once the server accepts."""
-        thread = threading.Thread(target=self.start, name=f"rpc-{type(self).__name__}", daemon=True)
-        thread.start()
-        # Wait for start() to be under way, so that a close() right after this returns can
-        # no longer make start() fail on the thread ("the server is closed"); bounded by
-        # the thread ending early.
-        while not self._serving.wait(0.05) and thread.is_alive():
-            pass
-        return thread
 
     def close(self) -> None:
         """Stop accepting, close every client, unregister, and join the threads started."""

@@ -43,11 +43,11 @@ class ThreadPoolServer(Server):
         self._idle_since: dict[Connection, float] = {}  # parked connections (with idle_timeout only)
         self._poll_interval = 1.0 if self.idle_timeout is None else min(1.0, self.idle_timeout / 4)
 
-    def start(self) -> None:
+    def _run(self) -> None:
         for index in range(self.nbthreads):
             self._spawn(self._worker, f"rpc-pool-{index}")
         self._spawn(self._poll_loop, "rpc-pool-poller")
-        super().start()
+        super()._run()
 
     def close(self) -> None:
         if self._closed.is_set():
