@@ -39,6 +39,17 @@ def test_teleport_uses_the_peer_namespace_and_copies_defaults(thread_conn: Class
     assert "uses_remote_globals" not in rpc_classic.obtain(thread_conn.eval("list(globals())"))
 
 
+@pytest.mark.parametrize("def_", [True, False])
+def test_a_lambda_teleports_too(thread_conn: ClassicConnection, def_: bool) -> None:
+    """Regression: the peer refused any function whose name is not an identifier, so a
+    lambda ("<lambda>") could not be teleported; it is defined nowhere (it has no name)."""
+    remote = teleport_function(thread_conn, lambda x, y=2: x * y + 1, def_=def_)
+    assert remote(4) == 9 and remote(4, 3) == 13
+    assert "<lambda>" not in rpc_classic.obtain(thread_conn.eval("list(globals())"))
+    mock = rpc_classic.MockClassicConnection()
+    assert mock.teleport(lambda x: x + 1, def_=def_)(1) == 2 and "<lambda>" not in mock.namespace
+
+
 def test_teleport_refuses_closures_and_non_functions(thread_conn: ClassicConnection) -> None:
     captured = 5
 

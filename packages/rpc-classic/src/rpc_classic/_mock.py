@@ -87,6 +87,6 @@ class MockClassicConnection:
 
     def teleport(self, func: Callable[..., Any], globals: Any = None, def_: bool = True) -> Callable[..., Any]:
         """``func`` itself (already "there"); stored in :attr:`namespace` under its name when ``def_``."""
-        if def_:
+        if def_ and func.__name__.isidentifier():  # (as teleport_function: a lambda has no name to define)
             (self.namespace if globals is None else globals)[func.__name__] = func
         return func

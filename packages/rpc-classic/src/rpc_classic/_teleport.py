@@ -63,7 +63,8 @@ def teleport_function(conn: Any, func: Callable[..., Any], globals: Any = None, 
 
     The function runs on the peer with the peer's ``namespace`` as its globals (or
     ``globals``, a dict *on the peer*, e.g. ``conn.namespace``); with ``def_`` it is also
-    stored there under its name, so ``conn.eval`` can call it. Defaults must be plain
+    stored there under its name, so ``conn.eval`` can call it (a lambda is not: it has
+    none). Defaults must be plain
     data (they are copied); closures are refused, and so is a peer whose Python
     implementation or ``major.minor`` version differs (:class:`VersionMismatchError`).
     """
@@ -92,8 +93,8 @@ def build_function(
 ) -> types.FunctionType:
     """The peer side of :func:`teleport_function`: a new function in ``namespace``."""
     _check_compatible(python_info(), origin, "load the teleported function")
-    if type(code) is not bytes or type(name) is not str or not name.isidentifier():
-        raise TypeError("a teleported function is marshalled code bytes and an identifier")
+    if type(code) is not bytes or type(name) is not str:
+        raise TypeError("a teleported function is marshalled code bytes and a name")
     if type(namespace) is not dict:
         raise TypeError("the globals of a teleported function must be a dict on the receiving side")
     loaded = marshal.loads(code)
@@ -104,6 +105,6 @@ def build_function(
         raise TypeError("teleported defaults must be a tuple and keyword defaults a dict")
     func = types.FunctionType(loaded, namespace, name, argdefs)
     func.__kwdefaults__ = kwargs
-    if def_:
+    if def_ and name.isidentifier():  # (a lambda's "<lambda>" is not a name to define)
         namespace[name] = func
     return func
