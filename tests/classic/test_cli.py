@@ -78,6 +78,20 @@ def test_default_is_a_private_unix_socket_not_tcp(mode: str, tmp_path: Path, cli
     assert not path.parent.exists()  # the private directory goes with the server
 
 
+def test_sigterm_right_after_the_first_line_stops_cleanly(tmp_path: Path, cli_processes: list[subprocess.Popen[str]]) -> None:
+    """Regression: the path was printed before the SIGTERM handler was installed, so a
+    caller stopping the server as soon as it read it could kill it (exit -15, the private
+    directory left behind)."""
+    for _ in range(3):
+        proc = start_cli("--mode", "threaded", "--quiet", env=private_env(tmp_path))
+        cli_processes.append(proc)
+        path = Path(first_line(proc))
+        proc.terminate()
+        code, err = finish(proc)
+        assert code == 0, err
+        assert not path.parent.exists()
+
+
 def test_a_given_socket_path_is_made_owner_only(tmp_path: Path, cli_processes: list[subprocess.Popen[str]]) -> None:
     path = tmp_path / "given.sock"
     proc = start_cli("--mode", "oneshot", "--socket-path", str(path), "--quiet")

@@ -182,3 +182,11 @@ def test_serve_logs_queries_at_debug(serve_cli: ServeCli) -> None:
     stderr = stop(served)
     assert re.search(r"DEBUG: query for 'nothing-here' from 127\.0\.0\.1.*: 0 server\(s\)", stderr), stderr
 
+
+
+@pytest.mark.parametrize("mode", ["udp", "tcp"])
+def test_serve_stops_cleanly_on_sigterm_right_after_its_first_line(serve_cli: ServeCli, mode: str) -> None:
+    """Regression: the line was printed before the SIGTERM handler was installed, so a
+    caller stopping the server as soon as it read it could kill it (exit -15)."""
+    for _ in range(3):
+        stop(serve_cli("--mode", mode))

@@ -238,11 +238,11 @@ def _serve(args: argparse.Namespace, socket_path: str | None, port: int, authent
     if socket_path is not None:
         with contextlib.suppress(OSError):
             os.chmod(socket_path, 0o600)  # only this user may connect (inside a 0700 directory when private)
-    if args.mode == "oneshot" or (socket_path is not None and args.socket_path is None):
-        print(socket_path or f"{server.host}\t{server.port}", flush=True)
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread():  # (before saying where: whoever reads that may stop us at once)
         signal.signal(signal.SIGTERM, _exit_on_signal)  # so that close() runs (forking: ends the children)
     try:
+        if args.mode == "oneshot" or (socket_path is not None and args.socket_path is None):
+            print(socket_path or f"{server.host}\t{server.port}", flush=True)
         server.start()
     except (KeyboardInterrupt, SystemExit):
         pass

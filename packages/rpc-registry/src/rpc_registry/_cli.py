@@ -129,10 +129,10 @@ def _serve(args: argparse.Namespace, key: bytes | None) -> int:
         server = kind(args.host, args.port, args.pruning_timeout, args.allow_listing, key=key)
     except OSError as exc:
         raise OSError(f"cannot listen on {args.host or kind.DEFAULT_HOST}:{args.port}: {exc.strerror or exc}") from exc
-    print(f"rpc-registry: {args.mode} registry on {server.host}:{server.port}", flush=True)
-    if threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread():  # (before saying where: whoever reads that may stop us at once)
         signal.signal(signal.SIGTERM, _interrupt)
     try:
+        print(f"rpc-registry: {args.mode} registry on {server.host}:{server.port}", flush=True)
         server.start()
     except KeyboardInterrupt:
         pass
