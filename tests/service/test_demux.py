@@ -9,6 +9,7 @@ and holds. Every wait is bounded in count and time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -342,6 +343,62 @@ def test_a_raising_on_connect_rejects_the_client_with_its_reason(
 def test_connect_thread_rejection_carries_the_reason_too() -> None:
     with pytest.raises(ConnectionRejectedError, match="PermissionError: no guests"):
         rpc_service.connect_thread(remote_service=RefusingService)
+
+
+class UnmakeableService(Service):
+    def __init__(self) -> None:
+        raise RuntimeError("cannot open the database")
+
+
+@pytest.mark.parametrize("server_class", [ThreadedServer, ThreadPoolServer])
+def test_a_service_class_whose_constructor_raises_rejects_the_client_with_its_reason(
+    server_class: type[ThreadedServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: the client got only "the peer closed the connection" and the server
+    logged the error at INFO without a traceback, as if the client were to blame."""
+    running = Running(server_class(UnmakeableService))
+    try:
+        with caplog.at_level(logging.INFO, logger="rpc_service"):
+            with pytest.raises(ConnectionRejectedError, match=r"UnmakeableService\(\) failed: RuntimeError: cannot open the database"):
+                rpc_service.connect("127.0.0.1", running.server.port, timeout=5)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not any(r.levelno >= logging.ERROR for r in caplog.records):
+                time.sleep(0.01)
+    finally:
+        running.stop()
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors and errors[0].exc_info is not None and errors[0].exc_info[0] is RuntimeError
+
+
+def test_connect_thread_says_what_is_wrong_with_the_far_side() -> None:
+    """Regression: the far side's errors were swallowed on its thread (a broken pipe here)."""
+    with pytest.raises(ConnectionRejectedError, match="UnmakeableService"):
+        rpc_service.connect_thread(remote_service=UnmakeableService)
+    with pytest.raises(TypeError, match="Service subclass or instance"):
+        rpc_service.connect_thread(remote_service=42)  # type: ignore[arg-type]  # the error under test
+    with pytest.raises(ValueError, match="unknown config keys"):
+        rpc_service.connect_thread(remote_config={"nope": 1})
+
+
+class SecondTimeUnmakeableService(Service):
+    made = 0  # (aio.Server makes one up front, to check its argument)
+
+    def __init__(self) -> None:
+        type(self).made += 1
+        if type(self).made > 1:
+            raise RuntimeError("out of licences")
+
+
+def test_an_aio_server_rejects_the_client_of_an_unmakeable_service_too() -> None:
+    from rpc_service import aio
+
+    async def main() -> None:
+        async with aio.Server(SecondTimeUnmakeableService) as server:
+            await server.start()
+            with pytest.raises(ConnectionRejectedError, match=r"SecondTimeUnmakeableService\(\) failed: RuntimeError: out of licences"):
+                await asyncio.wait_for(aio.connect("127.0.0.1", server.port), 10)
+
+    asyncio.run(main())
 
 
 # -- handshake deadlines ---------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from ._errors import AsyncResultTimeout, ConnectionClosedError, ConnectionReject
 from ._exposure import Exposure
 from ._fastpath import call, serve_fast
 from ._proxy import Proxy
-from ._service import Service
+from ._service import Service, rejection
 from ._streams import Stream
 
 __all__ = ["Connection", "ConnectionStats", "Lifecycle"]
@@ -406,7 +406,7 @@ class Connection(ContextCalls, Demux):
         try:
             self._service.on_connect(self)
         except Exception as exc:
-            reason = f"on_connect failed: {type(exc).__name__}: {exc}"
+            reason = rejection(self._service, exc)
             if len(reason) > _MAX_REASON:
                 reason = reason[: _MAX_REASON - 3] + "..."
             proto = self._proto

@@ -17,10 +17,10 @@ import threading
 import time
 from typing import IO, Any, Sequence
 
-from ._config import ConfigArg
+from ._config import ConfigArg, make_config
 from ._connection import Connection
 from ._errors import ConnectionFailedError, HandshakeTimeout
-from ._service import ServiceArg, VoidService, instantiate
+from ._service import ServiceArg, VoidService, check_service, instantiate
 from ._streams import PipeStream, SocketStream, Stream, SubprocessStream, check_port
 
 __all__ = ["connect", "open_tcp", "unix_connect", "connect_stream", "connect_pipes", "connect_subproc", "connect_thread"]
@@ -56,7 +56,7 @@ def _handshaken(
     accepting: bool = False,
 ) -> Connection:
     try:
-        conn = connection_class(instantiate(service), stream, config, credentials=credentials)
+        conn = connection_class(instantiate(service, accepting=accepting), stream, config, credentials=credentials)
     except BaseException:
         stream.close()  # e.g. a bad config: the stream is ours, as when the handshake fails
         raise
@@ -212,6 +212,8 @@ def connect_thread(
     connection_class: type[Connection] = Connection,
 ) -> Connection:
     """An in-process pair: ``remote_service`` is served by a daemon thread over a socketpair."""
+    check_service(remote_service)  # (wrong arguments for the far side fail here, not on its thread)
+    remote_config = make_config(remote_config)
     ours, theirs = socket.socketpair()
     remote = SocketStream(theirs)
 

@@ -24,7 +24,7 @@ from ._config import ConfigArg, make_config
 from ._connection import Connection
 from ._errors import ConnectionClosedError, ConnectionRejectedError
 from ._hooks import Authenticator, Registrar
-from ._service import Service, ServiceArg, instantiate
+from ._service import Service, ServiceArg, check_service, instantiate
 from ._streams import SocketStream, Stream, check_port
 
 __all__ = ["Server", "OneShotServer"]
@@ -69,8 +69,7 @@ class Server:
         max_connections: int | None = 1000,
         idle_timeout: float | None = None,
     ) -> None:
-        if not (isinstance(service, Service) or (isinstance(service, type) and issubclass(service, Service))):
-            raise TypeError(f"service must be a Service subclass or instance, not {service!r}")
+        check_service(service)
         if max_connections is not None and max_connections < 1:
             raise ValueError("max_connections must be at least 1 (or None)")
         if idle_timeout is not None and idle_timeout <= 0:
@@ -326,9 +325,9 @@ class Server:
                     # a ready stream manages its own descriptor: don't touch `sock`, which
                     # may share its open file description (and so its blocking mode)
                     stream = channel
-            conn = Connection(instantiate(self.service), stream or SocketStream(sock), config, credentials=credentials)
+            conn = Connection(instantiate(self.service, accepting=True), stream or SocketStream(sock), config, credentials=credentials)
             conn._handshake(accepting=True)
-        except ConnectionRejectedError as exc:  # on_connect raised: the traceback is logged at ERROR
+        except ConnectionRejectedError as exc:  # on_connect (or the service's constructor) raised: logged at ERROR
             self.logger.error("rejected client %s: %s", address, exc, exc_info=exc.__cause__ or exc)
             if stream is not None:
                 stream.close()

@@ -92,17 +92,48 @@ class VoidService(Service):
     __slots__ = ()
 
 
-def instantiate(service: type[Service] | Service | Any) -> Service:
-    """One service object for a new connection: a fresh instance of a class, or the shared instance."""
-    if isinstance(service, type):
-        if not issubclass(service, Service):
-            raise TypeError(f"service must be a Service subclass or instance, not {service!r}")
-        return service()
-    if not isinstance(service, Service):
+def check_service(service: object) -> None:
+    """TypeError unless ``service`` is a Service subclass or instance."""
+    if not (isinstance(service, Service) or (isinstance(service, type) and issubclass(service, Service))):
         raise TypeError(f"service must be a Service subclass or instance, not {service!r}")
-    return service
+
+
+def instantiate(service: type[Service] | Service | Any, *, accepting: bool = False) -> Service:
+    """One service object for a new connection: a fresh instance of a class, or the shared
+    instance. ``accepting``: a constructor that raises gives an :class:`Unmade` instead."""
+    check_service(service)
+    if isinstance(service, Service):
+        return service
+    if not accepting:
+        made: Service = service()
+        return made
+    try:
+        made = service()
+    except Exception as exc:
+        return Unmade(service, exc)
+    return made
 
 
 ServiceArg = Union[type[Service], Service]
 """What factories and servers accept as a service: a class (one instance per connection)
 or an instance (shared)."""
+
+
+class Unmade(Service):
+    """Stands in, on the accepting side, for a service class whose constructor raised: the
+    handshake rejects the client with that error as when ``on_connect`` raises (the client
+    gets ConnectionRejectedError naming it; a server logs it at ERROR with its traceback),
+    instead of dropping the client without a word."""
+
+    def __init__(self, cls: type[Service], error: Exception) -> None:
+        self.cls = cls
+        self.error = error
+
+    def on_connect(self, conn: Any) -> None:
+        raise self.error
+
+
+def rejection(service: Service, exc: Exception) -> str:
+    """Why the accepting side rejects a client: ``on_connect`` (or making ``service``) raised ``exc``."""
+    step = f"{service.cls.__name__}()" if type(service) is Unmade else "on_connect"
+    return f"{step} failed: {type(exc).__name__}: {exc}"

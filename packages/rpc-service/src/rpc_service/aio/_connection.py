@@ -28,7 +28,7 @@ from .._context import CURRENT, Served, tracer_for
 from .._dispatch import Dispatcher, checked_batch, rebuild_exception
 from .._errors import AsyncResultTimeout, ConnectionClosedError, ConnectionRejectedError, HandshakeTimeout
 from .._exposure import Exposure
-from .._service import Service
+from .._service import Service, rejection
 from ._context_calls import AsyncContextCalls, CallFuture
 from ._proxy import AsyncProxy, make_async_proxy_class
 from ._serving import HANDLER_THREADS, Serving
@@ -515,7 +515,7 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
                 try:
                     await self._call_hook(self._service.on_connect)
                 except Exception as exc:
-                    reason = f"on_connect failed: {type(exc).__name__}: {exc}"[:_MAX_REASON]
+                    reason = rejection(self._service, exc)[:_MAX_REASON]
                     try:
                         self._write([*proto.send(wire.Preface()), *proto.send(wire.Close(reason))])
                     except Exception:

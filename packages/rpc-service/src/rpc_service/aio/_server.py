@@ -167,7 +167,7 @@ class Server:
 
     def _factory(self, credentials: Any = None) -> AsyncConnection:
         conn = AsyncConnection(
-            instantiate(self.service),
+            instantiate(self.service, accepting=True),
             self.protocol_config,
             accepting=True,
             executor=self.executor,
