@@ -50,6 +50,9 @@ class AsyncService(Service):
     def exposed_get_len(self) -> Callable[[Any], int]:
         return len
 
+    def exposed_get_list(self) -> list[int]:
+        return [1, 2]  # (by reference: a proxy on the caller's side)
+
     def exposed_combine(self, *args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], tuple[tuple[str, Any], ...]]:
         return args, tuple(sorted(kwargs.items()))
 
@@ -110,6 +113,17 @@ def test_remote_exception(connect_to: ConnectTo, service: AsyncService) -> None:
             _ = result.value
         assert "exposed_fail" in getattr(info.value, "remote_traceback", "")
     assert conn.root.echo(1) == 1  # the connection is unaffected
+
+
+def test_error_serves_pending_input_as_ready_does(connect_to: ConnectTo, service: AsyncService) -> None:
+    """Regression: ``error`` read only what had been read already, so it stayed False for
+    an error reply that had arrived until ``ready`` (which reads) was asked first."""
+    conn = connect_to(service)
+    result = async_(conn.root.fail)("late")
+    deadline = time.monotonic() + 5
+    while not result.error and time.monotonic() < deadline:  # .error itself reads the reply
+        time.sleep(0.005)
+    assert result.error and result.ready
 
 
 def test_async_with_keyword_arguments(connect_to: ConnectTo, service: AsyncService) -> None:
@@ -278,6 +292,13 @@ def test_async_rejects_what_is_not_a_proxy() -> None:
     for thing in (len, lambda: 0, Local().method, Local(), 42, "text", None):
         with pytest.raises(TypeError, match="proxy"):
             async_(thing)
+
+
+def test_async_rejects_a_proxy_of_what_is_not_callable(connect_to: ConnectTo, service: AsyncService) -> None:
+    """As RPyC's: at once, not when the result is waited for."""
+    conn = connect_to(service)
+    with pytest.raises(TypeError, match="not callable"):
+        async_(conn.root.get_list())
 
 
 def test_timed_result_expires_after_its_timeout(connect_to: ConnectTo, service: AsyncService) -> None:

@@ -340,6 +340,17 @@ def test_connect_pipes_closes_the_descriptors_when_it_fails() -> None:
             os.fstat(fd)
 
 
+def test_connect_stream_refuses_what_is_not_a_stream() -> None:
+    """Regression: a raw socket (a likely slip) failed with AttributeError: 'socket' object
+    has no attribute 'write', and a string with one about 'close'."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        with pytest.raises(TypeError, match=r"needs a Stream .*SocketStream\(sock\)"):
+            rpc_service.connect_stream(ours)  # type: ignore[arg-type]  # the error under test
+    with pytest.raises(TypeError, match="not str"):
+        rpc_service.connect_stream("x")  # type: ignore[arg-type]  # the error under test
+
+
 def test_connect_stream_over_a_socketpair(no_thread_leak: None) -> None:
     ours, theirs = socket.socketpair()
     thread = threading.Thread(target=lambda: rpc_service.connect_stream(SocketStream(theirs), PeerService).serve_all())

@@ -60,8 +60,9 @@ class AsyncResult:
 
     @property
     def error(self) -> bool:
-        """Whether the reply has arrived and is an exception."""
-        return self._ready and self._is_error
+        """Whether the reply has arrived and is an exception (serves pending input
+        without blocking, as :attr:`ready` does)."""
+        return self.ready and self._is_error
 
     @property
     def expired(self) -> bool:
@@ -130,6 +131,8 @@ def async_(proxy: Any) -> Callable[..., AsyncResult]:
     Accepts a proxy of a remote callable or a method of a proxy (``conn.root.method``).
     """
     if isinstance(proxy, Proxy):
+        if not callable(proxy):
+            raise TypeError(f"async_() needs a proxy of a remote callable; this {type(proxy).__name__} is not callable")
         return _AsyncCall(proxy._rpc_conn, Op.CALL, proxy, None)
     owner = getattr(proxy, "__self__", None)
     name = getattr(getattr(proxy, "__func__", None), "_rpc_name", None)

@@ -27,6 +27,9 @@ __all__ = ["connect", "open_tcp", "unix_connect", "connect_stream", "connect_pip
 
 
 
+_STREAM_METHODS = ("read_into", "write", "close", "fileno")
+
+
 def connect_stream(
     stream: Stream,
     service: ServiceArg = VoidService,
@@ -42,6 +45,9 @@ def connect_stream(
     ``connection_class`` (every factory takes it) lets an upper layer return a subclass
     of :class:`Connection`, e.g. classic mode's connection with its shortcuts.
     """
+    if not all(callable(getattr(stream, name, None)) for name in _STREAM_METHODS):
+        hint = " (wrap a socket: SocketStream(sock))" if isinstance(stream, socket.socket) else ""
+        raise TypeError(f"connect_stream() needs a Stream ({', '.join(_STREAM_METHODS)}), not {type(stream).__name__}{hint}")
     return _handshaken(stream, service, config, None if timeout is None else time.monotonic() + timeout, connection_class, credentials=credentials)
 
 
