@@ -6,6 +6,7 @@ stop this process arrive as RemoteError; arguments that cannot cross arrive as t
 
 from __future__ import annotations
 
+import builtins
 import sys
 import threading
 from typing import TYPE_CHECKING, Any, Iterator
@@ -290,3 +291,49 @@ def test_remote_errors_do_not_disturb_other_threads(connect_to: ConnectTo) -> No
         thread.join(timeout=30)
     assert not any(thread.is_alive() for thread in threads)
     assert failures == []
+
+
+class Detailed(Service):
+    def exposed_open(self, path: str) -> None:
+        open(path, encoding="utf-8").close()
+
+    def exposed_rename(self, source: str, target: str) -> None:
+        import os
+
+        os.rename(source, target)
+
+    def exposed_group(self) -> None:
+        raise _GROUP("many", [ValueError("a"), KeyError("k"), MyError("mine"), _GROUP("inner", [TypeError("t")])])
+
+
+_GROUP: Any = getattr(builtins, "ExceptionGroup", None)  # (3.11+)
+
+
+def test_an_os_error_keeps_its_file_names(connect_to: ConnectTo, tmp_path: Any) -> None:
+    """Regression: only ``args`` crossed, and an OSError's file names are not among them
+    (RPyC users rely on ``except FileNotFoundError as e: e.filename``)."""
+    root = connect_to(Detailed).root
+    missing = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError) as info:
+        root.open(missing)
+    assert info.value.filename == missing and info.value.errno == 2
+    assert str(info.value) == f"[Errno 2] No such file or directory: {missing!r}"
+    with pytest.raises(FileNotFoundError) as renamed:
+        root.rename(missing, missing + "2")
+    assert (renamed.value.filename, renamed.value.filename2) == (missing, missing + "2")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="ExceptionGroup is 3.11+")
+def test_an_exception_group_arrives_as_one_with_its_members(connect_to: ConnectTo) -> None:
+    """Regression: an ExceptionGroup (a builtin subclass of Exception) arrived as RemoteError."""
+    root = connect_to(Detailed).root
+    with pytest.raises(_GROUP) as info:
+        root.group()
+    group = info.value
+    assert group.message == "many"
+    first, second, third, inner = group.exceptions
+    assert (type(first), first.args, type(second), second.args) == (ValueError, ("a",), KeyError, ("k",))
+    assert isinstance(third, RemoteError) and third.remote_type.endswith("MyError")
+    assert type(inner) is _GROUP and [type(e) for e in inner.exceptions] == [TypeError]
+    matched, rest = group.split(ValueError)
+    assert matched is not None and rest is not None and len(rest.exceptions) == 3

@@ -236,7 +236,7 @@ def local_exit_args(exc: Any) -> tuple[type[BaseException], BaseException, None]
 def describe_exception(seq: int, exc: BaseException, config: Config) -> ErrorReply:
     """The error reply telling the peer that request ``seq`` raised ``exc``."""
     cls = type(exc)
-    args = tuple(arg if _crossable(arg) else repr(arg) for arg in exc.args)
+    args = _crossing_args(exc)
     text = ""
     if config.include_local_traceback:
         text = "".join(traceback.format_exception(exc))
@@ -246,6 +246,40 @@ def describe_exception(seq: int, exc: BaseException, config: Config) -> ErrorRep
         if config.include_local_version:
             text = f"(peer: Python {sys.version.split()[0]}, rpc-service {__version__})\n{text}"
     return ErrorReply(seq, cls.__module__, cls.__qualname__, args, text)
+
+
+def _crossing_args(exc: BaseException, depth: int = 0) -> tuple[Any, ...]:
+    """The arguments ``exc`` is described by (values that cannot cross as their repr), such
+    that its builtin type rebuilds it whole: an OSError's ``filename``/``filename2`` (not in
+    its ``args``) are passed as its constructor takes them, and an ExceptionGroup's
+    exceptions as ``(module, type, args)`` triples (builtin ones rebuilt as themselves)."""
+    raw: tuple[Any, ...] = exc.args
+    if isinstance(exc, OSError) and len(raw) == 2 and (exc.filename is not None or exc.filename2 is not None):
+        raw = (*raw, exc.filename, None, exc.filename2)  # OSError(errno, strerror, filename, winerror, filename2)
+    elif _GROUP is not None and type(exc) is _GROUP and depth < _MAX_GROUP_DEPTH:
+        group: Any = exc
+        raw = (group.message, tuple((type(e).__module__, type(e).__qualname__, _crossing_args(e, depth + 1)) for e in group.exceptions))
+        return raw if _crossable(raw) else (group.message, repr(group.exceptions))
+    return tuple(arg if _crossable(arg) else repr(arg) for arg in raw)
+
+
+_GROUP: Final[Any] = getattr(builtins, "ExceptionGroup", None)  # (3.11+)
+_MAX_GROUP_DEPTH: Final = 2  # nested groups deeper than this cross as their repr (RemoteError)
+
+
+def _rebuilt_group(args: tuple[Any, ...]) -> Exception | None:
+    """``ExceptionGroup(message, exceptions)`` from what :func:`_crossing_args` sent, or None."""
+    if _GROUP is None or len(args) != 2 or type(args[0]) is not str or type(args[1]) is not tuple or not args[1]:
+        return None
+    members: list[BaseException] = []
+    for member in args[1]:
+        if not (type(member) is tuple and len(member) == 3 and type(member[0]) is str and type(member[1]) is str and type(member[2]) is tuple):
+            return None
+        members.append(rebuild_exception(ErrorReply(0, member[0], member[1], member[2], "")))
+    if not all(isinstance(member, Exception) for member in members):
+        return None
+    group: Exception = _GROUP(args[0], members)
+    return group
 
 
 def rebuild_exception(error: ErrorReply) -> BaseException:
@@ -260,10 +294,10 @@ def rebuild_exception(error: ErrorReply) -> BaseException:
         cls = getattr(builtins, error.exc_type, None)
         if isinstance(cls, type) and issubclass(cls, Exception):
             try:
-                exc = cls(*error.args)
+                exc = _rebuilt_group(error.args) if cls is _GROUP else cls(*error.args)
             except Exception:
-                pass  # a constructor that wants other arguments: fall back to RemoteError
-            else:
+                exc = None  # a constructor that wants other arguments: fall back to RemoteError
+            if exc is not None:
                 exc.remote_traceback = error.traceback  # type: ignore[attr-defined]  # documented extra attribute
                 if error.traceback and hasattr(exc, "add_note"):  # Python 3.11+
                     exc.add_note("\n========= remote traceback =========\n" + error.traceback.rstrip())
