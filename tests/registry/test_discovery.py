@@ -12,7 +12,7 @@ import pytest
 
 import rpc_registry
 from rpc_registry import RegistryClient, RegistryServer, TCPRegistryClient, UDPRegistryClient, connect_by_service
-from rpc_service import Service, ServiceNotFoundError, ThreadedServer
+from rpc_service import Service, ServiceNotFoundError, ThreadedServer, VoidService
 from tests.registry.helpers import FakeClock, MakeRegistry, client_for
 
 
@@ -190,3 +190,24 @@ def test_the_default_registrar_is_a_udp_broadcast_client() -> None:
     client = UDPRegistryClient()
     assert (client.ip, client.port, client.broadcast) == ("255.255.255.255", 18811, True)
     assert rpc_registry.REGISTRY_PORT == rpc_registry.DEFAULT_PORT == 18811
+
+
+def test_wrong_arguments_are_clear_errors_at_once() -> None:
+    """Regression: discover("x", 5) failed with AttributeError, TCPRegistryClient(ip, "x")
+    with "Servname not supported" at the first request, RedisRegistry(5) with AttributeError,
+    and a server's registrar=5 or authenticator=5 only when clients came."""
+    with pytest.raises(TypeError, match="registry client"):
+        rpc_registry.discover("x", 5)  # type: ignore[arg-type]  # the error under test
+    with pytest.raises(TypeError, match="registry client"):
+        rpc_registry.list_services(5)  # type: ignore[arg-type]  # the error under test
+    for port in ("x", 0, 70000, True):
+        with pytest.raises(ValueError, match="port must be"):
+            rpc_registry.TCPRegistryClient("127.0.0.1", port)  # type: ignore[arg-type]  # the error under test
+    with pytest.raises(TypeError, match="host name"):
+        rpc_registry.UDPRegistryClient(None)  # type: ignore[arg-type]  # the error under test
+    with pytest.raises(TypeError, match="Redis URL"):
+        rpc_registry.RedisRegistry(5)  # type: ignore[arg-type]  # the error under test
+    with pytest.raises(TypeError, match="registrar must be a Registrar"):
+        ThreadedServer(VoidService, registrar=5)  # type: ignore[arg-type]  # the error under test
+    with pytest.raises(TypeError, match="authenticator must be a callable"):
+        ThreadedServer(VoidService, authenticator=5)  # type: ignore[arg-type]  # the error under test

@@ -9,6 +9,7 @@ message says what to do. Also the shape of the error tree.
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +85,12 @@ def test_file_errors() -> None:
     mismatch = ssl_error("KEY_VALUES_MISMATCH")
     assert "does not belong" in str(file_error("certificate and key", "a.pem", mismatch))
     assert "permission denied" in str(file_error("private key", "k.key", PermissionError(13, "denied")))
+
+
+def test_a_directory_given_for_a_file_is_named_as_such(tmp_path: Path) -> None:
+    """Regression: TLSAuthenticator(ca_certs=<a directory>) said "no such file"."""
+    error = file_error("CA certificates", str(tmp_path), FileNotFoundError(2, "No such file or directory"))
+    assert "it is a directory, not a file" in str(error) and "no such file" not in str(error)
 
 
 def test_error_tree() -> None:

@@ -97,6 +97,10 @@ class RegistryClient:
     ) -> None:
         if not timeout > 0:
             raise ValueError("timeout must be > 0")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"port must be a whole number between 1 and 65535, not {port!r}")
+        if not isinstance(ip, str):
+            raise TypeError(f"ip must be a host name or address string, not {ip!r}")
         self.ip = ip
         self.port = port
         self.timeout = timeout

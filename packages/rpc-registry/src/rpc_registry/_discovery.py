@@ -40,7 +40,7 @@ def discover(name: str, registrar: Lookup | None = None) -> list[Address]:
 
     Raises :class:`RegistryUnavailableError` when no registry answered.
     """
-    return (registrar or UDPRegistryClient()).discover(name)
+    return _registry(registrar, "discover").discover(name)
 
 
 def list_services(registrar: Lookup | None = None, *, filter_host: str | None = None) -> list[str]:
@@ -49,7 +49,16 @@ def list_services(registrar: Lookup | None = None, *, filter_host: str | None = 
 
     ``registrar`` may be any registry client with ``list(filter_host=...)`` (the UDP, TCP
     and Redis registrars)."""
-    return (registrar or UDPRegistryClient()).list(filter_host=filter_host)
+    return _registry(registrar, "list").list(filter_host=filter_host)
+
+
+def _registry(registrar: Lookup | None, method: str) -> Lookup:
+    """``registrar``, or the UDP broadcast client when None; TypeError when it cannot answer."""
+    if registrar is None:
+        return UDPRegistryClient()
+    if not callable(getattr(registrar, method, None)):
+        raise TypeError(f"registrar must be a registry client with {method}() (UDPRegistryClient, TCPRegistryClient, RedisRegistry), not {registrar!r}")
+    return registrar
 
 
 def connect_by_service(

@@ -107,6 +107,8 @@ class RedisRegistry:
             raise ValueError("ttl must be > 0")
         if not timeout > 0:
             raise ValueError("timeout must be > 0")
+        if not isinstance(url, str):
+            raise TypeError(f"url must be a Redis URL string (redis://, rediss:// or unix://), not {type(url).__name__}")
         parts = urlsplit(url)
         if parts.scheme not in _SCHEMES:
             raise ValueError(f"not a Redis URL (redis://, rediss:// or unix://): {mask_url(url)!r}")

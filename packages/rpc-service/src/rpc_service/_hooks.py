@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence, Union, runtime_checka
 if TYPE_CHECKING:
     from ._streams import Stream
 
-__all__ = ["Authenticator", "Registrar"]
+__all__ = ["Authenticator", "Registrar", "check_hooks"]
 
 
 @runtime_checkable
@@ -40,3 +40,13 @@ class Authenticator(Protocol):
     """
 
     def __call__(self, sock: socket.socket) -> tuple[Union[socket.socket, Stream], Any]: ...
+
+
+def check_hooks(authenticator: object, registrar: object) -> None:
+    """TypeError for a server's ``authenticator`` that is not callable or ``registrar``
+    without ``register``/``unregister`` (each None when not wanted), at construction: later,
+    every client would be dropped, or the registration only logged as failing."""
+    if authenticator is not None and not callable(authenticator):
+        raise TypeError(f"authenticator must be a callable taking the accepted socket, not {authenticator!r}")
+    if registrar is not None and not all(callable(getattr(registrar, name, None)) for name in ("register", "unregister")):
+        raise TypeError(f"registrar must be a Registrar (register, unregister: e.g. rpc_registry.UDPRegistryClient()), not {registrar!r}")

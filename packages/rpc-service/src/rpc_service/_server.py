@@ -23,7 +23,7 @@ from rpc_protocol import RPCError
 from ._config import ConfigArg, make_config
 from ._connection import Connection
 from ._errors import ConnectionClosedError, ConnectionRejectedError
-from ._hooks import Authenticator, Registrar
+from ._hooks import Authenticator, Registrar, check_hooks
 from ._service import Service, ServiceArg, check_service, instantiate
 from ._streams import SocketStream, Stream, check_port
 
@@ -77,6 +77,7 @@ class Server:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.service = service
+        check_hooks(authenticator, registrar)
         self.authenticator = authenticator
         self.registrar = registrar
         self.auto_register = registrar is not None if auto_register is None else auto_register

@@ -26,6 +26,7 @@ peer's certificate, True when the peer's alert says it refused ours.
 
 from __future__ import annotations
 
+import os
 import ssl
 from typing import Mapping
 
@@ -275,7 +276,9 @@ def connection_error(exc: OSError, *, server_side: bool, peer: str, sent_certifi
 
 def file_error(what: str, path: object, exc: BaseException) -> CertificateFileError:
     """A :class:`CertificateFileError` for a key or certificate that could not be loaded."""
-    if isinstance(exc, FileNotFoundError):
+    if isinstance(path, (str, os.PathLike)) and os.path.isdir(path):
+        why = "it is a directory, not a file"
+    elif isinstance(exc, FileNotFoundError):
         why = "no such file"
     elif isinstance(exc, PermissionError):
         why = "permission denied"

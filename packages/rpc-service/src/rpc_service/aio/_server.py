@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 from .._config import ConfigArg
 from .._context import CURRENT
-from .._hooks import Authenticator, Registrar
+from .._hooks import Authenticator, Registrar, check_hooks
 from .._service import ServiceArg, instantiate
 from .._streams import check_port
 from ._connection import HANDLER_THREADS, AsyncConnection
@@ -65,6 +65,7 @@ class Server:
         self.port = port if socket_path is not None else check_port(port, listening=True)
         self.socket_path = socket_path
         self.ipv6 = ipv6
+        check_hooks(authenticator, registrar)
         self.authenticator = authenticator
         self.registrar = registrar
         self.auto_register = registrar is not None if auto_register is None else auto_register
