@@ -111,7 +111,7 @@ BROKEN_FRAMES: dict[str, tuple[bytes, str]] = {
     "unknown-op-14": (frame(REQUEST, 1, request_payload(14, backref(ROOT_OID))), "unknown request operation 14"),
     "unknown-op-255": (frame(REQUEST, 1, request_payload(255, backref(ROOT_OID))), "unknown request operation 255"),
     "empty-request": (frame(REQUEST, 1), "unknown request operation None"),
-    "unknown-value-tag": (frame(REQUEST, 1, request_payload(3, b"\x05")), "unknown value tag 0x05"),
+    "unknown-value-tag": (frame(REQUEST, 1, request_payload(3, backref(ROOT_OID), b"\x05")), "unknown value tag 0x05"),
     "reserved-value-tag-0xff": (frame(REPLY, 1, b"\xff"), "not in flight"),
     "trailing-bytes": (frame(REQUEST, 1, request_payload(6, backref(ROOT_OID)) + b"\x00"), "trailing bytes"),
     "args-not-a-tuple": (frame(REQUEST, 1, request_payload(6, backref(ROOT_OID), args=b"\x00")), "malformed request arguments"),
@@ -151,12 +151,19 @@ BROKEN_FRAMES: dict[str, tuple[bytes, str]] = {
         frame(REQUEST, 1, request_payload(2, backref(ROOT_OID), b"\x18\x02\x10\x04echo\x1a\x01\x00\x00\x00\x20" + struct.pack("<QI", 5, 1))),
         "cannot be a set element",
     ),
-    "deep-nesting": (frame(REQUEST, 1, request_payload(1, b"\x18\x01" * 5000 + b"\x00")), "nested deeper than 64"),
-    "count-past-end": (frame(REQUEST, 1, request_payload(1, b"\x19" + struct.pack("<I", 1 << 20) + b"\x00" * 5)), "container truncated"),
-    "items-over-limit": (frame(REQUEST, 1, request_payload(1, b"\x1c" + struct.pack("<I", (1 << 20) + 1))), "exceeds the limit of 1048576"),
-    "bytes-claiming-4-gib": (frame(REQUEST, 1, request_payload(1, b"\x13\xff\xff\xff\xff" + b"\x00" * 8)), "value truncated"),
+    "deep-nesting": (frame(REQUEST, 1, request_payload(1, backref(ROOT_OID), b"\x18\x01" * 5000 + b"\x00")), "nested deeper than 64"),
+    "count-past-end": (frame(REQUEST, 1, request_payload(1, backref(ROOT_OID), b"\x19" + struct.pack("<I", 1 << 20) + b"\x00" * 5)), "container truncated"),
+    "items-over-limit": (frame(REQUEST, 1, request_payload(1, backref(ROOT_OID), b"\x1c" + struct.pack("<I", (1 << 20) + 1))), "exceeds the limit of 1048576"),
+    "bytes-claiming-4-gib": (frame(REQUEST, 1, request_payload(1, backref(ROOT_OID), b"\x13\xff\xff\xff\xff" + b"\x00" * 8)), "value truncated"),
     "invalid-utf8-str": (frame(REQUEST, 1, request_payload(3, backref(ROOT_OID), b"\x18\x01\x10\x02\xc0\x80")), "malformed value"),
-    "unhashable-set-member": (frame(REQUEST, 1, request_payload(1, b"\x1a\x01\x00\x00\x00\x1c\x00\x00\x00\x00")), "malformed value"),
+    # regression: a plain value as target let the peer run safe special methods on values and
+    # operands of its choosing ("{0._secret}".format(root), "x" * 10**9): refused unread
+    "plain-str-target": (
+        frame(REQUEST, 1, request_payload(2, b"\x10\x01x", b"\x18\x02\x10\x07__mul__\x09" + struct.pack("<q", 10**9))),
+        "target must be a reference",
+    ),
+    "plain-int-target": (frame(REQUEST, 1, request_payload(7, b"\x08\x03")), "target must be a reference"),
+    "unhashable-set-member": (frame(REQUEST, 1, request_payload(1, backref(ROOT_OID), b"\x1a\x01\x00\x00\x00\x1c\x00\x00\x00\x00")), "malformed value"),
 }
 
 

@@ -289,6 +289,23 @@ def test_take_request_accepts_exactly_what_receive_data_accepts(data: bytes) -> 
         _check_same(fast, slow)
 
 
+@settings(max_examples=200, deadline=None)
+@given(target=values(with_refs=False, max_leaves=3), op=st.sampled_from(list(p.Op)), context=st.booleans())
+def test_a_request_whose_target_is_a_plain_value_is_refused_by_both_paths(target: object, op: p.Op, context: bool) -> None:
+    """Regression: a plain value as target (not a reference to an object the receiver lent)
+    was accepted, so a peer could run safe special methods on values and operands of its
+    choosing ("{0._secret}".format(root) under allow_public_attrs, "x" * 10**9)."""
+    sender, _ = pair()
+    data = wire(sender.send_request(5, op, target, ("format",), {}, False, p.CallContext(1000) if context else None))
+    fast, _ = _scene()
+    slow, _ = _scene()
+    with pytest.raises(p.RemoteProtocolError, match="target must be a reference"):
+        fast.take_request(data)
+    with pytest.raises(p.RemoteProtocolError, match="target must be a reference"):
+        slow.receive_data(data)
+    assert fast.state is slow.state is p.State.FAILED
+
+
 def test_take_reply_takes_the_reply_and_releases_before_it() -> None:
     a, _ = _scene()
     data = _release((5, 1)) + _release((6, 2), (7, 1)) + _frame(3, 2, wire(p.ValueEncoder().encode("ok")))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from typing import Final, TypeGuard
 
-from ._codec import Buffer
+from ._codec import BACKREF, REF, REF_TYPED, Buffer
 from ._decoder import ValueDecoder
 from ._encoder import ValueEncoder
 from ._errors import EncodeError, RemoteProtocolError
@@ -259,6 +259,10 @@ def request_fields(payload: memoryview, seq: int, flags: int, decoder: ValueDeco
             context, pos = _new_tuple(CallContext, (_U64.unpack_from(payload, 2)[0], None)), 10
         else:
             context, pos = _decode_context(payload, 1, end)
+    if pos >= end or (payload[pos] != BACKREF and payload[pos] != REF and payload[pos] != REF_TYPED):
+        # (a plain value as target would let the peer run safe special methods on values of
+        # its choosing, with operands of its choosing: str.format reading attributes, "x" * 10**9)
+        raise RemoteProtocolError("a request's target must be a reference (BACKREF, REF or REF_TYPED), not a plain value")
     (target, args, flat), pos = decoder.decode_values(payload, pos, end, 3)
     if pos != end:  # (every request passes here: no call when it ends where it should)
         _expect_end(pos, end)
