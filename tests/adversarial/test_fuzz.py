@@ -206,6 +206,26 @@ def test_sets_at_the_collision_limit_decode(count: int) -> None:
     assert decoded == frozenset(items)
 
 
+def test_collisions_that_would_cost_too_much_to_compare_are_refused() -> None:
+    """Regression: 256 keys sharing a hash (within the count limit), each holding the same
+    30 000-item tuple, made a 15 MB frame whose set took ~6 s of comparisons under the GIL."""
+    modulus = (1 << 61) - 1
+    heavy = tuple(range(3000))
+    keys = frozenset((heavy, 1 + k * modulus) for k in range(256))
+    big_ints = frozenset((1 << 40000) * modulus + k * modulus for k in range(128))  # 128 colliding 40 000-bit ints
+    for value in (keys, big_ints, {key: None for key in keys}):
+        encoded = _encoded(value)
+        start = time.monotonic()
+        with pytest.raises(wire.RemoteProtocolError, match="cost too much to compare"):
+            wire.ValueDecoder().decode(encoded)
+        assert time.monotonic() - start < 1.0
+
+
+def test_a_few_cheap_collisions_are_fine() -> None:
+    for value in (frozenset({(-1,), (-2,)}), frozenset({-1, -2}), {(-1,): 1, (-2,): 2}, frozenset({(1, -1), (1, -2), 0.0, 0})):
+        assert wire.ValueDecoder().decode(_encoded(value)) == value
+
+
 @given(st.frozensets(hashables, max_size=30))
 @settings(max_examples=50, database=None)
 def test_real_sets_never_trip_the_collision_limit(value: frozenset[object]) -> None:

@@ -362,17 +362,55 @@ _READERS: Final = _reader_table()
 # values that hash alike; inserting n of them costs O(n²) comparisons, all under the GIL
 # (40 000 froze every thread of the process for ~15 s). Real data never comes close.
 _MAX_COLLISIONS: Final = 256
+# And what comparing the keys that share a hash may cost: keys per shared hash, squared,
+# times the size of the largest (items inside, and 64-bit digits of big ints: what one
+# comparison walks). 256 colliding keys of 30 000-item tuples in a 15 MB frame froze every
+# thread for ~6 s under the count limit alone; this bound is ~10 ms of comparisons.
+_MAX_COLLISION_WORK: Final = 1 << 22
 
 
 def _check_collisions(keys: list[object]) -> None:
-    if len(keys) > _MAX_COLLISIONS and len(keys) - len(set(map(hash, keys))) > _MAX_COLLISIONS:
+    count = len(keys)
+    if count < 2:
+        return
+    hashes = list(map(hash, keys))
+    distinct = len(set(hashes))
+    if distinct == count:  # (the common case: no hash shared)
+        return
+    if count - distinct > _MAX_COLLISIONS:
         raise RemoteProtocolError(f"more than {_MAX_COLLISIONS} set elements or dict keys share a hash (hash flooding)")
+    groups: dict[int, list[object]] = {}
+    for key_hash, key in zip(hashes, keys):
+        groups.setdefault(key_hash, []).append(key)
+    work = 0
+    for group in groups.values():
+        if len(group) > 1:
+            work += len(group) * len(group) * max(_comparison_size(key) for key in group)
+            if work > _MAX_COLLISION_WORK:
+                raise RemoteProtocolError("set elements or dict keys that share a hash would cost too much to compare (hash flooding)")
+
+
+def _comparison_size(value: object) -> int:
+    """How much comparing ``value`` with an equal-hashed one may walk: its items, nested,
+    and a big int's 64-bit digits (counted up to the whole work bound, no further)."""
+    size = 0
+    stack = [value]
+    while stack and size <= _MAX_COLLISION_WORK:
+        item = stack.pop()
+        size += 1
+        kind = type(item)
+        if kind is tuple or kind is frozenset:
+            stack.extend(item)  # type: ignore[arg-type]  # a tuple or frozenset
+        elif kind is int:
+            size += item.bit_length() >> 6  # type: ignore[attr-defined]  # an int
+    return size
 
 
 def check_hash_collisions(keys: Iterable[object]) -> None:
     """The decoder's hash-flooding guard, for code that builds a set or dict from a peer's
     values outside the decoder: raises :class:`RemoteProtocolError` when more than 256 of
-    ``keys`` share their hash with another (``TypeError`` for an unhashable one)."""
+    ``keys`` share their hash with another, or when comparing those would cost too much
+    (``TypeError`` for an unhashable one)."""
     _check_collisions(list(keys))
 
 
