@@ -249,6 +249,22 @@ def test_oversized_header_is_rejected_before_its_payload() -> None:
         b.receive_data(header)  # only the 12 header bytes: the payload never arrives
 
 
+def test_before_the_peers_hello_a_frame_is_at_most_the_handshake_limit() -> None:
+    """Regression: a stranger could announce a 64 MiB Hello and make the accepting side
+    buffer it (40 such connections: 2.6 GB) before knowing who it was."""
+    limit = p.HANDSHAKE_FRAME_LIMIT
+    a = p.Connection()
+    a.send(p.Preface())
+    stranger = p.Connection()
+    header = struct.pack("<BBHII", p.FrameType.HELLO, 0, 0, 0, limit + 1)
+    assert a.receive_data(b"".join(bytes(part) for part in stranger.send(p.Preface())) + header) == [p.Preface()]
+    assert a.state is p.State.FAILED  # (the events before the bad bytes come first, then the error)
+    with pytest.raises(p.RemoteProtocolError, match=f"{limit + 1} bytes exceeds the limit of {limit}"):
+        a.receive_data(b"")
+    a, b = pair()  # after the Hellos: max_frame_size again
+    assert deliver(a, b, p.Ping(1, b"x" * (limit + 1))) == [p.Ping(1, b"x" * (limit + 1))]
+
+
 def test_frame_over_the_peers_limit_is_refused_at_send() -> None:
     a, b = pair(config_b=p.ProtocolConfig(max_frame_size=1024))
     with pytest.raises(p.EncodeError, match="limit of 1024"):

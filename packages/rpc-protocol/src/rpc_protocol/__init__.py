@@ -19,7 +19,7 @@ from .__about__ import __version__
 from ._codec import BackRef, Buffer, CodecLimits, Ref
 from ._decoder import ValueDecoder, check_hash_collisions
 from ._encoder import ValueEncoder
-from ._connection import Connection, ProtocolConfig
+from ._connection import HANDSHAKE_FRAME_LIMIT, Connection, ProtocolConfig
 from ._errors import (
     EncodeError,
     HandshakeError,
@@ -48,6 +48,7 @@ __all__ = [
     "check_hash_collisions",
     # connection
     "Connection",
+    "HANDSHAKE_FRAME_LIMIT",
     "ProtocolConfig",
     "State",
     # events

@@ -29,6 +29,9 @@ from ._states import RECV, SEND, TRANSITIONS, State
 __all__ = ["Connection", "ProtocolConfig"]
 
 _DEFAULT_MAX_FRAME: Final = 64 * 1024 * 1024
+#: The largest frame taken before the peer's Hello (a Hello, or a Close saying why not): a
+#: peer that has not even said who it is cannot make this side buffer max_frame_size bytes.
+HANDSHAKE_FRAME_LIMIT: Final = 256 * 1024
 # Payloads at least this long are gathered in a buffer of their own, which the I/O layer may
 # fill directly (payload_buffer); one up to _KEEP_LARGE bytes is kept for the next one.
 _LARGE_PAYLOAD: Final = 256 * 1024
@@ -399,7 +402,8 @@ class Connection(CallPath):
                         events.append(decode_release(payload))
                     pos = stop
                     continue
-                header = self._header = parse_header(view, pos, max_frame)
+                limit = max_frame if self.peer_hello is not None else min(max_frame, HANDSHAKE_FRAME_LIMIT)  # (before its Hello, a peer is a stranger)
+                header = self._header = parse_header(view, pos, limit)
             stop = pos + HEADER_SIZE + header.length
             if stop > end:
                 if header.length >= _LARGE_PAYLOAD:
