@@ -10,15 +10,17 @@ the fixes they found (see the module docstrings of ``rpc_protocol._decoder``,
 
 from __future__ import annotations
 
+import asyncio
 import struct
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
 import rpc_protocol as wire
-from rpc_service import Connection
+import rpc_service
+from rpc_service import Connection, aio
 from tests.adversarial.helpers import Baseline, RawPeer, frame, value_of
 from tests.service.helpers import dropped_within
 
@@ -214,3 +216,53 @@ def test_callbacks_nested_without_end_are_cut_off(
         peer.sock.sendall(data)
     assert outcome != "still nesting", f"the server nested {depth} callbacks deep and was still going"
     assert normal_client.root.echo("unbothered") == "unbothered"
+
+
+class _Text(str):
+    """A str subclass: lent by reference, so its format() runs where it lives."""
+
+
+class Lender(rpc_service.Service):
+    def exposed_items(self) -> list[int]:
+        return [1, 2, 3]  # lent: a proxy on the caller's side
+
+    def exposed_text(self) -> _Text:
+        return _Text("abc")
+
+    def exposed_number(self) -> _Number:
+        return _Number(3)
+
+
+class _Number(int):
+    pass
+
+
+@pytest.mark.parametrize("driver", ["threaded", "aio"])
+def test_a_tiny_request_cannot_make_a_lent_object_build_something_huge(driver: str) -> None:
+    """Regression: the safe special methods ran with any operand, so one small request could
+    make the serving side build gigabytes ([1, 2, 3] * 10**9, format(obj, "999999999"),
+    n << 10**12). Refused past max_frame_size items, characters or bits; small ones work."""
+
+    def check(root: Any) -> None:
+        items, text, number = root.items(), root.text(), root.number()
+        for huge in (lambda: items * 10**9, lambda: 10**9 * items, lambda: format(text, ">999999999"), lambda: format(text, ".99999999999"), lambda: number << 10**12):
+            with pytest.raises(ValueError, match="max_frame_size"):
+                huge()
+        assert list(items * 2) == [1, 2, 3, 1, 2, 3] and format(text, ">5") == "  abc" and number << 2 == 12
+
+    if driver == "threaded":
+        with rpc_service.connect_thread(remote_service=Lender) as conn:
+            check(conn.root)
+        return
+
+    async def main() -> None:
+        async with aio.Server(Lender) as server:
+            await server.start()
+
+            def client() -> None:
+                with rpc_service.connect("127.0.0.1", server.port) as conn:
+                    check(conn.root)
+
+            await asyncio.to_thread(client)
+
+    asyncio.run(main())

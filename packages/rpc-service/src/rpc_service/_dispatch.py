@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import io
 import pickle
+import re
 import sys
 import threading
 import traceback
@@ -30,7 +31,7 @@ from ._exposure import INTERNAL_TYPES, Exposure
 from ._proxy import is_proxy
 
 __all__ = [
-    "Dispatcher", "HANDLERS", "checked_batch", "describe_exception", "dumps_plain", "loads_plain", "must_propagate", "rebuild_exception", "unpickler",
+    "AMPLIFIERS", "Dispatcher", "HANDLERS", "check_amplification", "checked_batch", "describe_exception", "dumps_plain", "loads_plain", "must_propagate", "rebuild_exception", "unpickler",
 ]
 
 _PLAIN: Final = (type(None), bool, int, float, complex, str, bytes)
@@ -76,6 +77,8 @@ class Dispatcher:
 
     def _callattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         name = self._exposure.resolve(target, args[0])
+        if name in AMPLIFIERS:
+            check_amplification(target, name, args, self._config.max_frame_size)
         if name == "__exit__" and len(args) == 4 and is_proxy(args[2]):
             return getattr(target, name)(*local_exit_args(args[2]))
         method = getattr(target, name)
@@ -179,6 +182,32 @@ def loads_plain(data: bytes) -> Any:
 def unpickler(config: Config) -> Callable[[bytes], Any]:
     """How this side unpickles a proxy's bytes: fully only under ``allow_all_attrs``."""
     return pickle.loads if config.allow_all_attrs else loads_plain
+
+
+# Safe special methods whose result a tiny request can make huge (a lent list times 10**9,
+# format(obj, "999999999")): refused past max_frame_size items, characters or bits, the most
+# a peer could have sent itself. Checked by name, before the call.
+AMPLIFIERS: Final = frozenset({"__mul__", "__rmul__", "__imul__", "__lshift__", "__ilshift__", "__format__"})
+_FORMAT_NUMBER: Final = re.compile(r"\d+")
+
+
+def check_amplification(target: Any, name: str, args: tuple[Any, ...], budget: int) -> None:
+    if len(args) != 2:
+        return
+    operand = args[1]
+    if name == "__format__":
+        if type(operand) is str and any(int(number) > budget for number in _FORMAT_NUMBER.findall(operand[:64])):
+            raise ValueError(f"a format width or precision over {budget} (max_frame_size) is refused")
+        return
+    if type(operand) is not int or operand <= 1:
+        return
+    if name.endswith("shift__"):
+        if operand > budget * 8:
+            raise ValueError(f"shifting by {operand} bits is refused: over max_frame_size ({budget} bytes)")
+        return
+    size = len(target) if hasattr(target, "__len__") else 0
+    if size and size * operand > budget:
+        raise ValueError(f"repeating {size} items {operand} times is refused: over max_frame_size ({budget})")
 
 
 # What each operation does (docs/protocol.md §5): HANDLERS[op](dispatcher, target, args, kwargs)

@@ -25,7 +25,7 @@ from rpc_protocol import Op
 from .._by_value import ByValue, marked_result
 from .._config import Config
 from .._context import CURRENT
-from .._dispatch import HANDLERS, Dispatcher, describe_exception, must_propagate
+from .._dispatch import AMPLIFIERS, HANDLERS, Dispatcher, check_amplification, describe_exception, must_propagate
 from .._errors import ConnectionClosedError
 from .._exposure import Exposure
 from .._service import Service
@@ -122,7 +122,10 @@ class Serving:
                 fn = _generator_job(HANDLERS[op], self._dispatcher, target)
                 args, kwargs = (args, kwargs), _NO_KWARGS
             elif op is Op.CALLATTR:
-                fn = getattr(target, self._exposure.resolve(target, args[0]))
+                name = self._exposure.resolve(target, args[0])
+                if name in AMPLIFIERS:
+                    check_amplification(target, name, args, self._config.max_frame_size)
+                fn = getattr(target, name)
                 args = args[1:]
                 mark = fn  # a @by_value method's results are copied (see _by_value)
             elif op is Op.CALL:
