@@ -124,7 +124,7 @@ class deadline:  # noqa: N801  # a context manager named as a function, like con
         else:
             if outer.deadline is not None and outer.deadline < end:
                 end = outer.deadline
-            state.served = outer if type(outer) is Served else outer.served
+            state.served = serving(outer)
             state.traceparent = outer.traceparent
         state.deadline = end
         if self._token is not None:
