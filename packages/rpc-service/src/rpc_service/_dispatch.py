@@ -191,12 +191,17 @@ AMPLIFIERS: Final = frozenset({"__mul__", "__rmul__", "__imul__", "__lshift__", 
 _FORMAT_NUMBER: Final = re.compile(r"\d+")
 
 
+def _over(digits: str, budget: int) -> bool:
+    digits = digits.lstrip("0")
+    return len(digits) > 18 or (bool(digits) and int(digits) > budget)
+
+
 def check_amplification(target: Any, name: str, args: tuple[Any, ...], budget: int) -> None:
     if len(args) != 2:
         return
     operand = args[1]
     if name == "__format__":
-        if type(operand) is str and any(int(number) > budget for number in _FORMAT_NUMBER.findall(operand[:64])):
+        if type(operand) is str and any(_over(number, budget) for number in _FORMAT_NUMBER.findall(operand)):
             raise ValueError(f"a format width or precision over {budget} (max_frame_size) is refused")
         return
     if type(operand) is not int or operand <= 1:
