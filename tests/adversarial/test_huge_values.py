@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from fractions import Fraction
 import threading
 import time
 from typing import Any, Callable
@@ -229,8 +230,11 @@ class Lender(rpc_service.Service):
     def exposed_text(self) -> _Text:
         return _Text("abc")
 
-    def exposed_number(self) -> _Number:
-        return _Number(3)
+    def exposed_number(self, value: int = 3) -> _Number:
+        return _Number(value)
+
+    def exposed_fraction(self) -> Fraction:
+        return Fraction(1, 2)  # lent: not a by-value type
 
 
 class _Number(int):
@@ -245,10 +249,12 @@ def test_a_tiny_request_cannot_make_a_lent_object_build_something_huge(driver: s
 
     def check(root: Any) -> None:
         items, text, number = root.items(), root.text(), root.number()
-        for huge in (lambda: items * 10**9, lambda: 10**9 * items, lambda: format(text, ">999999999"), lambda: format(text, ".99999999999"), lambda: format(text, ">" + "0" * 70 + "999999999"), lambda: number << 10**12):
+        number_big, fraction = root.number(10**10), root.fraction()
+        for huge in (lambda: items * 10**9, lambda: 10**9 * items, lambda: format(text, ">999999999"), lambda: format(text, ".99999999999"), lambda: format(text, ">" + "0" * 70 + "999999999"), lambda: number << 10**12, lambda: number ** 10**10, lambda: pow(number, 10**10), lambda: 7 ** number_big, lambda: fraction ** 10**10):
             with pytest.raises(ValueError, match="max_frame_size"):
                 huge()
         assert list(items * 2) == [1, 2, 3, 1, 2, 3] and format(text, ">5") == "  abc" and number << 2 == 12
+        assert number**3 == 27 and 2**number == 8 and pow(number, 10**10, 7) == pow(3, 10**10, 7) and str(fraction**2) == "1/4"
 
     if driver == "threaded":
         with rpc_service.connect_thread(remote_service=Lender) as conn:

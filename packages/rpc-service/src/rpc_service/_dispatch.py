@@ -185,10 +185,14 @@ def unpickler(config: Config) -> Callable[[bytes], Any]:
 
 
 # Safe special methods whose result a tiny request can make huge (a lent list times 10**9,
-# format(obj, "999999999")): refused past max_frame_size items, characters or bits, the most
-# a peer could have sent itself. Checked by name, before the call.
-AMPLIFIERS: Final = frozenset({"__mul__", "__rmul__", "__imul__", "__lshift__", "__ilshift__", "__format__"})
+# format(obj, "999999999"), a lent int subclass ** 10**9): refused past max_frame_size items,
+# characters or bits, the most a peer could have sent itself. Checked by name, before the call.
+AMPLIFIERS: Final = frozenset({"__mul__", "__rmul__", "__imul__", "__lshift__", "__ilshift__", "__pow__", "__ipow__", "__rpow__", "__format__"})
 _FORMAT_NUMBER: Final = re.compile(r"\d+")
+
+
+def _bits(number: object) -> int:
+    return number.bit_length() if isinstance(number, int) else 0
 
 
 def _over(digits: str, budget: int) -> bool:
@@ -203,6 +207,13 @@ def check_amplification(target: Any, name: str, args: tuple[Any, ...], budget: i
     if name == "__format__":
         if type(operand) is str and any(_over(number, budget) for number in _FORMAT_NUMBER.findall(operand)):
             raise ValueError(f"a format width or precision over {budget} (max_frame_size) is refused")
+        return
+    if name.endswith("pow__"):  # (an int or a Fraction raised to a whole power: its digits times the power)
+        base, power = (operand, target) if name == "__rpow__" else (target, operand)
+        if isinstance(power, int) and power > 1:
+            bits = max(_bits(getattr(base, "numerator", None)), _bits(getattr(base, "denominator", None)))
+            if bits > 1 and bits * power > budget * 8:
+                raise ValueError(f"raising a {bits}-bit number to the power {power} is refused: over max_frame_size ({budget} bytes)")
         return
     if type(operand) is not int or operand <= 1:
         return
