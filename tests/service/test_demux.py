@@ -321,7 +321,18 @@ class RefusingService(Service):
 def test_a_raising_on_connect_rejects_the_client_with_its_reason(
     server_class: type[ThreadedServer], caplog: pytest.LogCaptureFixture
 ) -> None:
-    running = Running(server_class(RefusingService))
+    error, errors = _rejected(server_class(RefusingService), caplog)
+    assert isinstance(error, RPCError)
+    assert "PermissionError" in str(error) and "no guests after midnight" in str(error)
+    assert "Traceback" not in str(error)
+    assert errors, "the server did not log the rejection at ERROR"
+    assert errors[0].exc_info is not None and errors[0].exc_info[0] is PermissionError
+
+
+def _rejected(server: ThreadedServer, caplog: pytest.LogCaptureFixture) -> tuple[ConnectionRejectedError, list[logging.LogRecord]]:
+    """Connect to ``server`` (which rejects the client): the client's error and the
+    server's ERROR records (waited for up to 5 s)."""
+    running = Running(server)
     try:
         with caplog.at_level(logging.INFO, logger="rpc_service"):
             with pytest.raises(ConnectionRejectedError) as info:
@@ -331,13 +342,7 @@ def test_a_raising_on_connect_rejects_the_client_with_its_reason(
                 time.sleep(0.01)
     finally:
         running.stop()
-    error = info.value
-    assert isinstance(error, RPCError)
-    assert "PermissionError" in str(error) and "no guests after midnight" in str(error)
-    assert "Traceback" not in str(error)
-    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
-    assert errors, "the server did not log the rejection at ERROR"
-    assert errors[0].exc_info is not None and errors[0].exc_info[0] is PermissionError
+    return info.value, [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 def test_connect_thread_rejection_carries_the_reason_too() -> None:
@@ -356,17 +361,8 @@ def test_a_service_class_whose_constructor_raises_rejects_the_client_with_its_re
 ) -> None:
     """Regression: the client got only "the peer closed the connection" and the server
     logged the error at INFO without a traceback, as if the client were to blame."""
-    running = Running(server_class(UnmakeableService))
-    try:
-        with caplog.at_level(logging.INFO, logger="rpc_service"):
-            with pytest.raises(ConnectionRejectedError, match=r"UnmakeableService\(\) failed: RuntimeError: cannot open the database"):
-                rpc_service.connect("127.0.0.1", running.server.port, timeout=5)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and not any(r.levelno >= logging.ERROR for r in caplog.records):
-                time.sleep(0.01)
-    finally:
-        running.stop()
-    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    error, errors = _rejected(server_class(UnmakeableService), caplog)
+    assert "UnmakeableService() failed: RuntimeError: cannot open the database" in str(error)
     assert errors and errors[0].exc_info is not None and errors[0].exc_info[0] is RuntimeError
 
 
