@@ -104,12 +104,11 @@ def instantiate(service: type[Service] | Service | Any, *, accepting: bool = Fal
     check_service(service)
     if isinstance(service, Service):
         return service
-    if not accepting:
-        made: Service = service()
-        return made
     try:
-        made = service()
+        made: Service = service()
     except Exception as exc:
+        if not accepting:
+            raise
         return Unmade(service, exc)
     return made
 
