@@ -149,6 +149,28 @@ def test_nested_callbacks_to_depth_twenty(connect_to: ConnectTo, service: WorkSe
     assert root.echo("still fine") == "still fine"
 
 
+def test_callbacks_nested_past_the_recursion_limit_raise_and_the_connection_serves_on(
+    connect_to: ConnectTo, service: WorkService
+) -> None:
+    """Callbacks nested deeper than the stack allows end in RecursionError for the caller, at
+    any depth past it, and the connection keeps serving (it was closed: the frame read at the
+    innermost level could not be decoded)."""
+    conn = connect_to(service)
+    root: Any = conn.root
+
+    def callback(remaining: int) -> int:
+        result: int = root.bounce(callback, remaining - 1) + 1 if remaining > 0 else 0
+        return result
+
+    for depth in (1000, 5000):
+        with pytest.raises(RecursionError, match="nested too deeply"):
+            root.bounce(callback, depth)
+        assert not conn.closed
+        assert service.depth == 0
+        assert root.bounce(callback, 39) == 39
+    assert root.echo("still fine") == "still fine"
+
+
 def test_closing_wakes_every_waiting_caller(connect_to: ConnectTo, service: WorkService) -> None:
     conn = connect_to(service)
     root: Any = conn.root

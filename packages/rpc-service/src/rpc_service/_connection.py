@@ -332,6 +332,9 @@ class Connection(ContextCalls, Demux):
             return
         self._serve_call(request.seq, request.op, request.target, request.args, request.kwargs)
 
+    def _refuse_request(self, request: wire.Request, exc: BaseException) -> None:
+        self._send(self._proto.send, describe_exception(request.seq, exc, self._config))
+
     def _serve_call(self, seq: int, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Carry out one of the peer's requests (without a call context) and send its answer
         (the general path and the fast path both end here)."""

@@ -24,6 +24,7 @@ about services or proxies beyond the boxer's release queue.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -58,6 +59,31 @@ _REQUEST: Final = wire.Request
 _FAILED: Final = wire.State.FAILED
 # protocol states in which only Close may still be sent
 _ENDED: Final = frozenset({wire.State.CLOSE_SENT, wire.State.CLOSE_RECEIVED, wire.State.CLOSED, wire.State.FAILED})
+
+
+#: Callbacks nested this deep (requests served by threads waiting on calls of their own, on
+#: one connection) and the stack is looked at before each further one is served.
+_NESTING_CHECKED_FROM: Final = 8
+#: Python frames kept free below the recursion limit: a request that would be served with
+#: fewer is refused with RecursionError instead, so that the frames read meanwhile (the
+#: reply awaited, at least) can still be decoded and the connection stays usable.
+_STACK_RESERVE: Final = 160
+
+
+def _stack_nearly_full() -> bool:
+    """Fewer than ``_STACK_RESERVE`` frames are left below the recursion limit."""
+    try:
+        sys._getframe(sys.getrecursionlimit() - _STACK_RESERVE)
+    except ValueError:  # (the stack is not that deep)
+        return False
+    return True
+
+
+def _too_deep() -> RecursionError:
+    return RecursionError(
+        f"calls nested too deeply: a callback would be served within {_STACK_RESERVE} frames of "
+        f"the recursion limit ({sys.getrecursionlimit()}); it was refused to keep the connection usable"
+    )
 
 
 class Lifecycle(Enum):
@@ -118,6 +144,7 @@ class Demux:
         self._bytes_sent = 0
         self._bytes_received = 0
         self._served: dict[int, Served] = {}  # requests served with a call context, by seq (CANCEL)
+        self._nested = 0  # requests being served by threads waiting on calls of their own
 
     # -- hooks for the subclass --------------------------------------------------------
 
@@ -127,6 +154,10 @@ class Demux:
 
     def _serve_request(self, request: wire.Request) -> None:
         """Serve one of the peer's requests and send its answer (no lock held)."""
+        raise NotImplementedError
+
+    def _refuse_request(self, request: wire.Request, exc: BaseException) -> None:
+        """Answer one of the peer's requests with ``exc`` without serving it (no lock held)."""
         raise NotImplementedError
 
     def _disconnected(self, notify: bool) -> None:
@@ -323,19 +354,27 @@ class Demux:
                 inbox = self._inbox
                 if inbox:
                     event = inbox.pop(0)
+                    nested = False  # a request served while this thread waits on a call of its own
                     if type(event) is _REQUEST:
                         self._calls_served += 1
+                        if slot is not None:
+                            nested = True
+                            self._nested += 1
                     if self._waiting and not self._reading:
                         self._wake_one()  # someone reads while this thread serves
                     lock.release()
                     try:
-                        if type(event) is wire.Request:
-                            self._serve_request(event)
-                        else:
+                        if type(event) is not _REQUEST:
                             self._dispatch(event)
+                        elif nested and self._nested > _NESTING_CHECKED_FROM and _stack_nearly_full():
+                            self._refuse_request(event, _too_deep())
+                        else:
+                            self._serve_request(event)
                     finally:
                         del event  # its arguments (proxies) may die now, as locally
                         lock.acquire()
+                        if nested:
+                            self._nested -= 1
                     if once:
                         return True
                     continue
