@@ -182,3 +182,31 @@ def test_limits_must_be_positive() -> None:
         RegistryLimits(max_connections=0)
     with pytest.raises(ValueError):
         RegistryLimits(max_clock_skew=0)
+
+
+# -- the per-source limit of UDP requests ----------------------------------------------------
+
+
+def test_source_limiter_takes_tokens_per_source_and_refills_with_time() -> None:
+    clock = FakeClock(0.0)
+    limiter = RegistryHandler(RegistryTable(10.0, clock), limits=RegistryLimits(udp_rate=2.0, udp_burst=3)).limiter
+    assert [limiter.allow("192.0.2.1") for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow("192.0.2.2")  # another source has a bucket of its own
+    clock.advance(0.5)  # one token back at 2 a second
+    assert limiter.allow("192.0.2.1") and not limiter.allow("192.0.2.1")
+
+
+def test_source_limiter_forgets_the_least_recently_used_past_max_sources() -> None:
+    """A flood from ever new sources keeps at most max_sources buckets, dropping the least
+    recently used one at a time: a source seen lately keeps its drained bucket."""
+    clock = FakeClock(0.0)
+    limiter = RegistryHandler(
+        RegistryTable(10.0, clock), limits=RegistryLimits(udp_rate=0.001, udp_burst=1, max_sources=64)
+    ).limiter
+    assert limiter.allow("192.0.2.1") and not limiter.allow("192.0.2.1")  # drained
+    for index in range(10_000):
+        limiter.allow(f"10.{index // 65536}.{index // 256 % 256}.{index % 256}")
+        if index % 32 == 0:
+            assert not limiter.allow("192.0.2.1")  # recently used: still drained
+        assert len(limiter._buckets) <= 64
+    assert limiter.allow("10.0.0.0")  # long forgotten: a full bucket again

@@ -95,8 +95,9 @@ class RegistryLimits:
 class SourceLimiter:
     """A token bucket per source address: ``rate`` requests a second, ``burst`` at once.
 
-    At most ``max_sources`` buckets are kept: buckets that have refilled are forgotten first,
-    then the least recently used. Thread-safe; ``clock`` is monotonic seconds.
+    At most ``max_sources`` buckets are kept: past that, the least recently used is forgotten
+    (in constant time: a flood from ever new, possibly spoofed, addresses costs no more per
+    datagram than one from a known one). Thread-safe; ``clock`` is monotonic seconds.
     """
 
     def __init__(self, rate: float, burst: int, max_sources: int, clock: Callable[[], float]) -> None:
@@ -112,16 +113,9 @@ class SourceLimiter:
             tokens = min(float(self.burst), tokens + (now - when) * self.rate)
             allowed = tokens >= 1.0
             self._buckets[source] = (tokens - 1.0 if allowed else tokens, now)
-            if len(self._buckets) > self.max_sources:
-                self._evict(now)
+            if len(self._buckets) > self.max_sources:  # (by one at most)
+                self._buckets.popitem(last=False)
             return allowed
-
-    def _evict(self, now: float) -> None:
-        full = [key for key, (tokens, when) in self._buckets.items() if tokens + (now - when) * self.rate >= self.burst]
-        for key in full[: len(self._buckets) - self.max_sources]:
-            del self._buckets[key]
-        while len(self._buckets) > self.max_sources:
-            self._buckets.popitem(last=False)
 
 
 class RegistryHandler:
