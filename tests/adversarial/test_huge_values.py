@@ -272,3 +272,54 @@ def test_a_tiny_request_cannot_make_a_lent_object_build_something_huge(driver: s
             await asyncio.to_thread(client)
 
     asyncio.run(main())
+
+
+class _Index:
+    """A client-side object a lent list could be repeated by: its __index__ answers late."""
+
+    def __index__(self) -> int:
+        return 25_000_000
+
+
+@pytest.mark.parametrize("driver", ["threaded", "aio"])
+def test_joins_and_repeats_count_the_bytes_they_build_and_take_ints_only(driver: str) -> None:
+    """Regression: `r = r + r` was not checked (24 tiny requests built a 67M-item list on the
+    serving side), `lent_list * obj` with a peer's object answering __index__ was not either
+    (800 MB from 135 bytes), and a list's items were counted as bytes although each is an
+    8-byte pointer. Joins and repeats refuse past max_frame_size bytes (a list item: 8), and
+    a builtin sequence is repeated by an int only."""
+    config = {"max_frame_size": 1 << 20}
+
+    def check(root: Any) -> None:
+        items = root.items()
+        grown = items
+        with pytest.raises(ValueError, match="max_frame_size"):
+            for _ in range(40):  # bounded: 3 * 2**40 items if nothing refused
+                grown = grown + grown
+        assert 1 << 16 <= len(grown) * 8 <= 1 << 20  # (the last join allowed)
+        with pytest.raises(ValueError, match="max_frame_size"):
+            items * (1 << 16)  # 196 608 pointers: 1.5 MiB
+        with pytest.raises(TypeError, match="repeated by an int only"):
+            items * _Index()
+        assert list(items * 3) == [1, 2, 3] * 3 and list(items + items) == [1, 2, 3] * 2
+        assert len(items * 40_000) == 120_000  # 0.9 MiB
+        text = root.text()
+        assert len(text * 300_000) == 900_000  # characters: a byte each
+        del grown
+
+    if driver == "threaded":
+        with rpc_service.connect_thread(remote_service=Lender, remote_config=config) as conn:
+            check(conn.root)
+        return
+
+    async def main() -> None:
+        async with aio.Server(Lender, protocol_config=config) as server:
+            await server.start()
+
+            def client() -> None:
+                with rpc_service.connect("127.0.0.1", server.port) as conn:
+                    check(conn.root)
+
+            await asyncio.to_thread(client)
+
+    asyncio.run(main())

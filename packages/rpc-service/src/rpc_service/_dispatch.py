@@ -10,7 +10,9 @@ itself; only reading a peer's exception text goes through that exception's proxy
 
 from __future__ import annotations
 
+import array
 import builtins
+import collections
 import io
 import pickle
 import re
@@ -31,7 +33,7 @@ from ._exposure import INTERNAL_TYPES, Exposure
 from ._proxy import is_proxy
 
 __all__ = [
-    "AMPLIFIERS", "Dispatcher", "HANDLERS", "check_amplification", "checked_batch", "describe_exception", "dumps_plain", "loads_plain", "must_propagate", "rebuild_exception", "unpickler",
+    "AMPLIFIERS", "Dispatcher", "HANDLERS", "check_amplification", "method_of", "checked_batch", "describe_exception", "dumps_plain", "loads_plain", "must_propagate", "rebuild_exception", "unpickler",
 ]
 
 _PLAIN: Final = (type(None), bool, int, float, complex, str, bytes)
@@ -81,7 +83,7 @@ class Dispatcher:
             check_amplification(target, name, args, self._config.max_frame_size)
         if name == "__exit__" and len(args) == 4 and is_proxy(args[2]):
             return getattr(target, name)(*local_exit_args(args[2]))
-        method = getattr(target, name)
+        method = method_of(target, name) if name in _TYPE_LEVEL else getattr(target, name)
         return marked_result(method, method(*args[1:], **kwargs), self._config)
 
     def is_async_handler(self, op: Op, target: Any, args: tuple[Any, ...], coroutine: CoroutineType[Any, Any, Any]) -> bool:
@@ -184,11 +186,50 @@ def unpickler(config: Config) -> Callable[[bytes], Any]:
     return pickle.loads if config.allow_all_attrs else loads_plain
 
 
+# Special methods Python's operators look up on an object's type, never on the object: for a
+# class as target (a proxy of a remote class compared, formatted, tested for `in`, ...) they
+# are its metaclass's, bound to the class, as `cls == other` runs locally.
+_TYPE_LEVEL: Final = frozenset({
+    "__eq__", "__ne__", "__lt__", "__le__", "__gt__", "__ge__", "__format__", "__len__", "__iter__",
+    "__reversed__", "__contains__", "__getitem__", "__bool__", "__or__", "__ror__", "__and__", "__rand__",
+    "__instancecheck__", "__subclasscheck__", "__dir__", "__sizeof__",
+})
+
+
+def method_of(target: Any, name: str) -> Any:
+    """``getattr(target, name)``, except that when ``target`` is a class, a special method
+    Python's operators look up on the type (``_TYPE_LEVEL``) is its metaclass's, bound to it
+    (``remote_cls == other``, ``format(remote_cls)``); ``cls[item]`` is ``__class_getitem__``
+    where the metaclass has no ``__getitem__``."""
+    if name in _TYPE_LEVEL and isinstance(target, type):
+        meta = type(target)
+        found = getattr(meta, name, None)
+        if found is not None:
+            return found.__get__(target, meta)
+        if name == "__getitem__":
+            return getattr(target, "__class_getitem__")
+    return getattr(target, name)
+
+
 # Safe special methods whose result a tiny request can make huge (a lent list times 10**9,
-# format(obj, "999999999"), a lent int subclass ** 10**9): refused past max_frame_size items,
-# characters or bits, the most a peer could have sent itself. Checked by name, before the call.
-AMPLIFIERS: Final = frozenset({"__mul__", "__rmul__", "__imul__", "__lshift__", "__ilshift__", "__pow__", "__ipow__", "__rpow__", "__format__"})
+# format(obj, "999999999"), a lent int subclass ** 10**9, a lent list added to itself over and
+# over): refused past max_frame_size bytes, characters or bits, the most a peer could have sent
+# itself (a list's or tuple's items counted as the 8-byte pointers they are). Checked by name,
+# before the call.
+AMPLIFIERS: Final = frozenset({
+    "__mul__", "__rmul__", "__imul__", "__add__", "__radd__", "__iadd__", "__lshift__", "__ilshift__",
+    "__pow__", "__ipow__", "__rpow__", "__format__",
+})
 _FORMAT_NUMBER: Final = re.compile(r"\d+")
+# the builtin sequences that repeat (`*`) and concatenate (`+`), and their item sizes in bytes
+_SEQUENCES: Final = (str, bytes, bytearray, list, tuple, collections.deque, array.array)
+_POINTERS: Final = (list, tuple, collections.deque)
+
+
+def _item_bytes(target: object) -> int:
+    if isinstance(target, _POINTERS):
+        return 8
+    return target.itemsize if isinstance(target, array.array) else 1
 
 
 def _bits(number: object) -> int:
@@ -215,15 +256,27 @@ def check_amplification(target: Any, name: str, args: tuple[Any, ...], budget: i
             if bits > 1 and bits * power > budget * 8:
                 raise ValueError(f"raising a {bits}-bit number to the power {power} is refused: over max_frame_size ({budget} bytes)")
         return
-    if type(operand) is not int or operand <= 1:
+    if name.endswith("add__"):  # (concatenation: a local operand, as a proxy's items must cross)
+        if isinstance(target, _SEQUENCES) and isinstance(operand, _SEQUENCES):
+            size = len(target) + len(operand)
+            if size * _item_bytes(target) > budget:
+                raise ValueError(f"joining {len(target)} and {len(operand)} items is refused: over max_frame_size ({budget} bytes)")
+        return
+    if type(operand) is not int:
+        if isinstance(target, _SEQUENCES) and name.endswith("mul__") and not isinstance(operand, int):
+            # (a proxy's __index__ would be asked by the repetition itself, and could answer anything)
+            raise TypeError(f"a {type(target).__name__} is repeated by an int only, not by {type(operand).__name__}")
+        if not isinstance(operand, int):
+            return
+    if operand <= 1:
         return
     if name.endswith("shift__"):
         if operand > budget * 8:
             raise ValueError(f"shifting by {operand} bits is refused: over max_frame_size ({budget} bytes)")
         return
     size = len(target) if hasattr(target, "__len__") else 0
-    if size and size * operand > budget:
-        raise ValueError(f"repeating {size} items {operand} times is refused: over max_frame_size ({budget})")
+    if size and size * operand * _item_bytes(target) > budget:
+        raise ValueError(f"repeating {size} items {operand} times is refused: over max_frame_size ({budget} bytes)")
 
 
 # What each operation does (docs/protocol.md §5): HANDLERS[op](dispatcher, target, args, kwargs)
