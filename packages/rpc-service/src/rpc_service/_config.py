@@ -45,7 +45,7 @@ class Config:
     rules still decide (a peer without ``allow_all_attrs`` refuses them). Empty by default;
     the classic factories set it.
 
-    As in RPyC, ``allow_safe_attrs=False`` turns the safe special methods off and
+    As in RPyC, ``allow_safe_attrs=False`` turns the safe special methods off (calling stays allowed) and
     ``allow_exposed_attrs=False`` the ``exposed_`` names and ``@exposed`` marks.
     ``before_closed(root)`` runs with the peer's root when this side calls ``close()``, while
     requests can still be made (an exception it raises is logged; the connection closes anyway).

@@ -283,7 +283,10 @@ class Exposure:
                 methods.append(public)
         specials = tuple(sorted(name for name in OPTIONAL_SPECIALS.intersection(merged) if merged[name] is not None))
         if not self._safe:
-            specials = ()
+            # As in RPyC, calling is not a safe attribute: a CALL request runs whatever
+            # allow_safe_attrs says, so a callable's proxy stays callable (returned functions,
+            # obj.exposed_method); the other safe specials are off.
+            specials = tuple(name for name in specials if name == "__call__")
         if isinstance(cls, type) and issubclass(cls, type):
             specials = tuple(sorted({*specials, "__call__"}))
         module, qualname = str(cls.__module__), cls.__qualname__

@@ -102,7 +102,37 @@ class Proxy:
 
     @property  # type: ignore[misc]  # deliberately shadows __class__ so isinstance(proxy, list) works
     def __class__(self) -> type:
-        return self._rpc_builtin or type(self)
+        cls = type(self)
+        if cls._rpc_builtin is None:
+            return cls
+        reported: type | None = cls.__dict__.get("_rpc_reported_class")
+        return reported if reported is not None else _reported_class(cls)
+
+
+_REPORTED_LOCK: Final = threading.Lock()
+
+
+def _reported_class(cls: type[Proxy]) -> type:
+    """What proxies of ``cls`` report as their ``__class__`` when the remote type is a mutable
+    builtin or a subclass of one: the builtin itself, or a local subclass of it named as the
+    remote class (``__name__``, ``__qualname__``, ``__module__``), so that both
+    ``isinstance(proxy, dict)`` and ``proxy.__class__.__name__ == "Counter"`` hold. Made once
+    per proxy class and kept on it (so it is shared, and hashable, like the proxy class)."""
+    builtin = cls._rpc_builtin
+    assert builtin is not None
+    module, qualname = cls._rpc_type
+    with _REPORTED_LOCK:
+        reported: type | None = cls.__dict__.get("_rpc_reported_class")
+        if reported is None:
+            reported = builtin
+            if (module, qualname) != (builtin.__module__, builtin.__qualname__):
+                namespace = {"__slots__": (), "__module__": module, "__qualname__": qualname or builtin.__qualname__}
+                try:
+                    reported = type(qualname.rpartition(".")[2] or builtin.__name__, (builtin,), namespace)
+                except (TypeError, ValueError):  # a builtin that cannot be subclassed (memoryview), a peer's odd name
+                    reported = builtin
+            type.__setattr__(cls, "_rpc_reported_class", reported)
+    return reported
 
 
 def is_proxy(obj: object) -> bool:
