@@ -130,6 +130,29 @@ def test_plain_exit_method_gets_a_local_type_and_no_traceback(connect_to: Connec
     assert type(service.seen[0]) is OSError
 
 
+@pytest.mark.parametrize(
+    "raised",
+    [KeyError("k"), ValueError("v", 2), FileNotFoundError(2, "No such file", "/x"), IndexError(), LocalProblem(1, "two")],
+    ids=repr,
+)
+def test_the_remote_exit_gets_the_exceptions_args(connect_to: ConnectTo, raised: Exception) -> None:
+    """Regression: the remote __exit__ got the exception rebuilt from its str() (KeyError('k')
+    as KeyError("'k'"), ValueError('v', 2) as one string, an OSError without errno or file
+    name). Now with its args, and an OSError's file names, as a raised one crosses."""
+    service = ContextService()
+    conn = connect_to(service)
+    with pytest.raises(type(raised)):
+        with conn.root.context(0):
+            raise raised
+    (seen,) = service.seen
+    if isinstance(raised, LocalProblem):
+        assert isinstance(seen, RemoteError) and seen.remote_args == (1, "two")
+        return
+    assert type(seen) is type(raised) and seen.args == raised.args
+    if isinstance(raised, OSError):
+        assert isinstance(seen, OSError) and (seen.errno, seen.strerror, seen.filename) == (2, "No such file", "/x")
+
+
 def test_forwarded_context_manager() -> None:
     """rpc over rpc: the middle lends the owner's context manager on; the owner still sees it."""
     service = ContextService()

@@ -319,15 +319,28 @@ def local_exit_args(exc: Any) -> tuple[type[BaseException], BaseException, None]
 
     A remote ``__exit__`` (a ``@contextlib.contextmanager`` generator above all) needs a real
     exception to throw in, not a proxy: the exception is rebuilt here as the peer would see
-    one of ours (a builtin type as itself, others as RemoteError), with the peer's message.
+    one of ours (a builtin type as itself, others as RemoteError), with the peer's args (an
+    OSError's file names too), or its message from a peer that does not let them be read.
     The traceback stays with the peer; the caller re-raises its original exception.
     """
     module, qualname = getattr(type(exc), "_rpc_type", ("", ""))
+    args: tuple[Any, ...]
     try:
-        message = str(exc)  # one request to the peer (STR is always answered)
+        args = exc.args  # (one request; a lent exception's args are readable: _exposure)
+        if type(args) is not tuple:
+            raise TypeError("args is not a tuple")
+        builtin = getattr(builtins, qualname, None) if module == "builtins" else None
+        if isinstance(builtin, type) and issubclass(builtin, OSError) and len(args) == 2:
+            filename, filename2 = exc.filename, exc.filename2
+            if filename is not None or filename2 is not None:
+                args = (*args, filename, None, filename2)  # (as _crossing_args passes them)
     except Exception:
-        message = ""
-    local = rebuild_exception(ErrorReply(0, module, qualname, (message,) if message else (), ""))
+        try:
+            message = str(exc)  # (STR is always answered)
+        except Exception:
+            message = ""
+        args = (message,) if message else ()
+    local = rebuild_exception(ErrorReply(0, module, qualname, args, ""))
     return type(local), local, None
 
 
