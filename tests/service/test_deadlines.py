@@ -257,3 +257,50 @@ def test_threads_waiting_on_one_connection_with_very_long_timeouts(seconds: floa
             for thread in threads:
                 thread.join(10)
             assert results == [0.05] * 4
+
+
+class _EchoBack(rpc_service.Service):
+    def exposed_echo(self, value: Any) -> Any:
+        return value
+
+    def exposed_call_back(self, function: Callable[[], Any]) -> Any:
+        return function()
+
+
+@pytest.mark.timeout(60)
+def test_a_callback_served_by_another_waiting_thread_runs_under_its_own_context() -> None:
+    """Regression: thread B's callback (B called without a deadline) may be served by thread A,
+    which waits on a call of its own under ``deadline(30)``; the callback saw A's deadline
+    (``remaining()`` about 30, its own calls cut off by A's budget). It runs under what its
+    request carried: nothing here."""
+    server = ThreadedServer(_EchoBack, port=0)
+    server.start_in_thread()
+    conn = rpc_service.connect("127.0.0.1", server.port)
+    stop = threading.Event()
+    seen: list[tuple[str, float | None]] = []
+
+    def callback() -> str:
+        seen.append((threading.current_thread().name, rpc_service.remaining()))
+        time.sleep(0.05)
+        return "called back"
+
+    def thread_a() -> None:
+        end = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < end:
+            with rpc_service.deadline(30):
+                conn.root.echo(1)
+
+    a = threading.Thread(target=thread_a, name="A")
+    try:
+        a.start()
+        for _ in range(50):  # until A has served one (it does nearly every time)
+            assert conn.root.call_back(callback) == "called back"
+            if any(name == "A" for name, _ in seen):
+                break
+    finally:
+        stop.set()
+        a.join(10)
+        conn.close()
+        server.close()
+    assert any(name == "A" for name, _ in seen)
+    assert all(remaining is None for _, remaining in seen), seen

@@ -46,6 +46,8 @@ _NO_KWARGS: Final[dict[str, Any]] = {}
 _MAX_REASON: Final = 500  # characters of a rejection reason sent to the peer
 _monotonic: Final = time.monotonic
 _current_call: Final = CURRENT.get  # None: no call context (the plain paths)
+_set_call: Final = CURRENT.set
+_reset_call: Final = CURRENT.reset
 
 
 def protocol_for(config: Config, boxer: Boxer) -> wire.Connection:
@@ -329,6 +331,13 @@ class Connection(ContextCalls, Demux):
     def _serve_request(self, request: wire.Request) -> None:
         if request.context is not None:
             self._serve_in_context(request.seq, request.op, request.target, request.args, request.kwargs, request.context)
+            return
+        if _current_call() is not None:  # a thread waiting on a call of its own under a call context serves
+            token = _set_call(None)  # a callback (maybe of another thread's call): not under that context
+            try:
+                self._serve_call(request.seq, request.op, request.target, request.args, request.kwargs)
+            finally:
+                _reset_call(token)
             return
         self._serve_call(request.seq, request.op, request.target, request.args, request.kwargs)
 

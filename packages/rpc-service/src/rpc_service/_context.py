@@ -188,13 +188,12 @@ def wire_context(state: CallState | None, now: float, traceparent: str | None = 
 
 def serving_state(context: CallContext | None, conn: Any = None) -> Served:
     """The state a handler runs under, serving a request that carried ``context``
-    (``conn``: the threaded driver's connection, see :class:`Served`)."""
+    (``conn``: the threaded driver's connection, see :class:`Served`): the request's own,
+    whatever the serving thread waits on meanwhile (a thread waiting on a call of its own
+    serves callbacks, which may belong to another thread's call)."""
     end: float | None = None
     if context is not None and context.budget_us is not None:
         end = _monotonic() + context.budget_us / 1_000_000
-    outer = CURRENT.get()  # a thread waiting on a call of its own with a deadline serves a callback
-    if outer is not None and outer.deadline is not None and (end is None or outer.deadline < end):
-        end = outer.deadline
     return Served(end, context.traceparent if context is not None else None, conn)
 
 

@@ -163,8 +163,8 @@ class ContextCalls:
         """Serve a request (these fields) that carried a call context (or any, when
         tracing): the handler runs under it, and a CANCEL for it sets ``cancelled()``."""
         budget = None if context is None or context.traceparent is not None else context.budget_us
-        if budget is not None and _current() is None:  # a deadline only, nothing outer (serving_state inlined,
-            served = _new_object(Served)  # and Served(end, None, self) without its __init__ frame)
+        if budget is not None:  # a deadline only (serving_state inlined, and Served(end, None, self)
+            served = _new_object(Served)  # without its __init__ frame)
             served.deadline = _monotonic() + budget / 1_000_000
             served.served = served.traceparent = served.span = None
             served.cancelled = False
