@@ -8,13 +8,15 @@ formatting a remote class raised TypeError (RPyC compares them as RPyC users exp
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import enum
 from typing import Any
 
 import pytest
 
-from rpc_service import Service
+import rpc_service
+from rpc_service import Service, aio
 
 from .conftest import ConnectTo
 
@@ -68,3 +70,19 @@ def test_remote_classes_format_and_their_metaclass_operators_apply(connect_to: C
     # instances keep their own operators
     items = root.new_list()
     assert items == items and len(items) == 2 and 2 in items and items[1] == 2
+
+
+def test_remote_classes_compare_on_an_aio_server() -> None:
+    async def main() -> None:
+        async with aio.Server(ClassLender) as server:
+            await server.start()
+
+            def client() -> None:
+                with rpc_service.connect("127.0.0.1", server.port) as conn:
+                    root: Any = conn.root
+                    assert root.builtin("int") == root.builtin("int") and root.builtin("int") != root.builtin("list")
+                    assert f"{root.builtin('str')}" == "<class 'str'>" and len(root.color()) == 2
+
+            await asyncio.to_thread(client)
+
+    asyncio.run(main())

@@ -24,7 +24,6 @@ about services or proxies beyond the boxer's release queue.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from rpc_protocol import Event, RemoteProtocolError
 from ._async import AsyncResult
 from ._errors import ConnectionClosedError
 from ._idle import read_into
+from ._stack import stack_nearly_full, too_deep
 
 if TYPE_CHECKING:
     from ._boxing import Boxer
@@ -62,28 +62,8 @@ _ENDED: Final = frozenset({wire.State.CLOSE_SENT, wire.State.CLOSE_RECEIVED, wir
 
 
 #: Callbacks nested this deep (requests served by threads waiting on calls of their own, on
-#: one connection) and the stack is looked at before each further one is served.
+#: one connection) and the stack is looked at before each further one is served (_stack).
 _NESTING_CHECKED_FROM: Final = 8
-#: Python frames kept free below the recursion limit: a request that would be served with
-#: fewer is refused with RecursionError instead, so that the frames read meanwhile (the
-#: reply awaited, at least) can still be decoded and the connection stays usable.
-_STACK_RESERVE: Final = 160
-
-
-def _stack_nearly_full() -> bool:
-    """Fewer than ``_STACK_RESERVE`` frames are left below the recursion limit."""
-    try:
-        sys._getframe(sys.getrecursionlimit() - _STACK_RESERVE)
-    except ValueError:  # (the stack is not that deep)
-        return False
-    return True
-
-
-def _too_deep() -> RecursionError:
-    return RecursionError(
-        f"calls nested too deeply: a callback would be served within {_STACK_RESERVE} frames of "
-        f"the recursion limit ({sys.getrecursionlimit()}); it was refused to keep the connection usable"
-    )
 
 
 class Lifecycle(Enum):
@@ -366,8 +346,8 @@ class Demux:
                     try:
                         if type(event) is not _REQUEST:
                             self._dispatch(event)
-                        elif nested and self._nested > _NESTING_CHECKED_FROM and _stack_nearly_full():
-                            self._refuse_request(event, _too_deep())
+                        elif nested and self._nested > _NESTING_CHECKED_FROM and stack_nearly_full():
+                            self._refuse_request(event, too_deep())
                         else:
                             self._serve_request(event)
                     finally:

@@ -32,6 +32,7 @@ from .._service import Service, rejection
 from ._context_calls import AsyncContextCalls, CallFuture
 from ._proxy import AsyncProxy, make_async_proxy_class
 from ._serving import HANDLER_THREADS, Serving
+from ._threads import ThreadShare
 
 __all__ = ["AsyncConnection", "HANDLER_THREADS"]
 
@@ -86,6 +87,11 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
         self._accepting = accepting
         self._executor = executor
         self._owns_executor = False
+        self._threads: ThreadShare | None = None  # made on the first plain handler (_serving)
+        # threads of the pool the peer's plain handlers may hold at once (aio.Server sets a
+        # share of its pool, shared by every connection); the plain hooks' executor
+        self._thread_limit: int = HANDLER_THREADS
+        self._hook_executor: concurrent.futures.Executor | None = None
         self.credentials = credentials
         exposure = self._exposure = Exposure(config)
         self._boxer = Boxer(self, exposure, make_async_proxy_class)  # type: ignore[arg-type]  # duck-types Connection
@@ -332,6 +338,8 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
         for task in list(self._tasks):  # handlers still running: nobody waits for their replies
             if isinstance(task, asyncio.Task):
                 task.cancel()
+        if self._threads is not None:  # plain handlers not started yet: nobody waits for them
+            self._threads.close()
         self._boxer.clear()
         if was_open:
             self._run_hook(self._service.on_disconnect, "on_disconnect")
@@ -451,7 +459,10 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
         except RuntimeError:  # the loop is closed
             raise ConnectionClosedError("the connection's event loop is closed") from None
         timeout = self._config.sync_request_timeout
+        threads = self._threads
         try:
+            if threads is not None:  # (a thread of this connection's share serves it meanwhile)
+                return threads.wait(result, timeout)
             return result.result(timeout)
         except concurrent.futures.TimeoutError:
             if started:  # CANCEL (protocol version 2); a late reply is dropped

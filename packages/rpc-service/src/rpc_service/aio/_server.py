@@ -4,7 +4,10 @@ Owns :class:`Server`: listening (TCP, optionally TLS through asyncio's ``ssl=``,
 unix socket), running each accepted connection's handshake as a task with its deadline
 (a silent peer never holds up the others), keeping the set of live connections, the
 registrar's lease and the orderly close. Handlers run as ``_connection`` says: ``async
-def`` on the loop, plain ``def`` in worker threads.
+def`` on the loop, plain ``def`` in worker threads of the server's pool, each connection
+within its share of them (``threads_per_connection``, see ``_threads``). The authenticator,
+plain hooks and the registrar run in a second pool, so a connection whose handlers block
+never holds up the admission of another.
 """
 
 from __future__ import annotations
@@ -40,7 +43,19 @@ class Server:
     ``ssl``: an ``ssl.SSLContext`` (server side) makes every connection TLS.
     ``authenticator``: called in a worker thread on each accepted socket (as with the
     threaded servers); it must hand back a plain socket (TLS belongs in ``ssl=``).
+    ``executor``: runs plain ``def`` handlers (default: a pool of the server's own, threads
+    made on demand up to 256); the authenticator, plain ``on_connect``/``on_disconnect``
+    hooks and the registrar run in a pool of the server's own beside it.
     """
+
+    #: The most threads of the handler pool (``executor``) one connection's plain handlers
+    #: may hold at once; its further plain handlers wait, in order, for one of those. A
+    #: peer that blocks all of its handlers (say, by never answering their callbacks) thus
+    #: stalls only itself. 16: a sixteenth of the default pool, well above what one
+    #: connection of a threaded server runs at once; nested callbacks need no more (a
+    #: handler waiting for its peer runs its connection's queued handlers meanwhile). Set
+    #: on the class or on a server before ``start()``.
+    threads_per_connection: int = 16
 
     def __init__(
         self,
@@ -82,6 +97,7 @@ class Server:
         self._closed = False
         self._read_buffer: memoryview | None = None
         self._owns_executor = False
+        self._hook_executor: concurrent.futures.ThreadPoolExecutor | None = None  # made by start()
 
     def __repr__(self) -> str:
         where = self.socket_path or f"{self.hostname}:{self.port}"
@@ -93,10 +109,14 @@ class Server:
         """Listen; returns once the socket accepts (``port`` is then set)."""
         if self._server is not None:
             return
+        if self.threads_per_connection < 1:
+            raise ValueError(f"threads_per_connection must be at least 1 (got {self.threads_per_connection})")
         loop = asyncio.get_running_loop()
         if self.executor is None:  # plain handlers of every connection: threads made on demand
             self.executor = concurrent.futures.ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="rpc-aio-server")
             self._owns_executor = True
+        if self._hook_executor is None:  # authenticator, plain hooks, registrar: threads on demand
+            self._hook_executor = concurrent.futures.ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="rpc-aio-admit")
         if not isinstance(loop, _OVERLAPPED_LOOPS):
             # Reads on this loop go get_buffer -> recv_into -> buffer_updated without a
             # pause, one connection at a time, and every byte is copied out in between:
@@ -146,11 +166,13 @@ class Server:
             await self._server.wait_closed()
         if self.auto_register and self.registrar is not None:
             try:
-                await asyncio.get_running_loop().run_in_executor(self.executor, self.registrar.unregister, self.port)
+                await asyncio.get_running_loop().run_in_executor(self._hook_executor, self.registrar.unregister, self.port)
             except Exception:
                 self.logger.exception("%r: unregistering failed", self)
         if self._owns_executor and self.executor is not None:
-            self.executor.shutdown(wait=False)  # queued work (on_disconnect hooks) still runs
+            self.executor.shutdown(wait=False)  # handlers running (or queued in it) still finish
+        if self._hook_executor is not None:
+            self._hook_executor.shutdown(wait=False)  # queued work (on_disconnect hooks) still runs
         if self.socket_path is not None:
             try:
                 os.unlink(self.socket_path)
@@ -176,6 +198,8 @@ class Server:
             read_buffer=self._read_buffer,
         )
         conn._on_made = self._made
+        conn._thread_limit = self.threads_per_connection
+        conn._hook_executor = self._hook_executor
         return conn
 
     def _made(self, conn: AsyncConnection) -> None:
@@ -223,7 +247,7 @@ class Server:
         assert self.authenticator is not None
         sock.setblocking(True)
         try:
-            result, credentials = await loop.run_in_executor(self.executor, self.authenticator, sock)
+            result, credentials = await loop.run_in_executor(self._hook_executor, self.authenticator, sock)
         except Exception as exc:
             self.logger.info("%r: authentication failed: %s", self, exc)
             sock.close()
@@ -245,7 +269,7 @@ class Server:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                await loop.run_in_executor(self.executor, registrar.register, names, self.port, self.hostname)
+                await loop.run_in_executor(self._hook_executor, registrar.register, names, self.port, self.hostname)
             except Exception:
                 self.logger.exception("%r: registering failed", self)
             await asyncio.sleep(interval)

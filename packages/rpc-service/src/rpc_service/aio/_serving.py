@@ -2,9 +2,11 @@
 
 Owns :class:`Serving`, the part of :class:`AsyncConnection` that carries out a request:
 ``async def`` handlers run as tasks on the loop (started at once where asyncio can),
-plain ``def`` handlers run in a worker thread of the connection's pool, builtins and the
-other operations inline; the answer (or the error) is sent when the handler is done.
-Also the lifecycle hooks (either kind). It sends only through the connection's
+plain ``def`` handlers run in a worker thread of the connection's pool, within the
+connection's share of its threads (``_threads``: a server's pool is shared by all its
+connections), builtins and the other operations inline; the answer (or the error) is sent
+when the handler is done. Also the lifecycle hooks (either kind; plain ones in the hook
+executor, outside any connection's share). It sends only through the connection's
 ``_encode``/``_write`` and never blocks the loop.
 """
 
@@ -25,16 +27,18 @@ from rpc_protocol import Op
 from .._by_value import ByValue, marked_result
 from .._config import Config
 from .._context import CURRENT
-from .._dispatch import AMPLIFIERS, HANDLERS, Dispatcher, check_amplification, describe_exception, must_propagate
+from .._dispatch import AMPLIFIERS, HANDLERS, Dispatcher, check_amplification, method_of, describe_exception, must_propagate
 from .._errors import ConnectionClosedError
 from .._exposure import Exposure
 from .._service import Service
+from ._threads import ThreadShare
 
 __all__ = ["HANDLER_THREADS", "Serving"]
 
 log = logging.getLogger("rpc_service.aio")
 _NO_KWARGS: Final[dict[str, Any]] = {}
-# threads for plain handlers, made on demand, per client connection or per server
+# threads for plain handlers, made on demand, per client connection or per server (where
+# each connection may hold ``Server.threads_per_connection`` of them at once)
 HANDLER_THREADS: Final = 256
 # callables cheap and non-blocking enough to run inline on the loop (no thread hop)
 _INLINE_TYPES: Final = (types.BuiltinFunctionType, types.BuiltinMethodType, types.MethodWrapperType, types.WrapperDescriptorType)
@@ -48,7 +52,8 @@ def _is_async(fn: object) -> bool:
 
 class _Exited:
     """What a handler's task returns when the handler raised SystemExit or KeyboardInterrupt
-    (which asyncio would re-raise out of the loop): the request's outcome, answered to the
+    (which asyncio would re-raise out of the loop), or a plain handler's job when it raised
+    StopIteration (which a future cannot hold): the request's outcome, answered to the
     peer like any other exception (see ``must_propagate``)."""
 
     __slots__ = ("exc",)
@@ -97,6 +102,9 @@ class Serving:
         _tasks: set[asyncio.Future[Any]]
         _executor: concurrent.futures.Executor | None
         _owns_executor: bool
+        _threads: ThreadShare | None
+        _thread_limit: int
+        _hook_executor: concurrent.futures.Executor | None
         _service: Service
 
         def _encode(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> list[wire.Buffer]: ...
@@ -125,7 +133,7 @@ class Serving:
                 name = self._exposure.resolve(target, args[0])
                 if name in AMPLIFIERS:
                     check_amplification(target, name, args, self._config.max_frame_size)
-                fn = getattr(target, name)
+                fn = method_of(target, name)  # (a class's operators are its metaclass's)
                 args = args[1:]
                 mark = fn  # a @by_value method's results are copied (see _by_value)
             elif op is Op.CALL:
@@ -158,9 +166,9 @@ class Serving:
             self._handler_tasks[seq] = task  # cancelled by a CANCEL from the peer
         elif CURRENT.get() is not None:  # served under a call context: the worker runs in it too
             job_context = contextvars.copy_context()
-            task = self._loop.run_in_executor(self._pool(), lambda: job_context.run(fn, *args, **kwargs))
+            task = (self._threads or self._share()).submit(lambda: job_context.run(fn, *args, **kwargs))
         else:
-            task = self._loop.run_in_executor(self._pool(), lambda: fn(*args, **kwargs))
+            task = (self._threads or self._share()).submit(lambda: fn(*args, **kwargs))
         self._tasks.add(task)
         task.add_done_callback(lambda done: self._finished(seq, done, mark))
         return task
@@ -173,6 +181,18 @@ class Serving:
             self._executor = concurrent.futures.ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="rpc-aio-handler")
             self._owns_executor = True
         return self._executor
+
+    def _share(self) -> ThreadShare:
+        """This connection's share of the pool's threads (``_thread_limit`` at once), made
+        on first use."""
+        if self._threads is None:
+            self._threads = ThreadShare(self._loop, self._pool(), self._thread_limit, _Exited)
+        return self._threads
+
+    def _hook_pool(self) -> concurrent.futures.Executor:
+        """Where plain hooks run: the server's hook executor (never behind any connection's
+        handlers), else the connection's pool."""
+        return self._pool() if self._hook_executor is None else self._hook_executor
 
     def _finished(self, seq: int, task: asyncio.Future[Any], mark: object = None) -> None:
         self._tasks.discard(task)
@@ -251,7 +271,7 @@ class Serving:
             if _is_async(hook):
                 task = self._loop.create_task(hook(self))
             else:
-                task = self._loop.run_in_executor(self._pool(), hook, self)
+                task = self._loop.run_in_executor(self._hook_pool(), hook, self)
         except RuntimeError as exc:  # the loop or the server's executor is shut down
             log.error("%r: %s could not run: %s", self, name, exc)
             return
@@ -264,7 +284,7 @@ class Serving:
         if _is_async(hook):
             await hook(self)
         else:
-            await self._loop.run_in_executor(self._pool(), hook, self)
+            await self._loop.run_in_executor(self._hook_pool(), hook, self)
 
 
 def _generator_job(fn: Callable[..., Any], dispatcher: Dispatcher, target: object) -> Callable[..., Any]:
