@@ -149,12 +149,14 @@ def test_nested_callbacks_to_depth_twenty(connect_to: ConnectTo, service: WorkSe
     assert root.echo("still fine") == "still fine"
 
 
-def test_callbacks_nested_past_the_recursion_limit_raise_and_the_connection_serves_on(
+def test_callbacks_nested_past_what_the_stacks_hold_raise_and_the_connection_serves_on(
     connect_to: ConnectTo, service: WorkService
 ) -> None:
-    """Callbacks nested deeper than the stack allows end in RecursionError for the caller, at
-    any depth past it, and the connection keeps serving (it was closed: the frame read at the
-    innermost level could not be decoded)."""
+    """Callbacks nested deeper than one serving thread's stack holds are served on threads of
+    their own; past half of max_pending_requests nested on the connection they end in
+    RecursionError for the caller, at any depth, and the connection keeps serving (it was
+    closed: the frame read at the innermost level could not be decoded, or the peer passed
+    max_pending_requests)."""
     conn = connect_to(service)
     root: Any = conn.root
 
@@ -162,12 +164,35 @@ def test_callbacks_nested_past_the_recursion_limit_raise_and_the_connection_serv
         result: int = root.bounce(callback, remaining - 1) + 1 if remaining > 0 else 0
         return result
 
-    for depth in (1000, 5000):
+    assert root.bounce(callback, 900) == 900  # past what one thread's stack holds
+    for depth in (15_000, 30_000):
         with pytest.raises(RecursionError, match="nested too deeply"):
             root.bounce(callback, depth)
         assert not conn.closed
         assert service.depth == 0
         assert root.bounce(callback, 39) == 39
+    assert root.echo("still fine") == "still fine"
+
+
+def test_callbacks_of_many_threads_nest_on_one_connection(connect_to: ConnectTo, service: WorkService) -> None:
+    """Regression: 8 client threads each nesting callbacks 20 deep got RecursionError: the
+    server serves one connection on one thread, so the 8 chains piled up on its stack."""
+    conn = connect_to(service)
+    root: Any = conn.root
+    results: dict[int, object] = {}
+
+    def callback(remaining: int) -> int:
+        result: int = root.bounce(callback, remaining - 1) + 1 if remaining > 0 else 0
+        return result
+
+    def worker(index: int) -> None:
+        try:
+            results[index] = root.bounce(callback, 39)
+        except Exception as exc:
+            results[index] = exc
+
+    run_threads(8, worker)
+    assert results == {index: 39 for index in range(8)}
     assert root.echo("still fine") == "still fine"
 
 
