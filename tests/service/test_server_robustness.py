@@ -461,3 +461,33 @@ def test_connection_churn(server_class: ServerClass, run: Callable[[Server], Ser
                     assert conn.root.echo(index) == index
             assert steady.root.echo(index) == index
 
+
+
+@pytest.mark.parametrize("server_class", IN_PROCESS_SERVERS)
+def test_closing_a_server_under_calls_blames_no_client(server_class: ServerClass, caplog: pytest.LogCaptureFixture) -> None:
+    """Regression: close() with calls in flight logged "the peer broke the protocol: the peer
+    referred to object #1, which is not lent to it" at WARNING for well-behaved clients (the
+    requests read after the close named objects the close had forgotten)."""
+    server = server_class(WorkService(), port=0)
+    server.start_in_thread()
+    conns = [rpc_service.connect("127.0.0.1", server.port) for _ in range(3)]
+
+    def hammer(conn: Connection) -> None:
+        end = time.monotonic() + 10
+        try:
+            while time.monotonic() < end:
+                conn.root.echo(1)
+        except Exception:
+            pass
+
+    threads = [threading.Thread(target=hammer, args=(conn,)) for conn in conns for _ in range(3)]
+    with caplog.at_level(logging.WARNING, logger="rpc_service"):
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        server.close()
+        for thread in threads:
+            thread.join(15)
+    for conn in conns:
+        conn.close()
+    assert not [record.getMessage() for record in caplog.records if "broke the protocol" in record.getMessage()]

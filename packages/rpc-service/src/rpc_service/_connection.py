@@ -316,6 +316,9 @@ class Connection(ContextCalls, Demux):
         return rebuild_exception(error)
 
     def _protocol_broken(self, exc: RemoteProtocolError) -> None:
+        if self.closed:  # (closing here: what was read meanwhile may name objects no longer lent)
+            log.debug("%r: closed, then could not read what the peer had sent: %s", self, exc)
+            return
         log.warning("%r: closing, the peer broke the protocol: %s", self, exc)
 
     def _check_not_async(self, op: Op, target: object, args: tuple[Any, ...], coroutine: CoroutineType[Any, Any, Any]) -> None:
