@@ -327,6 +327,18 @@ def test_max_pending() -> None:
         deliver(a, b, request(5))
 
 
+def test_requests_in_flight_counts_ours_until_answered() -> None:
+    """What the peer counts against its max_pending: ours sent and not answered yet."""
+    a, b = pair()
+    assert a.requests_in_flight == 0
+    for seq in (1, 2, 3):
+        deliver(a, b, request(seq))
+    assert (a.requests_in_flight, b.requests_in_flight) == (3, 0)
+    deliver(b, a, p.Reply(2))
+    deliver(b, a, p.ErrorReply(3, "builtins", "ValueError"))
+    assert a.requests_in_flight == 1
+
+
 def test_local_misuse() -> None:
     a, b = pair()
     for event in (p.Reply(1), p.ErrorReply(1, "m", "T")):

@@ -6,6 +6,7 @@ test controls rather than a race against a sleep.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import random
 import sys
@@ -17,7 +18,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 import rpc_service
-from rpc_service import AsyncResult, AsyncResultTimeout, Connection, Service, async_, timed
+from rpc_service import AsyncResult, AsyncResultTimeout, Connection, Service, aio, async_, timed
 
 from .conftest import ConnectTo
 
@@ -370,3 +371,31 @@ def test_pending_result_fails_when_the_connection_closes(connect_to: ConnectTo, 
     assert result.error
     with pytest.raises(rpc_service.ConnectionClosedError):
         _ = result.value
+
+
+class _SlowEcho(rpc_service.Service):
+    async def exposed_aecho(self, value: Any) -> Any:
+        await asyncio.sleep(0.005)
+        return value
+
+
+def test_async_requests_past_max_pending_requests_wait_for_room_instead_of_getting_cut_off() -> None:
+    """Regression: 1100 async_ calls to an aio.Server (which serves them all at once) passed
+    its max_pending_requests (1024): the client was cut off and every call failed. A client
+    keeps at most its own max_pending_requests in flight (the same default); async_ waits."""
+    limit = {"max_pending_requests": 8}
+
+    async def main() -> None:
+        async with aio.Server(_SlowEcho, protocol_config=limit) as server:
+            await server.start()
+
+            def client() -> None:
+                with rpc_service.connect("127.0.0.1", server.port, config=limit) as conn:
+                    aecho = rpc_service.async_(conn.root.aecho)
+                    results = [aecho(index) for index in range(100)]
+                    assert [result.value for result in results] == list(range(100))
+                    assert not conn.closed
+
+            await asyncio.to_thread(client)
+
+    asyncio.run(main())

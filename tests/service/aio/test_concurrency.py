@@ -208,3 +208,25 @@ def test_many_plain_handlers_calling_plain_callbacks_at_once() -> None:
             assert results == list(range(40))
 
     run(main(), limit=20)
+
+
+def test_calls_past_max_pending_requests_wait_for_answers_instead_of_getting_cut_off() -> None:
+    """Regression: gathering more calls than the server's max_pending_requests got the client
+    cut off ("the peer has more than 1024 requests in flight") and every call failed. The
+    client keeps at most its own max_pending_requests in flight (the same default); the rest
+    wait for answers. Closing meanwhile fails the waiting calls too."""
+    limit = {"max_pending_requests": 8}
+
+    async def main() -> None:
+        async with aio.Server(MixedService, protocol_config=limit) as server:
+            async with await aio.connect("127.0.0.1", server.port, config=limit) as conn:
+                values = await asyncio.wait_for(asyncio.gather(*(conn.root.aecho(i, 0.005) for i in range(100))), 30)
+                assert values == list(range(100)) and not conn.closed
+            conn = await aio.connect("127.0.0.1", server.port, config=limit)
+            calls = [asyncio.ensure_future(conn.root.aecho(i, 5.0)) for i in range(20)]
+            await asyncio.sleep(0.1)  # 8 in flight, 12 waiting for room
+            await conn.close()
+            outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
+            assert all(isinstance(outcome, rpc_service.ConnectionClosedError) for outcome in outcomes), outcomes
+
+    run(main())

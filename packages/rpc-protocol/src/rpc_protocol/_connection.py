@@ -250,6 +250,12 @@ class Connection(CallPath):
         return memoryview(self._payload)[self._filled : self._header.length]
 
     @property
+    def requests_in_flight(self) -> int:
+        """Requests of ours the peer has not answered yet (a cancelled one until its answer
+        comes): what the peer counts against its ``max_pending``."""
+        return len(self._pending_out)
+
+    @property
     def receiving_large_payload(self) -> bool:
         """Whether a large payload is arriving (read it into :meth:`payload_buffer`)."""
         return self._filled >= 0

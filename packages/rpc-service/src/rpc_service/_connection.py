@@ -247,9 +247,26 @@ class Connection(ContextCalls, Demux):
         return slot._value
 
     def _async_request(self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool = False) -> AsyncResult:
+        if self._proto.requests_in_flight >= self._config.max_pending_requests:
+            self._wait_for_room()
         if _current_call() is not None:
             return self._context_async_request(op, target, args, kwargs, by_value)
         return self._awaited(self._proto.send_request, op, target, args, kwargs, by_value)
+
+    def _wait_for_room(self) -> None:
+        """Serve the connection (or let another thread) while ``max_pending_requests`` of
+        ours are in flight: the peer cuts off a peer with more (by default its limit is
+        ours). An ``async_`` request waits here, at most ``sync_request_timeout``."""
+        limit = self._config.max_pending_requests
+        timeout = self._config.sync_request_timeout
+        deadline = None if timeout is None else _monotonic() + timeout
+        while self._proto.requests_in_flight >= limit:
+            with self._lock:
+                oldest = next(iter(self._slots.values()), None)  # (None: only abandoned ones are in flight)
+            if not self._pump(oldest, deadline, once=oldest is None):
+                raise AsyncResultTimeout(
+                    f"{limit} requests (max_pending_requests) stayed in flight for sync_request_timeout ({timeout} s)"
+                )
 
     def _wait(self, slot: AsyncResult, deadline: float | None) -> None:
         """Serve the connection (or let another thread do it) until ``slot`` is ready."""

@@ -104,6 +104,7 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
         self._open = False
         self._closed = False
         self._slots: dict[int, asyncio.Future[Any]] = {}
+        self._room: asyncio.Future[None] | None = None  # set when fewer requests are in flight (_when_room)
         self._tasks: set[asyncio.Future[Any]] = set()
         self._hello: asyncio.Future[wire.Hello] = self._loop.create_future()
         self._hello.add_done_callback(_retrieved)  # a handshake given up on may still fail it
@@ -250,6 +251,9 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
 
     def _events(self, events: list[Event]) -> None:
         slots = self._slots
+        room = self._room
+        if room is not None and not room.done():  # calls wait for fewer in flight (_when_room)
+            self._loop.call_soon(self._wake_room)
         for event in events:
             kind = type(event)
             if kind is _REPLY:
@@ -322,12 +326,21 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
             self._transport.abort()
         self._shutdown()
 
+    def _wake_room(self) -> None:
+        """Wake the calls waiting for fewer requests in flight, if there are now (or closed)."""
+        room = self._room
+        if room is not None and not room.done() and (
+            self._closed or self._proto.requests_in_flight < self._config.max_pending_requests
+        ):
+            room.set_result(None)
+
     def _shutdown(self) -> None:
         """Fail every pending call and run on_disconnect (once)."""
         if self._closed:
             return
         self._closed = True
         was_open, self._open = self._open, False
+        self._wake_room()  # (they fail: closed)
         slots, self._slots = self._slots, {}
         for future in slots.values():
             if not future.done():
@@ -381,7 +394,11 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
         self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool = False, name: str | None = None
     ) -> Awaitable[Any]:
         """Send a request now (on the loop); the awaitable of its reply. With ``name``, the
-        request is the call ``target.name(*args, **kwargs)`` (``op`` CALLATTR)."""
+        request is the call ``target.name(*args, **kwargs)`` (``op`` CALLATTR). With
+        ``max_pending_requests`` of ours in flight (the peer cuts off a peer with more, and
+        by default its limit is ours), the request waits for an answer first."""
+        if self._proto.requests_in_flight >= self._config.max_pending_requests and self._open:
+            return self._when_room(op, target, args, kwargs, by_value, name)
         if _current_call() is not None:  # under a deadline, or serving a call that carried one
             return self._start_in_context(op, target, args if name is None else (name, *args), kwargs, by_value)
         if not self._open:
@@ -410,6 +427,19 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
             raise
         self._calls_sent += 1
         return future
+
+    async def _when_room(
+        self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool, name: str | None
+    ) -> Any:
+        """``_start(...)``'s reply, the request sent once fewer than ``max_pending_requests``
+        of ours are in flight (``_events`` wakes the waiters as answers come)."""
+        while self._proto.requests_in_flight >= self._config.max_pending_requests:
+            self._check_open()
+            room = self._room
+            if room is None or room.done():
+                room = self._room = self._loop.create_future()
+            await asyncio.shield(room)  # (one waiter cancelled: the others still wait on it)
+        return await self._start(op, target, args, kwargs, by_value, name)
 
     async def _after_drain(self, future: asyncio.Future[Any]) -> Any:
         paused = self._paused
