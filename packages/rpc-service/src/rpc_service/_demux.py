@@ -36,7 +36,7 @@ from rpc_protocol import Event, RemoteProtocolError
 from ._async import AsyncResult
 from ._errors import ConnectionClosedError
 from ._idle import read_into
-from ._stack import stack_nearly_full, too_deep
+from ._stack import refused_or_moved
 
 if TYPE_CHECKING:
     from ._boxing import Boxer
@@ -63,13 +63,8 @@ _ENDED: Final = frozenset({wire.State.CLOSE_SENT, wire.State.CLOSE_RECEIVED, wir
 
 
 #: Callbacks nested this deep (requests served by threads waiting on calls of their own, on
-#: one connection) and the stack is looked at before each further one is served (_stack).
+#: one connection) and each further one is looked at first (``_stack.refused_or_moved``).
 _NESTING_CHECKED_FROM: Final = 8
-#: Threads of its own a connection may start for requests that a waiting thread, its stack
-#: nearly full, cannot serve on top of it (callbacks of several threads' calls pile up on
-#: one serving thread: 8 chains 20 deep are 160 levels); past them such a request is
-#: refused with RecursionError.
-_MAX_OVERFLOW_THREADS: Final = 64
 
 
 class Lifecycle(Enum):
@@ -132,7 +127,7 @@ class Demux:
         self._bytes_received = 0
         self._served: dict[int, Served] = {}  # requests served with a call context, by seq (CANCEL)
         self._nested = 0  # requests being served by threads waiting on calls of their own
-        self._overflow = 0  # threads serving what a waiting thread's full stack could not
+        self._overflow = 0  # threads serving what a waiting thread's full stack could not (_stack)
 
     # -- hooks for the subclass --------------------------------------------------------
 
@@ -324,52 +319,6 @@ class Demux:
         finally:
             lock.release()
 
-    def _too_nested(self, request: wire.Request) -> bool:
-        """For a request a thread waiting on a call of its own took while callbacks nest
-        deep on this connection (no lock held): False to serve it here; else it was answered
-        with RecursionError (as many nested on the connection as half the peer may have in
-        flight: the peer, which sends the next level, would pass its limit and be cut off),
-        or passed to a thread of its own (this thread's stack nearly full)."""
-        limit = self._config.max_pending_requests // 2
-        if self._nested > limit:
-            self._refuse_request(request, RecursionError(
-                f"calls nested too deeply: over {limit} callbacks nested on this connection "
-                "(half of max_pending_requests); it was refused to keep the connection usable"
-            ))
-            return True
-        if not stack_nearly_full():
-            return False
-        self._serve_on_a_new_stack(request)
-        return True
-
-    def _serve_on_a_new_stack(self, request: wire.Request) -> None:
-        """Serve ``request`` on a thread of its own: the waiting thread that took it has
-        too little stack left to serve it on top (no lock held). Past
-        ``_MAX_OVERFLOW_THREADS`` at once, refuse it with RecursionError instead."""
-        with self._lock:
-            refused = self._overflow >= _MAX_OVERFLOW_THREADS
-            if not refused:
-                self._overflow += 1
-        if refused:
-            self._refuse_request(request, too_deep())
-            return
-
-        def serve() -> None:
-            try:
-                self._serve_request(request)
-            except Exception:  # (closed meanwhile: nobody to answer)
-                pass
-            finally:
-                with self._lock:
-                    self._overflow -= 1
-
-        try:
-            threading.Thread(target=serve, name="rpc-nested-callback", daemon=True).start()
-        except BaseException:
-            with self._lock:
-                self._overflow -= 1
-            raise
-
     # -- receiving ---------------------------------------------------------------------
 
     def _pump(self, slot: AsyncResult | None, deadline: float | None, once: bool = False) -> bool:
@@ -400,7 +349,7 @@ class Demux:
                     try:
                         if type(event) is not _REQUEST:
                             self._dispatch(event)
-                        elif nested and self._nested > _NESTING_CHECKED_FROM and self._too_nested(event):
+                        elif nested and self._nested > _NESTING_CHECKED_FROM and refused_or_moved(self, event):
                             pass  # (answered, or passed to a thread of its own)
                         else:
                             self._serve_request(event)

@@ -1,21 +1,36 @@
-"""How much of the calling thread's stack is left, for callbacks nested on it.
+"""Callbacks nested on a waiting thread's stack: how much of it is left, and what then.
 
-Owns :func:`stack_nearly_full` and :func:`too_deep`. A thread waiting on a call of its own
-serves the peer's requests meanwhile (callbacks nest on its stack, A→B→A...); both drivers
-ask here before each nested one, and refuse it with RecursionError when fewer than
-:data:`STACK_RESERVE` frames are left below the recursion limit, so that what is read
-meanwhile (the reply awaited, at least) can still be decoded and the connection stays usable.
+Owns :func:`stack_nearly_full`, :func:`too_deep` and :func:`refused_or_moved`. A thread
+waiting on a call of its own serves the peer's requests meanwhile (callbacks nest on its
+stack, A→B→A..., and the callbacks of several threads' calls pile up on one serving
+thread). Before each nested one, both drivers make sure at least :data:`STACK_RESERVE`
+frames are left below the recursion limit, so that what is read meanwhile (the reply
+awaited, at least) can still be decoded and the connection stays usable: the threaded
+driver serves it on a thread of its own then (up to :data:`MAX_OVERFLOW_THREADS` per
+connection), the asyncio driver's share of threads refuses it with RecursionError. The
+threaded driver also refuses one nested past half of ``max_pending_requests`` on a
+connection: the peer, which sends each next level, would pass its limit and be cut off.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Final
+import threading
+from typing import TYPE_CHECKING, Final
 
-__all__ = ["STACK_RESERVE", "stack_nearly_full", "too_deep"]
+if TYPE_CHECKING:
+    import rpc_protocol as wire
+
+    from ._demux import Demux
+
+__all__ = ["MAX_OVERFLOW_THREADS", "STACK_RESERVE", "refused_or_moved", "stack_nearly_full", "too_deep"]
 
 #: Python frames kept free below the recursion limit.
 STACK_RESERVE: Final = 160
+#: Threads a connection of the threaded driver may start at once for requests a waiting
+#: thread, its stack nearly full, cannot serve on top of it (8 threads' chains of callbacks
+#: 20 deep are 160 levels on one serving thread); past them such a request is refused.
+MAX_OVERFLOW_THREADS: Final = 64
 
 
 def stack_nearly_full() -> bool:
@@ -33,3 +48,44 @@ def too_deep() -> RecursionError:
         f"calls nested too deeply: a callback would be served within {STACK_RESERVE} frames of "
         f"the recursion limit ({sys.getrecursionlimit()}); it was refused to keep the connection usable"
     )
+
+
+def refused_or_moved(conn: Demux, request: wire.Request) -> bool:
+    """For a request a thread waiting on a call of its own took while callbacks nest deep on
+    ``conn`` (threaded driver, no lock held): False to serve it here; True when it was
+    answered with RecursionError (over half of ``max_pending_requests`` nested on the
+    connection, or no overflow thread left) or handed to a thread of its own (this thread's
+    stack nearly full)."""
+    limit = conn._config.max_pending_requests // 2
+    if conn._nested > limit:
+        conn._refuse_request(request, RecursionError(
+            f"calls nested too deeply: over {limit} callbacks nested on this connection "
+            "(half of max_pending_requests); it was refused to keep the connection usable"
+        ))
+        return True
+    if not stack_nearly_full():
+        return False
+    with conn._lock:
+        refused = conn._overflow >= MAX_OVERFLOW_THREADS
+        if not refused:
+            conn._overflow += 1
+    if refused:
+        conn._refuse_request(request, too_deep())
+        return True
+
+    def serve() -> None:
+        try:
+            conn._serve_request(request)
+        except Exception:  # (closed meanwhile: nobody to answer)
+            pass
+        finally:
+            with conn._lock:
+                conn._overflow -= 1
+
+    try:
+        threading.Thread(target=serve, name="rpc-nested-callback", daemon=True).start()
+    except BaseException:
+        with conn._lock:
+            conn._overflow -= 1
+        raise
+    return True
