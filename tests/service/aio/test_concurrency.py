@@ -223,10 +223,29 @@ def test_calls_past_max_pending_requests_wait_for_answers_instead_of_getting_cut
                 values = await asyncio.wait_for(asyncio.gather(*(conn.root.aecho(i, 0.005) for i in range(100))), 30)
                 assert values == list(range(100)) and not conn.closed
             conn = await aio.connect("127.0.0.1", server.port, config=limit)
-            calls = [asyncio.ensure_future(conn.root.aecho(i, 5.0)) for i in range(20)]
+            calls = [conn.root.aecho(i, 5.0) for i in range(20)]
+            assert all(isinstance(call, asyncio.Future) for call in calls)  # (waiting ones too)
             await asyncio.sleep(0.1)  # 8 in flight, 12 waiting for room
             await conn.close()
             outcomes = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 10)
             assert all(isinstance(outcome, rpc_service.ConnectionClosedError) for outcome in outcomes), outcomes
+
+    run(main())
+
+
+def test_a_call_is_a_future_while_the_write_buffer_is_full_too() -> None:
+    """Regression: a call made while the transport's buffer was full returned a coroutine
+    (asyncio.create_task and add_done_callback needed to know); it is a Future as always."""
+
+    async def main() -> None:
+        async with aio.Server(MixedService) as server, await aio.connect("127.0.0.1", server.port) as conn:
+            big = conn.root.echo(b"x" * (8 << 20))  # more than the transport buffers unpaused
+            small = conn.root.echo(1)
+            assert isinstance(big, asyncio.Future) and isinstance(small, asyncio.Future)
+            done: list[object] = []
+            small.add_done_callback(lambda future: done.append(future.result()))
+            assert await asyncio.wait_for(small, 30) == 1 and len(await asyncio.wait_for(big, 30)) == 8 << 20
+            await asyncio.sleep(0)
+            assert done == [1]
 
     run(main())

@@ -398,7 +398,7 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
         ``max_pending_requests`` of ours in flight (the peer cuts off a peer with more, and
         by default its limit is ours), the request waits for an answer first."""
         if self._proto.requests_in_flight >= self._config.max_pending_requests and self._open:
-            return self._when_room(op, target, args, kwargs, by_value, name)
+            return asyncio.ensure_future(self._when_room(op, target, args, kwargs, by_value, name), loop=self._loop)
         if _current_call() is not None:  # under a deadline, or serving a call that carried one
             return self._start_in_context(op, target, args if name is None else (name, *args), kwargs, by_value)
         if not self._open:
@@ -441,10 +441,18 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
             await asyncio.shield(room)  # (one waiter cancelled: the others still wait on it)
         return await self._start(op, target, args, kwargs, by_value, name)
 
-    async def _after_drain(self, future: asyncio.Future[Any]) -> Any:
+    def _after_drain(self, future: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        """The call's outcome once the transport's buffer drained (a Task: a future too)."""
+        return asyncio.ensure_future(self._drained(future), loop=self._loop)
+
+    async def _drained(self, future: asyncio.Future[Any]) -> Any:
         paused = self._paused
         if paused is not None:
-            await asyncio.shield(paused)
+            try:
+                await asyncio.shield(paused)
+            except asyncio.CancelledError:
+                future.cancel()  # (the call itself: CANCEL is sent)
+                raise
         return await future
 
     def _request(self, op: Op, target: object, args: tuple[Any, ...] = (), kwargs: dict[str, Any] = _NO_KWARGS) -> Any:
