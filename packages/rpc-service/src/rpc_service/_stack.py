@@ -33,10 +33,15 @@ STACK_RESERVE: Final = 160
 MAX_OVERFLOW_THREADS: Final = 64
 
 
+#: Python 3.10 counts calls made through C (a method wrapper, ``Context.run``...) towards the
+#: recursion limit besides frames: there the frames looked at are held to half of it.
+_FRAMES_PER_LEVEL: Final = 1 if sys.version_info >= (3, 11) else 2
+
+
 def stack_nearly_full() -> bool:
     """Fewer than ``STACK_RESERVE`` frames are left below the recursion limit."""
     try:
-        sys._getframe(sys.getrecursionlimit() - STACK_RESERVE)
+        sys._getframe(sys.getrecursionlimit() // _FRAMES_PER_LEVEL - STACK_RESERVE)
     except ValueError:  # (the stack is not that deep)
         return False
     return True
