@@ -153,6 +153,23 @@ def test_the_remote_exit_gets_the_exceptions_args(connect_to: ConnectTo, raised:
         assert isinstance(seen, OSError) and (seen.errno, seen.strerror, seen.filename) == (2, "No such file", "/x")
 
 
+def test_the_remote_exit_gets_no_live_reference_to_what_the_exception_carries(connect_to: ConnectTo) -> None:
+    """Regression (security): reading a lent exception's args handed the peer live proxies of
+    the objects in them (a dict it could write into, a function it could call). It gets what
+    raising the exception would send: plain values, the rest as their repr."""
+    service = ContextService()
+    conn = connect_to(service, {"allow_public_attrs": True})
+    state = {"token": "s3cret"}
+    called: list[bool] = []
+    with pytest.raises(ValueError):
+        with conn.root.plain():
+            raise ValueError(state, lambda: called.append(True), 7)
+    (seen,) = service.seen
+    assert type(seen) is ValueError and seen.args[2] == 7
+    assert all(type(arg) is str for arg in seen.args[:2]) and "s3cret" in seen.args[0]
+    assert state == {"token": "s3cret"} and not called
+
+
 def test_forwarded_context_manager() -> None:
     """rpc over rpc: the middle lends the owner's context manager on; the owner still sees it."""
     service = ContextService()

@@ -99,7 +99,15 @@ class Dispatcher:
         return getattr(getattr(target, "__func__", target), "__code__", None) is coroutine.cr_code
 
     def _getattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        value = getattr(target, self._exposure.resolve(target, args[0]))
+        try:
+            name = self._exposure.resolve(target, args[0])
+        except AttributeError:
+            if args[0] == "args" and isinstance(target, BaseException):
+                # a lent exception's args as raising it would send them: plain values, others
+                # as their repr, an OSError's file names added (a remote __exit__ rebuilds it)
+                return _crossing_args(target)
+            raise
+        value = getattr(target, name)
         if isinstance(value, INTERNAL_TYPES) and not self._config.allow_all_attrs:
             # a frame, code object or traceback reached through any name: its attributes lead
             # to globals and builtins; only allow_all_attrs hands those out
@@ -326,14 +334,9 @@ def local_exit_args(exc: Any) -> tuple[type[BaseException], BaseException, None]
     module, qualname = getattr(type(exc), "_rpc_type", ("", ""))
     args: tuple[Any, ...]
     try:
-        args = exc.args  # (one request; a lent exception's args are readable: _exposure)
+        args = exc.args  # (one request: the peer answers with _crossing_args, see _getattr)
         if type(args) is not tuple:
             raise TypeError("args is not a tuple")
-        builtin = getattr(builtins, qualname, None) if module == "builtins" else None
-        if isinstance(builtin, type) and issubclass(builtin, OSError) and len(args) == 2:
-            filename, filename2 = exc.filename, exc.filename2
-            if filename is not None or filename2 is not None:
-                args = (*args, filename, None, filename2)  # (as _crossing_args passes them)
     except Exception:
         try:
             message = str(exc)  # (STR is always answered)

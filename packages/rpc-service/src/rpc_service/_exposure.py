@@ -37,10 +37,6 @@ SAFE_SPECIALS: Final = frozenset(
     __str__ __sub__ __truediv__ __xor__""".split()
 )
 # Specials a proxy class defines only when the remote type has them (the rest of
-# An exception's fields that cross with it anyway when it is raised to the peer (its args, an
-# OSError's file names): readable on a lent exception, such as the one a with-block of this
-# side raised, which the peer's __exit__ gets as a proxy.
-_EXCEPTION_FIELDS: Final = frozenset({"args", "filename", "filename2"})
 # SAFE_SPECIALS that every object has, like __eq__ and __repr__, live on the base proxy).
 OPTIONAL_SPECIALS: Final = SAFE_SPECIALS - {"__eq__", "__ne__", "__hash__", "__repr__", "__str__", "__format__"}
 
@@ -207,8 +203,6 @@ class Exposure:
             if name in INTERNAL_NAMES or isinstance(obj, INTERNAL_TYPES):
                 raise AttributeError(f"access to the interpreter-internal attribute {name!r} is denied (allow_public_attrs)")
             return name
-        if name in _EXCEPTION_FIELDS and isinstance(obj, BaseException):
-            return name  # (what describing it to the peer would send: a remote __exit__ rebuilds it)
         raise AttributeError(f"{type(obj).__name__!r} object has no exposed attribute {name!r}")
 
     def resolve_for(self, obj: object, name: object, allowed: bool, verb: str) -> str:
