@@ -21,6 +21,7 @@ import rpc_service
 from rpc_service import AsyncResult, AsyncResultTimeout, Connection, Service, aio, async_, timed
 
 from .conftest import ConnectTo
+from .helpers import run_threads
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -399,3 +400,67 @@ def test_async_requests_past_max_pending_requests_wait_for_room_instead_of_getti
             await asyncio.to_thread(client)
 
     asyncio.run(main())
+
+
+class _HeldEcho(rpc_service.Service):
+    """aecho sleeps as long as asked: requests stay in flight meanwhile."""
+
+    async def exposed_aecho(self, value: Any, seconds: float = 0.005) -> Any:
+        await asyncio.sleep(seconds)
+        return value
+
+    def exposed_echo(self, value: Any) -> Any:
+        return value
+
+
+def _with_held_echo_server(client: Callable[[int], None]) -> None:
+    async def main() -> None:
+        async with aio.Server(_HeldEcho, protocol_config={"max_pending_requests": 8}) as server:
+            await server.start()
+            await asyncio.to_thread(client, server.port)
+
+    asyncio.run(main())
+
+
+def test_room_is_waited_for_by_every_thread_and_by_plain_calls_too() -> None:
+    """Regression: two threads' async_ calls could both pass the check and then send (the
+    client was cut off), and a plain call made while 8 async_ were in flight did not wait."""
+
+    def client(port: int) -> None:
+        with rpc_service.connect("127.0.0.1", port, config={"max_pending_requests": 8}) as conn:
+            aecho = rpc_service.async_(conn.root.aecho)
+            results: dict[int, list[Any]] = {}
+
+            def worker(index: int) -> None:
+                results[index] = [result.value for result in [aecho((index, call)) for call in range(25)]]
+
+            run_threads(4, worker)
+            assert results == {index: [(index, call) for call in range(25)] for index in range(4)}
+            held = [aecho(call, 0.3) for call in range(8)]
+            assert conn.root.echo(42) == 42  # waits for room, then goes
+            assert [result.value for result in held] == list(range(8)) and not conn.closed
+
+    _with_held_echo_server(client)
+
+
+def test_waiting_for_room_ends_at_the_first_answer_or_at_the_deadline() -> None:
+    """Regression: the wait watched the oldest request only (a 6 s call held up room that
+    0.3 s calls had made), and ignored the call's deadline."""
+
+    def client(port: int) -> None:
+        with rpc_service.connect("127.0.0.1", port, config={"max_pending_requests": 8}) as conn:
+            aecho = rpc_service.async_(conn.root.aecho)
+            slow = aecho("slow", 6.0)
+            held = [aecho(call, 0.3) for call in range(7)]
+            started = time.monotonic()
+            assert aecho("next").value == "next"
+            assert time.monotonic() - started < 3.0  # (not the slow call's 6 s)
+            held = [aecho(call, 3.0) for call in range(7)]
+            started = time.monotonic()
+            with pytest.raises(rpc_service.DeadlineExceeded):
+                with rpc_service.deadline(0.3):
+                    aecho("late")
+            assert time.monotonic() - started < 2.5
+            assert slow.value == "slow" and [result.value for result in held] == list(range(7))
+
+    _with_held_echo_server(client)

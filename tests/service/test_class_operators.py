@@ -32,7 +32,33 @@ class Plain:
     pass
 
 
+class StaticMeta(type):
+    @staticmethod
+    def __getitem__(key: Any) -> Any:
+        return ("static", key)
+
+
+class ClassMeta(type):
+    @classmethod
+    def __getitem__(cls, key: Any) -> Any:
+        return ("class", cls.__name__, key)
+
+
+class WithStatic(metaclass=StaticMeta):
+    pass
+
+
+class WithClass(metaclass=ClassMeta):
+    pass
+
+
 class ClassLender(Service):
+    def exposed_with_static(self) -> type:
+        return WithStatic
+
+    def exposed_with_class(self) -> type:
+        return WithClass
+
     def exposed_builtin(self, name: str) -> Any:
         return getattr(builtins, name)
 
@@ -86,3 +112,11 @@ def test_remote_classes_compare_on_an_aio_server() -> None:
             await asyncio.to_thread(client)
 
     asyncio.run(main())
+
+
+def test_a_metaclass_static_or_class_method_binds_as_locally(connect_to: ConnectTo) -> None:
+    """Regression: the metaclass's attribute was bound a second time (a staticmethod got the
+    class as an argument, a classmethod the class instead of the metaclass)."""
+    root: Any = connect_to(ClassLender).root
+    assert root.with_static()[1] == WithStatic[1] == ("static", 1)
+    assert root.with_class()[1] == WithClass[1] == ("class", "ClassMeta", 1)

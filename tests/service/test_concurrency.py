@@ -196,6 +196,31 @@ def test_callbacks_of_many_threads_nest_on_one_connection(connect_to: ConnectTo,
     assert root.echo("still fine") == "still fine"
 
 
+def test_concurrent_callbacks_below_max_pending_requests_are_not_refused_as_nested(
+    connect_to: ConnectTo, service: WorkService
+) -> None:
+    """Regression: with max_pending_requests=16, 12 threads each making one call that calls
+    back once got "nested too deeply" for some: the server's one thread served their
+    callbacks on top of each other, and the refusal counted them from half the limit."""
+    limit = {"max_pending_requests": 16}
+    conn = connect_to(service, limit, client_config=limit)
+    root: Any = conn.root
+    results: dict[int, object] = {}
+
+    def callback(remaining: int) -> int:
+        time.sleep(0.05)  # (the callbacks overlap)
+        return 0
+
+    def worker(index: int) -> None:
+        try:
+            results[index] = root.bounce(callback, 1)
+        except Exception as exc:
+            results[index] = exc
+
+    run_threads(12, worker)
+    assert results == {index: 1 for index in range(12)}
+
+
 def test_closing_wakes_every_waiting_caller(connect_to: ConnectTo, service: WorkService) -> None:
     conn = connect_to(service)
     root: Any = conn.root

@@ -23,7 +23,7 @@ from ._async import AsyncResult
 from ._boxing import Boxer
 from ._by_value import ByValue
 from ._config import Config, ConfigArg, make_config
-from ._context import CURRENT, tracer_for
+from ._context import CURRENT, expired_error, tracer_for
 from ._context_calls import ContextCalls
 from ._demux import ConnectionStats, Demux, Lifecycle
 from ._dispatch import HANDLERS, Dispatcher, checked_batch, describe_exception, must_propagate, rebuild_exception, unpickler
@@ -46,6 +46,7 @@ _NO_KWARGS: Final[dict[str, Any]] = {}
 _MAX_REASON: Final = 500  # characters of a rejection reason sent to the peer
 _monotonic: Final = time.monotonic
 _current_call: Final = CURRENT.get  # None: no call context (the plain paths)
+_ROOM_TURN: Final = 0.05  # seconds between looks while waiting for fewer requests in flight
 _set_call: Final = CURRENT.set
 _reset_call: Final = CURRENT.reset
 
@@ -152,7 +153,7 @@ class Connection(ContextCalls, Demux):
 
     def ping(self, data: bytes = b"", timeout: float | None = None) -> None:
         """A round trip; raises if the peer does not answer (in ``timeout`` seconds)."""
-        slot = self._awaited(lambda seq: self._proto.send(wire.Ping(seq, data)))
+        slot = self._awaited(lambda seq: self._proto.send(wire.Ping(seq, data)), request=False)
         with self._lock:
             self._calls_sent -= 1  # a ping is not a call
         slot.set_expiry(timeout)
@@ -247,26 +248,30 @@ class Connection(ContextCalls, Demux):
         return slot._value
 
     def _async_request(self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool = False) -> AsyncResult:
-        if self._proto.requests_in_flight >= self._config.max_pending_requests:
-            self._wait_for_room()
         if _current_call() is not None:
             return self._context_async_request(op, target, args, kwargs, by_value)
         return self._awaited(self._proto.send_request, op, target, args, kwargs, by_value)
 
     def _wait_for_room(self) -> None:
-        """Serve the connection (or let another thread) while ``max_pending_requests`` of
-        ours are in flight: the peer cuts off a peer with more (by default its limit is
-        ours). An ``async_`` request waits here, at most ``sync_request_timeout``."""
+        """``_awaited``'s wait: serve the connection (or let another thread) until fewer than
+        ``max_pending_requests`` of ours are in flight, looking again at least every
+        ``_ROOM_TURN`` seconds (an answer to any of them makes room); at most
+        ``sync_request_timeout`` (AsyncResultTimeout), or the call's deadline (DeadlineExceeded)."""
         limit = self._config.max_pending_requests
         timeout = self._config.sync_request_timeout
-        deadline = None if timeout is None else _monotonic() + timeout
+        end = None if timeout is None else _monotonic() + timeout
+        state = _current_call()
+        due = None if state is None else state.deadline
         while self._proto.requests_in_flight >= limit:
+            now = _monotonic()
+            if due is not None and now >= due:
+                raise expired_error("the call")
+            if end is not None and now >= end:
+                raise AsyncResultTimeout(f"{limit} requests (max_pending_requests) stayed in flight for sync_request_timeout ({timeout} s)")
+            turn = min(now + _ROOM_TURN, *(at for at in (end, due) if at is not None))
             with self._lock:
                 oldest = next(iter(self._slots.values()), None)  # (None: only abandoned ones are in flight)
-            if not self._pump(oldest, deadline, once=oldest is None):
-                raise AsyncResultTimeout(
-                    f"{limit} requests (max_pending_requests) stayed in flight for sync_request_timeout ({timeout} s)"
-                )
+            self._pump(oldest, turn, once=oldest is None)
 
     def _wait(self, slot: AsyncResult, deadline: float | None) -> None:
         """Serve the connection (or let another thread do it) until ``slot`` is ready."""

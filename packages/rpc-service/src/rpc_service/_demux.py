@@ -256,31 +256,44 @@ class Demux:
                 raise
             self._bytes_sent += len(buffers[0]) if len(buffers) == 1 else sum(map(len, buffers))
 
-    def _awaited(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> AsyncResult:
+    def _awaited(self, encode: Callable[..., list[wire.Buffer]], *fields: Any, request: bool = True) -> AsyncResult:
         """Send the frame ``encode(seq, *fields)`` under a fresh sequence number, with a
-        slot for its answer (the hot path of every request)."""
+        slot for its answer (the hot path of every request). A request (not a ping) waits
+        while ``max_pending_requests`` of ours are in flight (``_wait_for_room``): the peer
+        cuts off a peer with more, and by default its limit is ours."""
         if self._life is not _OPEN:
             raise self._not_open()
         slot = AsyncResult(self)  # type: ignore[arg-type]  # a Demux is always a Connection
-        with self._write_lock:
-            with self._lock:
-                if self._life is not _OPEN:
-                    raise self._not_open()
-                seq = self._proto.next_seq()
-                self._slots[seq] = slot
-                try:
-                    buffers = self._encode(encode, seq, *fields)
-                except BaseException:
-                    self._slots.pop(seq, None)
-                    raise
-                self._calls_sent += 1
-            try:  # (the same write as in _send, inlined: the path of every call)
-                self._stream.write(buffers)
-            except ConnectionClosedError:
-                self._shutdown(notify=True)
-                raise
-            self._bytes_sent += len(buffers[0]) if len(buffers) == 1 else sum(map(len, buffers))
-        return slot
+        limit = self._config.max_pending_requests if request else -1
+        while True:
+            with self._write_lock:
+                with self._lock:
+                    if self._life is not _OPEN:
+                        raise self._not_open()
+                    room = limit < 0 or self._proto.requests_in_flight < limit
+                    if room:
+                        seq = self._proto.next_seq()
+                        self._slots[seq] = slot
+                        try:
+                            buffers = self._encode(encode, seq, *fields)
+                        except BaseException:
+                            self._slots.pop(seq, None)
+                            raise
+                        self._calls_sent += 1
+                if room:
+                    try:  # (the same write as in _send, inlined: the path of every call)
+                        self._stream.write(buffers)
+                    except ConnectionClosedError:
+                        self._shutdown(notify=True)
+                        raise
+                    self._bytes_sent += len(buffers[0]) if len(buffers) == 1 else sum(map(len, buffers))
+                    return slot
+            self._wait_for_room()
+
+    def _wait_for_room(self) -> None:
+        """Serve the connection (or let another thread) while ``max_pending_requests`` of
+        ours are in flight (no lock held)."""
+        raise NotImplementedError
 
     def _not_open(self) -> Exception:
         if self._life is _HANDSHAKE:

@@ -204,16 +204,21 @@ _TYPE_LEVEL: Final = frozenset({
 })
 
 
+_MISSING: Final = object()
+
+
 def method_of(target: Any, name: str) -> Any:
     """``getattr(target, name)``, except that when ``target`` is a class, a special method
     Python's operators look up on the type (``_TYPE_LEVEL``) is its metaclass's, bound to it
     (``remote_cls == other``, ``format(remote_cls)``); ``cls[item]`` is ``__class_getitem__``
     where the metaclass has no ``__getitem__``."""
     if name in _TYPE_LEVEL and isinstance(target, type):
-        meta = type(target)
-        found = getattr(meta, name, None)
-        if found is not None:
-            return found.__get__(target, meta)
+        meta: type = type(target)
+        for klass in type.__getattribute__(meta, "__mro__"):  # (the descriptor itself, bound as Python binds it: a
+            found = klass.__dict__.get(name, _MISSING)  # staticmethod or classmethod too)
+            if found is not _MISSING:
+                get = getattr(type(found), "__get__", None)
+                return found if get is None else get(found, target, meta)
         if name == "__getitem__":
             return getattr(target, "__class_getitem__")
     return getattr(target, name)

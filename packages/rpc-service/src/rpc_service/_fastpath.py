@@ -45,10 +45,11 @@ def _fast_ok(conn: Connection) -> bool:
     """The one entry check of the fast path (``call`` makes it under ``_lock``; ``serve_fast`` too).
 
     The connection is open, no other thread reads or waits on it, nothing is queued for
-    serving, and the connection does not trace (every call and request gets a span there,
+    serving, no ``async_`` request is in flight (the general path waits while too many are:
+    ``_awaited``), and the connection does not trace (every call and request gets a span there,
     on the context paths: ``_context_calls``).
     """
-    return conn._life is _OPEN and not conn._reading and not conn._waiting and not conn._inbox and conn._tracer is None
+    return conn._life is _OPEN and not conn._reading and not conn._waiting and not conn._inbox and not conn._slots and conn._tracer is None
 
 
 def call(

@@ -8,8 +8,9 @@ frames are left below the recursion limit, so that what is read meanwhile (the r
 awaited, at least) can still be decoded and the connection stays usable: the threaded
 driver serves it on a thread of its own then (up to :data:`MAX_OVERFLOW_THREADS` per
 connection), the asyncio driver's share of threads refuses it with RecursionError. The
-threaded driver also refuses one nested past half of ``max_pending_requests`` on a
-connection: the peer, which sends each next level, would pass its limit and be cut off.
+threaded driver also refuses one that makes ``max_pending_requests`` - 2 nested on a
+connection: the peer, which sends each next level, may have no more in flight (it would
+wait for room until its timeout).
 """
 
 from __future__ import annotations
@@ -58,14 +59,14 @@ def too_deep() -> RecursionError:
 def refused_or_moved(conn: Demux, request: wire.Request) -> bool:
     """For a request a thread waiting on a call of its own took while callbacks nest deep on
     ``conn`` (threaded driver, no lock held): False to serve it here; True when it was
-    answered with RecursionError (over half of ``max_pending_requests`` nested on the
-    connection, or no overflow thread left) or handed to a thread of its own (this thread's
+    answered with RecursionError (``max_pending_requests`` - 2 nested on the connection: the
+    peer could not send the next level, or no overflow thread left) or handed to a thread of its own (this thread's
     stack nearly full)."""
-    limit = conn._config.max_pending_requests // 2
-    if conn._nested > limit:
+    limit = conn._config.max_pending_requests - 2
+    if conn._nested >= limit:  # (with the one served first, the peer has all it may in flight)
         conn._refuse_request(request, RecursionError(
-            f"calls nested too deeply: over {limit} callbacks nested on this connection "
-            "(half of max_pending_requests); it was refused to keep the connection usable"
+            f"calls nested too deeply: {conn._nested} callbacks nested on this connection, and the "
+            "peer may have no more requests in flight (max_pending_requests) to nest another"
         ))
         return True
     if not stack_nearly_full():
@@ -74,9 +75,15 @@ def refused_or_moved(conn: Demux, request: wire.Request) -> bool:
         refused = conn._overflow >= MAX_OVERFLOW_THREADS
         if not refused:
             conn._overflow += 1
+            conn._nested += 1  # (served on that thread, it is still nested: counted until done)
     if refused:
         conn._refuse_request(request, too_deep())
         return True
+
+    def done() -> None:
+        with conn._lock:
+            conn._overflow -= 1
+            conn._nested -= 1
 
     def serve() -> None:
         try:
@@ -84,13 +91,11 @@ def refused_or_moved(conn: Demux, request: wire.Request) -> bool:
         except Exception:  # (closed meanwhile: nobody to answer)
             pass
         finally:
-            with conn._lock:
-                conn._overflow -= 1
+            done()
 
     try:
         threading.Thread(target=serve, name="rpc-nested-callback", daemon=True).start()
     except BaseException:
-        with conn._lock:
-            conn._overflow -= 1
+        done()
         raise
     return True

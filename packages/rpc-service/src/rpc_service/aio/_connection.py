@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Final, Iterator
 
 import rpc_protocol as wire
@@ -24,7 +25,7 @@ from rpc_protocol import Event, Op, RemoteProtocolError
 from .._boxing import Boxer
 from .._config import Config, ConfigArg, make_config
 from .._connection import _BATCHED_TYPES, _MAX_ITER_BATCH, protocol_for, refusal_preface, shares_version
-from .._context import CURRENT, Served, tracer_for
+from .._context import CURRENT, Served, expired_error, tracer_for
 from .._dispatch import Dispatcher, checked_batch, rebuild_exception
 from .._errors import AsyncResultTimeout, ConnectionClosedError, ConnectionRejectedError, HandshakeTimeout
 from .._exposure import Exposure
@@ -432,13 +433,25 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
         self, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool, name: str | None
     ) -> Any:
         """``_start(...)``'s reply, the request sent once fewer than ``max_pending_requests``
-        of ours are in flight (``_events`` wakes the waiters as answers come)."""
+        of ours are in flight (``_events`` wakes the waiters as answers come); under a
+        deadline, DeadlineExceeded when it passes first."""
+        state = _current_call()
+        due = None if state is None else state.deadline
         while self._proto.requests_in_flight >= self._config.max_pending_requests:
             self._check_open()
             room = self._room
             if room is None or room.done():
                 room = self._room = self._loop.create_future()
-            await asyncio.shield(room)  # (one waiter cancelled: the others still wait on it)
+            if due is None:
+                await asyncio.shield(room)  # (one waiter cancelled: the others still wait on it)
+                continue
+            left = due - time.monotonic()
+            if left <= 0:
+                raise expired_error("the call")
+            try:
+                await asyncio.wait_for(asyncio.shield(room), left)
+            except asyncio.TimeoutError:
+                raise expired_error("the call") from None
         return await self._start(op, target, args, kwargs, by_value, name)
 
     def _after_drain(self, future: asyncio.Future[Any]) -> asyncio.Future[Any]:
