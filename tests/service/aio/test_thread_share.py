@@ -180,6 +180,28 @@ def test_nested_plain_callbacks_go_deeper_than_the_share() -> None:
     run(main())
 
 
+def test_nested_plain_callbacks_go_deeper_than_a_small_executor() -> None:
+    """Regression: with executor= of 2 threads and the default share of 16, a chain of plain
+    callbacks 3 server levels deep waited out sync_request_timeout (nested jobs went to the
+    full executor instead of a waiting share thread). The share is never larger than a
+    ThreadPoolExecutor."""
+
+    class Bouncer(rpc_service.Service):
+        def exposed_bounce(self, back: Callable[[int], Any], depth: int) -> int:
+            return 0 if depth == 0 else 1 + int(back(depth - 1))
+
+    async def main() -> None:
+        with concurrent.futures.ThreadPoolExecutor(2) as executor:
+            async with aio.Server(Bouncer, executor=executor) as server, await aio.connect("127.0.0.1", server.port) as conn:
+
+                async def back(depth: int) -> int:
+                    return int(await conn.root.bounce(back, depth))
+
+                assert await asyncio.wait_for(conn.root.bounce(back, 9), _BOUND) == 9
+
+    run(main())
+
+
 def test_plain_callbacks_nested_past_the_stack_fail_at_once_and_the_connection_serves_on() -> None:
     """One thread for the client's handlers: a chain too deep for its stack ends in
     RecursionError for the caller (as with the threaded driver), not in a queue."""

@@ -183,10 +183,16 @@ class Serving:
         return self._executor
 
     def _share(self) -> ThreadShare:
-        """This connection's share of the pool's threads (``_thread_limit`` at once), made
-        on first use."""
+        """This connection's share of the pool's threads (``_thread_limit`` at once, and no
+        more than a ThreadPoolExecutor has: jobs past them queue where a waiting share
+        thread runs them, not in the executor behind busy ones), made on first use."""
         if self._threads is None:
-            self._threads = ThreadShare(self._loop, self._pool(), self._thread_limit, _Exited)
+            pool = self._pool()
+            limit = self._thread_limit
+            workers = getattr(pool, "_max_workers", None)  # (ThreadPoolExecutor's size)
+            if isinstance(pool, concurrent.futures.ThreadPoolExecutor) and type(workers) is int and 0 < workers < limit:
+                limit = workers
+            self._threads = ThreadShare(self._loop, pool, limit, _Exited)
         return self._threads
 
     def _hook_pool(self) -> concurrent.futures.Executor:
