@@ -232,3 +232,27 @@ def test_large_payloads_both_ways(kind: str) -> None:
             assert results == [bytes([i]) * 300_000 for i in range(8)]
 
     run(main())
+
+
+class _Widget:
+    class Part:
+        pass
+
+
+class _WidgetService(rpc_service.Service):
+    def exposed_part(self) -> _Widget.Part:
+        return _Widget.Part()
+
+
+def test_an_async_proxys_class_reads_as_the_remote_class() -> None:
+    """Regression: async proxy classes were named "AsyncProxy[module.qualname]", so
+    proxy.__class__.__name__ was not the remote class's (the threaded driver's is)."""
+
+    async def main() -> None:
+        async with aio.Server(_WidgetService) as server, await aio.connect("127.0.0.1", server.port) as conn:
+            part = await conn.root.part()
+            cls = part.__class__
+            assert (cls.__name__, cls.__qualname__, cls.__module__) == ("Part", "_Widget.Part", __name__)
+            assert rpc_service.is_proxy(part) and not isinstance(part, _Widget.Part)
+
+    run(main())

@@ -177,7 +177,10 @@ def _async_proxy_class(descriptor: tuple[str, str, tuple[str, ...], tuple[str, .
             namespace[name] = _sync_only(name)
         else:
             namespace[name] = _special(name)
-    return type(f"AsyncProxy[{module}.{qualname}]", (AsyncProxy,), namespace)
+    # named as the remote class, as the threaded driver's proxy classes are (``_proxy``)
+    namespace["__module__"] = module
+    namespace["__qualname__"] = qualname or "AsyncProxy"
+    return type(qualname.rpartition(".")[2] or "AsyncProxy", (AsyncProxy,), namespace)
 
 
 # checked, bounded and held weakly, as the threaded driver's (see ``_proxy``)
