@@ -241,6 +241,27 @@ class _Number(int):
     pass
 
 
+def _check_a_lender(driver: str, check: Callable[[Any], None], config: dict[str, Any] | None = None) -> None:
+    """Run ``check(root)`` against a ``Lender`` served with ``config``: by a connect_thread
+    peer ("threaded") or an aio.Server reached with connect() ("aio")."""
+    if driver == "threaded":
+        with rpc_service.connect_thread(remote_service=Lender, remote_config=config) as conn:
+            check(conn.root)
+        return
+
+    async def main() -> None:
+        async with aio.Server(Lender, protocol_config=config) as server:
+            await server.start()
+
+            def client() -> None:
+                with rpc_service.connect("127.0.0.1", server.port) as conn:
+                    check(conn.root)
+
+            await asyncio.to_thread(client)
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("driver", ["threaded", "aio"])
 def test_a_tiny_request_cannot_make_a_lent_object_build_something_huge(driver: str) -> None:
     """Regression: the safe special methods ran with any operand, so one small request could
@@ -256,22 +277,7 @@ def test_a_tiny_request_cannot_make_a_lent_object_build_something_huge(driver: s
         assert list(items * 2) == [1, 2, 3, 1, 2, 3] and format(text, ">5") == "  abc" and number << 2 == 12
         assert number**3 == 27 and 2**number == 8 and pow(number, 10**10, 7) == pow(3, 10**10, 7) and str(fraction**2) == "1/4"
 
-    if driver == "threaded":
-        with rpc_service.connect_thread(remote_service=Lender) as conn:
-            check(conn.root)
-        return
-
-    async def main() -> None:
-        async with aio.Server(Lender) as server:
-            await server.start()
-
-            def client() -> None:
-                with rpc_service.connect("127.0.0.1", server.port) as conn:
-                    check(conn.root)
-
-            await asyncio.to_thread(client)
-
-    asyncio.run(main())
+    _check_a_lender(driver, check)
 
 
 class _Index:
@@ -307,19 +313,4 @@ def test_joins_and_repeats_count_the_bytes_they_build_and_take_ints_only(driver:
         assert len(text * 300_000) == 900_000  # characters: a byte each
         del grown
 
-    if driver == "threaded":
-        with rpc_service.connect_thread(remote_service=Lender, remote_config=config) as conn:
-            check(conn.root)
-        return
-
-    async def main() -> None:
-        async with aio.Server(Lender, protocol_config=config) as server:
-            await server.start()
-
-            def client() -> None:
-                with rpc_service.connect("127.0.0.1", server.port) as conn:
-                    check(conn.root)
-
-            await asyncio.to_thread(client)
-
-    asyncio.run(main())
+    _check_a_lender(driver, check, config)

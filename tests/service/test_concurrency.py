@@ -174,25 +174,31 @@ def test_callbacks_nested_past_what_the_stacks_hold_raise_and_the_connection_ser
     assert root.echo("still fine") == "still fine"
 
 
+def _outcomes(threads: int, call: Callable[[], object]) -> dict[int, object]:
+    """What ``call()`` returned, or raised, on each of ``threads`` threads run at once."""
+    outcomes: dict[int, object] = {}
+
+    def worker(index: int) -> None:
+        try:
+            outcomes[index] = call()
+        except Exception as exc:
+            outcomes[index] = exc
+
+    run_threads(threads, worker)
+    return outcomes
+
+
 def test_callbacks_of_many_threads_nest_on_one_connection(connect_to: ConnectTo, service: WorkService) -> None:
     """Regression: 8 client threads each nesting callbacks 20 deep got RecursionError: the
     server serves one connection on one thread, so the 8 chains piled up on its stack."""
     conn = connect_to(service)
     root: Any = conn.root
-    results: dict[int, object] = {}
 
     def callback(remaining: int) -> int:
         result: int = root.bounce(callback, remaining - 1) + 1 if remaining > 0 else 0
         return result
 
-    def worker(index: int) -> None:
-        try:
-            results[index] = root.bounce(callback, 39)
-        except Exception as exc:
-            results[index] = exc
-
-    run_threads(8, worker)
-    assert results == {index: 39 for index in range(8)}
+    assert _outcomes(8, lambda: root.bounce(callback, 39)) == {index: 39 for index in range(8)}
     assert root.echo("still fine") == "still fine"
 
 
@@ -205,20 +211,12 @@ def test_concurrent_callbacks_below_max_pending_requests_are_not_refused_as_nest
     limit = {"max_pending_requests": 16}
     conn = connect_to(service, limit, client_config=limit)
     root: Any = conn.root
-    results: dict[int, object] = {}
 
     def callback(remaining: int) -> int:
         time.sleep(0.05)  # (the callbacks overlap)
         return 0
 
-    def worker(index: int) -> None:
-        try:
-            results[index] = root.bounce(callback, 1)
-        except Exception as exc:
-            results[index] = exc
-
-    run_threads(12, worker)
-    assert results == {index: 1 for index in range(12)}
+    assert _outcomes(12, lambda: root.bounce(callback, 1)) == {index: 1 for index in range(12)}
 
 
 def test_closing_wakes_every_waiting_caller(connect_to: ConnectTo, service: WorkService) -> None:

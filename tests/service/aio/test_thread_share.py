@@ -157,16 +157,19 @@ def test_calls_beyond_the_share_run_in_arrival_order() -> None:
     run(main())
 
 
+class _Bouncer(rpc_service.Service):
+    """A plain handler calling its client back, ``depth`` levels of callbacks in all."""
+
+    def exposed_bounce(self, back: Callable[[int], Any], depth: int) -> int:
+        return 0 if depth == 0 else 1 + int(back(depth - 1))  # blocks: a worker thread
+
+
 def test_nested_plain_callbacks_go_deeper_than_the_share() -> None:
     """A plain handler waiting for its client runs the client's nested calls on its own
     thread meanwhile: chains deeper than the share (several at once) complete."""
 
-    class Bouncer(rpc_service.Service):
-        def exposed_bounce(self, back: Callable[[int], Any], depth: int) -> int:
-            return 0 if depth == 0 else 1 + int(back(depth - 1))  # blocks: a worker thread
-
     async def main() -> None:
-        server = aio.Server(Bouncer)
+        server = aio.Server(_Bouncer)
         server.threads_per_connection = 2
         async with server, await aio.connect("127.0.0.1", server.port) as conn:
 
@@ -186,13 +189,9 @@ def test_nested_plain_callbacks_go_deeper_than_a_small_executor() -> None:
     full executor instead of a waiting share thread). The share is never larger than a
     ThreadPoolExecutor."""
 
-    class Bouncer(rpc_service.Service):
-        def exposed_bounce(self, back: Callable[[int], Any], depth: int) -> int:
-            return 0 if depth == 0 else 1 + int(back(depth - 1))
-
     async def main() -> None:
         with concurrent.futures.ThreadPoolExecutor(2) as executor:
-            async with aio.Server(Bouncer, executor=executor) as server, await aio.connect("127.0.0.1", server.port) as conn:
+            async with aio.Server(_Bouncer, executor=executor) as server, await aio.connect("127.0.0.1", server.port) as conn:
 
                 async def back(depth: int) -> int:
                     return int(await conn.root.bounce(back, depth))
@@ -206,12 +205,8 @@ def test_plain_callbacks_nested_past_the_stack_fail_at_once_and_the_connection_s
     """One thread for the client's handlers: a chain too deep for its stack ends in
     RecursionError for the caller (as with the threaded driver), not in a queue."""
 
-    class Bouncer(rpc_service.Service):
-        def exposed_bounce(self, back: Callable[[int], Any], depth: int) -> int:
-            return 0 if depth == 0 else 1 + int(back(depth - 1))
-
     async def main() -> None:
-        server = aio.Server(Bouncer)
+        server = aio.Server(_Bouncer)
         server.threads_per_connection = 1
         async with server, await aio.connect("127.0.0.1", server.port) as conn:
 

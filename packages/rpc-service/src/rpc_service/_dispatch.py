@@ -275,12 +275,11 @@ def check_amplification(target: Any, name: str, args: tuple[Any, ...], budget: i
             if size * _item_bytes(target) > budget:
                 raise ValueError(f"joining {len(target)} and {len(operand)} items is refused: over max_frame_size ({budget} bytes)")
         return
-    if type(operand) is not int:
-        if isinstance(target, _SEQUENCES) and name.endswith("mul__") and not isinstance(operand, int):
+    if not isinstance(operand, int):
+        if isinstance(target, _SEQUENCES) and name.endswith("mul__"):
             # (a proxy's __index__ would be asked by the repetition itself, and could answer anything)
             raise TypeError(f"a {type(target).__name__} is repeated by an int only, not by {type(operand).__name__}")
-        if not isinstance(operand, int):
-            return
+        return
     if operand <= 1:
         return
     if name.endswith("shift__"):
