@@ -60,7 +60,7 @@ call_kwargs = st.dictionaries(st.text(max_size=5), values(with_refs=False, max_l
 @given(
     seq=st.integers(1, 0xFFFFFFFF),
     oid=st.integers(0, 2**64 - 1),
-    name=st.text(max_size=300),
+    name=st.none() | st.text(max_size=300),
     args=call_args,
     kwargs=call_kwargs,
     again=call_args,
@@ -69,26 +69,58 @@ call_kwargs = st.dictionaries(st.text(max_size=5), values(with_refs=False, max_l
 def test_send_call_writes_the_bytes_of_send_request(
     seq: int,
     oid: int,
-    name: str,
+    name: str | None,
     args: tuple[object, ...],
     kwargs: dict[str, object],
     again: tuple[object, ...],
     budgets: list[int | None],
 ) -> None:
-    """With or without a budget (a call context spliced into the cached prefix)."""
+    """With or without a budget (a call context spliced into the cached prefix); a method
+    (CALLATTR) or, with ``name`` None, the target itself (CALL)."""
     fast, _ = pair()
     slow, _ = pair()
     target = p.BackRef(oid)
+    op, op_args = _op_args(name, args)
     assert wire(fast.send_call(seq, target, name, args, kwargs, budgets[0])) == wire(
-        slow.send(p.Request(seq, p.Op.CALLATTR, target, (name, *args), kwargs, context=_context(budgets[0])))
+        slow.send(p.Request(seq, op, target, op_args, kwargs, context=_context(budgets[0])))
     )
     # again, from the cache (same name; other arguments, none, and the same count)
     for later, other in enumerate((again, (), tuple(reversed(args)))):
         other_seq = seq % 0xFFFFFFF0 + 1 + later
         budget = budgets[later + 1]
+        op, op_args = _op_args(name, other)
         assert wire(fast.send_call(other_seq, target, name, other, {}, budget)) == wire(
-            slow.send_request(other_seq, p.Op.CALLATTR, target, (name, *other), None, False, _context(budget))
+            slow.send_request(other_seq, op, target, op_args, None, False, _context(budget))
         )
+
+
+def _op_args(name: str | None, args: tuple[object, ...]) -> tuple[p.Op, tuple[object, ...]]:
+    """The op and arguments of the request ``send_call(..., name, args, ...)`` stands for."""
+    return (p.Op.CALL, args) if name is None else (p.Op.CALLATTR, (name, *args))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    refs=st.lists(st.tuples(st.integers(-1, 2**64), st.integers(-1, 2**32)), max_size=120).map(tuple),
+    max_frame=st.sampled_from([1024, 4096]),
+)
+def test_send_release_writes_the_bytes_of_send_release_events(refs: tuple[tuple[int, int], ...], max_frame: int) -> None:
+    """The same frame, or the same error (an entry out of range, over the peer's limit)."""
+    outcomes: list[object] = []
+    for fast in (True, False):
+        conn, _ = pair(None, p.ProtocolConfig(max_frame_size=max_frame))
+        try:
+            outcomes.append(wire(conn.send_release(refs) if fast else conn.send(p.Release(refs))))
+        except p.ProtocolError as exc:
+            outcomes.append((type(exc), str(exc)))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_send_release_outside_open_says_what_send_says() -> None:
+    a, _ = pair()
+    a.send(p.Close("bye"))
+    with pytest.raises(p.LocalProtocolError):
+        a.send_release(((1, 1),))
 
 
 def _context(budget: int | None) -> p.CallContext | None:
@@ -123,8 +155,8 @@ def test_send_call_with_a_budget_to_a_version_1_peer_says_what_send_says() -> No
 
 
 @settings(max_examples=100, deadline=None)
-@given(name=st.text(max_size=5), count=st.integers(0, 300), max_items=st.integers(4, 260), max_frame=st.sampled_from([1024, 4096]))
-def test_send_call_refuses_what_send_request_refuses(name: str, count: int, max_items: int, max_frame: int) -> None:
+@given(name=st.none() | st.text(max_size=5), count=st.integers(0, 300), max_items=st.integers(4, 260), max_frame=st.sampled_from([1024, 4096]))
+def test_send_call_refuses_what_send_request_refuses(name: str | None, count: int, max_items: int, max_frame: int) -> None:
     """Limits (items, the peer's frame size) and sequence rules: the same error, or none."""
     config = p.ProtocolConfig(limits=p.CodecLimits(max_items=max_items))
     fast, fast_peer = pair(config, p.ProtocolConfig(max_frame_size=max_frame))
@@ -133,7 +165,7 @@ def test_send_call_refuses_what_send_request_refuses(name: str, count: int, max_
     outcomes: list[object] = []
     sends: list[Callable[[], list[p.Buffer]]] = [
         lambda: fast.send_call(1, p.BackRef(3), name, args, {}),
-        lambda: slow.send_request(1, p.Op.CALLATTR, p.BackRef(3), (name, *args)),
+        lambda: slow.send_request(1, _op_args(name, args)[0], p.BackRef(3), _op_args(name, args)[1]),
     ]
     for send in sends:
         try:

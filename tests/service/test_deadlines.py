@@ -304,3 +304,34 @@ def test_a_callback_served_by_another_waiting_thread_runs_under_its_own_context(
         server.close()
     assert any(name == "A" for name, _ in seen)
     assert all(remaining is None for _, remaining in seen), seen
+
+
+class _OffThreadCaller(rpc_service.Service):
+    """Calls the client's callback from a thread of its own: the request carries no context."""
+
+    def exposed_call_off_thread(self, fn: Callable[[], Any]) -> Any:
+        result: list[Any] = []
+        worker = threading.Thread(target=lambda: result.append(fn()))
+        worker.start()
+        worker.join(10)
+        return result[0]
+
+    def exposed_call(self, fn: Callable[[], Any]) -> Any:
+        return fn()
+
+
+def test_a_callback_served_while_waiting_runs_under_its_own_context() -> None:
+    """The thread waiting on its call (fast path) serves the callback itself: under the
+    callback's own call context (the budget the server's request carried), or none when
+    the request carried none; never under the waiting call's deadline."""
+    with ThreadedServer(_OffThreadCaller) as server:
+        server.start_in_thread()
+        with rpc_service.connect("127.0.0.1", server.port, config={"tracing": False}) as conn:
+            for _ in range(3):  # (the fast path, call after call)
+                with rpc_service.deadline(20):
+                    assert conn.root.call_off_thread(rpc_service.remaining) is None
+                    inner = conn.root.call(rpc_service.remaining)
+                    assert inner is not None and 0 < inner <= 20
+                assert conn.root.call_off_thread(rpc_service.remaining) is None
+                assert conn.root.call(rpc_service.remaining) is None
+            assert conn.stats.calls_served == 12

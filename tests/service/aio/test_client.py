@@ -78,6 +78,23 @@ def test_one_round_trip_per_call(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", SERVERS)
+def test_releases_beyond_one_frame_are_split(kind: str) -> None:
+    """Regression: the async client sent all the releases owed in one RELEASE frame; past
+    what the peer's frame limit holds (85 entries at 1 KiB) the next call failed with
+    EncodeError and the releases were lost (the server kept the objects)."""
+
+    async def main() -> None:
+        async with serving(kind, config={"max_frame_size": 1024}) as port, await aio.connect("127.0.0.1", port) as conn:
+            kept = [await conn.root.items() for _ in range(200)]
+            assert len({id(item) for item in kept}) == 200
+            del kept  # 200 releases owed: three frames' worth
+            assert await conn.root.echo("still fine") == "still fine"
+            assert conn._boxer.held == 1  # (the root)
+
+    run(main())
+
+
+@pytest.mark.parametrize("kind", SERVERS)
 def test_syntax_that_cannot_await_names_the_helper(kind: str) -> None:
     async def main() -> None:
         async with serving(kind) as port, await aio.connect("127.0.0.1", port) as conn:

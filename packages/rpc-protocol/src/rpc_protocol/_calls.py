@@ -2,7 +2,7 @@
 
 Owns the methods of :class:`Connection` that a driver's fast path uses for the commonest
 exchange (a method call on a remote object, answered by a reply): ``send_call`` encodes a
-CALLATTR request from a per-connection cache of encoded prefixes; ``take_reply`` and
+CALLATTR (or CALL) request from a per-connection cache of encoded prefixes; ``take_reply`` and
 ``take_request`` take one complete reply (or request), and the releases before it, from a
 buffer holding exactly that. It also owns ``_admits``, the one admission check these and
 the general receiving path (``Connection._parse``) share. Each method writes the bytes,
@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Final
 from ._codec import NONE, BackRef, Buffer
 from ._decoder import trailing_bytes
 from ._errors import LocalProtocolError, ProtocolError
-from ._events import CallContext, Event, Op, Reply, Request
+from ._events import CallContext, Event, Op, Release, Reply, Request
 from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, FrameFlags, FrameType, Header
 from ._messages import (
     BUDGET_BLOCK,
     HAS_BUDGET,
     RequestFields,
     decode_release,
+    encode_release,
     encode_reply,
     encode_request,
     flat_kwargs,
@@ -45,6 +46,7 @@ _RELEASE: Final = int(FrameType.RELEASE)
 _CONTEXT_FLAG: Final = int(FrameFlags.CONTEXT)
 _OPEN: Final = State.OPEN
 _CALLATTR: Final = Op.CALLATTR
+_CALL: Final = Op.CALL
 _MAX_BUDGET: Final = 0xFFFFFFFFFFFFFFFF
 _OP_END: Final = HEADER_SIZE + 1  # where a request's call context block goes (after the op byte)
 _NONE_REPLY: Final = bytes(HEADER_SIZE) + bytes((NONE,))  # a REPLY frame of None, header left blank
@@ -70,7 +72,7 @@ class CallPath:
     _request_flags: int  # the REQUEST flags the settled version allows
     carries_context: bool  # the settled version has call contexts and CANCEL (2 and up)
     # (oid, name, number of arguments) -> the frames of such a call (_call_prefixes)
-    _prefixes: dict[tuple[int, str, int], CallPrefixes]
+    _prefixes: dict[tuple[int, str | None, int], CallPrefixes]
 
     def _admits(self, kind: int, flags: int, reserved: int, seq: int, length: int) -> bool:
         """The admission check of the frames calls are made of, from their raw header fields.
@@ -142,13 +144,21 @@ class CallPath:
         del self._pending_in[seq]  # a Reply leaves the state OPEN (TRANSITIONS)
         return buffers
 
+    def send_release(self, refs: Released) -> list[Buffer]:
+        """``send(Release(refs))``, without making the event: the same bytes and checks
+        (the RELEASE frames a driver sends before its next frame, after proxies died)."""
+        if self.state is not _OPEN:  # let send() say what is wrong
+            return self.send(Release(refs))
+        return encode_release(refs, self._peer_frame_limit())
+
     def send_call(
-        self, seq: int, target: object, name: str, args: tuple[object, ...], kwargs: dict[str, object] | None, budget_us: int | None = None
+        self, seq: int, target: object, name: str | None, args: tuple[object, ...], kwargs: dict[str, object] | None, budget_us: int | None = None
     ) -> list[Buffer]:
-        """``send_request(seq, Op.CALLATTR, target, (name, *args), kwargs)``, with
-        ``context=CallContext(budget_us)`` when ``budget_us`` is given: the same bytes and
-        checks, the part before the arguments encoded once per (target, name, argument
-        count) when the target is a :class:`BackRef`."""
+        """``send_request(seq, Op.CALLATTR, target, (name, *args), kwargs)`` (with ``name``
+        None: ``send_request(seq, Op.CALL, target, args, kwargs)``, a call of the target
+        itself), with ``context=CallContext(budget_us)`` when ``budget_us`` is given: the
+        same bytes and checks, the part before the arguments encoded once per (target, name,
+        argument count) when the target is a :class:`BackRef`."""
         if (
             self.state is not _OPEN
             or seq in self._pending_out
@@ -195,12 +205,14 @@ class CallPath:
         return buffers
 
     def _send_call_general(
-        self, seq: int, target: object, name: str, args: tuple[object, ...], kwargs: dict[str, object] | None, budget_us: int | None
+        self, seq: int, target: object, name: str | None, args: tuple[object, ...], kwargs: dict[str, object] | None, budget_us: int | None
     ) -> list[Buffer]:
         context = None if budget_us is None else CallContext(budget_us)
+        if name is None:
+            return self.send_request(seq, _CALL, target, args, kwargs, False, context)
         return self.send_request(seq, _CALLATTR, target, (name, *args), kwargs, False, context)
 
-    def _call_prefixes(self, target: BackRef, name: str, count: int) -> CallPrefixes | None:
+    def _call_prefixes(self, target: BackRef, name: str | None, count: int) -> CallPrefixes | None:
         """The encoded frames of a call with ``count`` arguments, headers left blank: up
         to the arguments, and whole when there are none; each without and with a call
         context block (a budget, zero until packed; the whole frame None where that
@@ -210,9 +222,12 @@ class CallPath:
         buf = bytearray(HEADER_SIZE)
         encoder.start(buf)
         try:
-            buf.append(_CALLATTR)
+            buf.append(_CALL if name is None else _CALLATTR)
             encoder.write(target)
-            encoder.write(name, encoder.start_tuple(count + 1, 0))
+            if name is None:
+                encoder.start_tuple(count, 0)
+            else:
+                encoder.write(name, encoder.start_tuple(count + 1, 0))
             parts = encoder.finish()
             if len(parts) != 1:  # (a name too long to sit in the frame itself)
                 return None

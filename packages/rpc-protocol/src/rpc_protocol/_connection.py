@@ -127,7 +127,7 @@ class Connection(CallPath):
         self._request_flags = _REQUEST_FLAGS  # the REQUEST flags the settled version allows
         # Whether the settled version has call contexts and CANCEL (version 2 and up).
         self.carries_context = False
-        self._prefixes: dict[tuple[int, str, int], CallPrefixes] = {}
+        self._prefixes: dict[tuple[int, str | None, int], CallPrefixes] = {}
 
     def __repr__(self) -> str:
         return f"<rpc_protocol.Connection state={self.state.value} version={self.version}>"

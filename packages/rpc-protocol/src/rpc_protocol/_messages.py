@@ -50,6 +50,8 @@ def encode_frame(event: Event, encoder: ValueEncoder, max_frame_size: int) -> li
         )
     if type(event) is Reply:
         return encode_reply(encoder, event.seq, event.value, max_frame_size)
+    if type(event) is Release:
+        return encode_release(event.refs, max_frame_size)
     buf = bytearray(HEADER_SIZE)
     seq = 0
     kind: FrameType
@@ -60,14 +62,6 @@ def encode_frame(event: Event, encoder: ValueEncoder, max_frame_size: int) -> li
     elif type(event) is Hello:
         kind = FrameType.HELLO
         encoder.write((tuple(sorted(event.capabilities)), event.services, event.max_frame_size, event.root))
-    elif type(event) is Release:
-        kind = FrameType.RELEASE
-        buf += _U32.pack(len(event.refs))
-        try:
-            for oid, count in event.refs:
-                buf += _RELEASE_ENTRY.pack(oid, count)
-        except struct.error:
-            raise EncodeError("release entry out of range") from None
     elif type(event) is Ping or type(event) is Pong:
         kind, seq = (FrameType.PING if type(event) is Ping else FrameType.PONG), event.seq
         buf += event.payload
@@ -183,6 +177,24 @@ def encode_reply(encoder: ValueEncoder, seq: int, value: object, max_frame_size:
     encoder.start(buf)
     encoder.write(value)
     return seal_frame(encoder, buf, _REPLY, 0, seq, max_frame_size)
+
+
+def encode_release(refs: tuple[tuple[int, int], ...], max_frame_size: int) -> list[Buffer]:
+    """The RELEASE frame of ``refs``: a count, then each (oid, count) entry."""
+    length = 4 + _RELEASE_ENTRY.size * len(refs)
+    buf = bytearray(HEADER_SIZE + length)
+    _U32.pack_into(buf, HEADER_SIZE, len(refs))
+    pos = HEADER_SIZE + 4
+    try:
+        for oid, count in refs:
+            _RELEASE_ENTRY.pack_into(buf, pos, oid, count)
+            pos += _RELEASE_ENTRY.size
+    except struct.error:
+        raise EncodeError("release entry out of range") from None
+    if length > max_frame_size:
+        raise EncodeError(f"RELEASE frame of {length} bytes exceeds the peer's limit of {max_frame_size}")
+    HEADER.pack_into(buf, 0, FrameType.RELEASE, 0, 0, 0, length)
+    return [buf]
 
 
 def seal_frame(encoder: ValueEncoder, buf: bytearray, kind: int, flags: int, seq: int, max_frame_size: int) -> list[Buffer]:

@@ -16,6 +16,7 @@ from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
+import rpc_protocol as wire
 from rpc_protocol import BackRef, RemoteProtocolError, Ref
 
 from ._errors import LentObjectsLimitError
@@ -25,7 +26,7 @@ from ._proxy import Proxy, descriptor_members, make_proxy_class
 if TYPE_CHECKING:
     from ._connection import Connection
 
-__all__ = ["Boxer"]
+__all__ = ["Boxer", "release_frames"]
 
 # Types the peer may describe on one connection. Each costs a proxy class, kept for the
 # connection's life; without a bound a peer could make us build one per 30-byte REF_TYPED.
@@ -197,3 +198,16 @@ class Boxer:
         self._proxies.clear()
         self._proxy_classes.clear()
         self.releases_owed.clear()
+
+
+def release_frames(proto: wire.Connection, releases: tuple[tuple[int, int], ...]) -> list[wire.Buffer]:
+    """The RELEASE frames of ``releases`` (taken from a Boxer), as many as the peer's frame
+    limit needs (each entry is 12 bytes after a 4-byte count, docs/protocol.md §4)."""
+    hello = proto.peer_hello
+    per_frame = ((hello.max_frame_size if hello else 1024) - 4) // 12
+    if len(releases) <= per_frame:
+        return proto.send_release(releases)
+    buffers: list[wire.Buffer] = []
+    for start in range(0, len(releases), per_frame):
+        buffers += proto.send_release(releases[start : start + per_frame])
+    return buffers

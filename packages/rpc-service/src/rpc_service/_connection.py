@@ -358,13 +358,18 @@ class Connection(ContextCalls, Demux):
             self._serve_in_context(request.seq, request.op, request.target, request.args, request.kwargs, request.context)
             return
         if _current_call() is not None:  # a thread waiting on a call of its own under a call context serves
-            token = _set_call(None)  # a callback (maybe of another thread's call): not under that context
-            try:
-                self._serve_call(request.seq, request.op, request.target, request.args, request.kwargs)
-            finally:
-                _reset_call(token)
+            self._serve_outside_context(request.seq, request.op, request.target, request.args, request.kwargs)
             return
         self._serve_call(request.seq, request.op, request.target, request.args, request.kwargs)
+
+    def _serve_outside_context(self, seq: int, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """``_serve_call`` for a thread waiting on a call of its own under a call context:
+        the request (a callback, maybe of another thread's call) is not served under it."""
+        token = _set_call(None)
+        try:
+            self._serve_call(seq, op, target, args, kwargs)
+        finally:
+            _reset_call(token)
 
     def _refuse_request(self, request: wire.Request, exc: BaseException) -> None:
         self._send(self._proto.send, describe_exception(request.seq, exc, self._config))

@@ -97,11 +97,11 @@ class ContextCalls:
                 if by_deadline:
                     raise expired_error("the call")
                 raise AsyncResultTimeout(f"the peer did not reply within sync_request_timeout ({timeout} s)")
-            if end is not None and _monotonic() > end:
-                # an answer read after the deadline is late (the callee's own deadline is the
-                # same instant, so it may answer just then): a call under a deadline returns
-                # before it or raises
-                raise expired_error("the call")
+        if end is not None and _monotonic() > end:
+            # an answer read after the deadline is late (the callee's own deadline is the
+            # same instant, so it may answer just then): a call under a deadline returns
+            # before it or raises
+            raise expired_error("the call")
         if slot._is_error:
             raise slot._value
         value: Any = slot._value

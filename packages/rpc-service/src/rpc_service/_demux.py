@@ -34,6 +34,7 @@ import rpc_protocol as wire
 from rpc_protocol import Event, RemoteProtocolError
 
 from ._async import AsyncResult
+from ._boxing import release_frames
 from ._errors import ConnectionClosedError
 from ._idle import read_into
 from ._stack import refused_or_moved
@@ -229,19 +230,7 @@ class Demux:
         if boxer._lent_now or boxer._typed_now:
             boxer.commit()
         if releases:
-            return [*self._release_frames(releases), *buffers]
-        return buffers
-
-    def _release_frames(self, releases: tuple[tuple[int, int], ...]) -> list[wire.Buffer]:
-        """RELEASE frames for ``releases``, as many as the peer's frame limit needs (each
-        entry is 12 bytes after a 4-byte count, docs/protocol.md §4)."""
-        hello = self._proto.peer_hello
-        per_frame = ((hello.max_frame_size if hello else 1024) - 4) // 12
-        if len(releases) <= per_frame:
-            return self._proto.send(wire.Release(releases))
-        buffers: list[wire.Buffer] = []
-        for start in range(0, len(releases), per_frame):
-            buffers += self._proto.send(wire.Release(releases[start : start + per_frame]))
+            return [*release_frames(self._proto, releases), *buffers]
         return buffers
 
     def _send(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> None:

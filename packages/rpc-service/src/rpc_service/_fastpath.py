@@ -1,8 +1,10 @@
 """The fused fast path of the threaded driver: a method call and its reply, a lone request served.
 
-Owns :func:`call` (``Connection._call``: ``proxy.method(...)`` sent as a CALLATTR request
-whose reply the calling thread reads and takes itself, with no ``AsyncResult``, inbox or
-wake-up lock; under a deadline it carries the budget and waits no longer) and
+Owns :func:`call` (``Connection._call``: ``proxy.method(...)`` sent as a CALLATTR request,
+or ``proxy(...)`` as a CALL, whose reply the calling thread reads and takes itself, with no
+``AsyncResult``, inbox or wake-up lock; a lone request read instead, the peer calling back
+while it serves the call, is served on the spot before the reply is read; under a deadline
+the call carries the budget and waits no longer) and
 :func:`serve_fast` (one turn of ``Connection.serve_all``: a lone request read, carried out
 and answered on the spot, under its call context if it carried one). Both start only when
 :func:`_fast_ok` finds the connection quiet, and hand over to the general path (``_demux``),
@@ -23,7 +25,7 @@ from rpc_protocol import CallContext, Op, RemoteProtocolError
 
 from ._async import AsyncResult
 from ._context import CURRENT, MAX_SECONDS, expired_error
-from ._demux import Lifecycle
+from ._demux import _NESTING_CHECKED_FROM, Lifecycle
 from ._errors import ConnectionClosedError
 from ._idle import read_into
 
@@ -35,10 +37,13 @@ __all__ = ["call", "serve_fast"]
 _OPEN: Final = Lifecycle.OPEN
 _CLOSED: Final = Lifecycle.CLOSED
 _CALLATTR: Final = Op.CALLATTR
+_CALL: Final = Op.CALL
 _monotonic: Final = time.monotonic
 _current_call: Final = CURRENT.get  # None: no call context
 _new_tuple: Final = tuple.__new__
 _MAX_BUDGET: Final = int(MAX_SECONDS * 1_000_000)
+#: A callback is served on the fast path only this shallow (``_pump`` checks deeper ones).
+_INLINE_NESTING: Final = _NESTING_CHECKED_FROM
 
 
 def _fast_ok(conn: Connection) -> bool:
@@ -87,12 +92,12 @@ def call(
     owed = bool(boxer.releases_owed)
     try:
         if owed:  # they go first, as on the general path
-            if name is None:
+            if name is None and op is not _CALL:
                 buffers = conn._encode(proto.send_request, seq, op, target, args, kwargs, False, _context(budget))
             else:
                 buffers = conn._encode(proto.send_call, seq, target, name, args, kwargs, budget)
         else:  # (_encode's work, for a frame that owes nothing)
-            if name is None:
+            if name is None and op is not _CALL:
                 buffers = proto.send_request(seq, op, target, args, kwargs, False, _context(budget))
             else:
                 buffers = proto.send_call(seq, target, name, args, kwargs, budget)
@@ -125,58 +130,89 @@ def call(
     timeout = conn._config.sync_request_timeout
     now = _monotonic()
     deadline = None if timeout is None else now + timeout  # sync_request_timeout's
-    if end is not None and (deadline is None or end < deadline):
-        timeout = end - now if end > now else 0.0  # (the call's deadline ends the first read)
-    try:
-        if proto.holds_large_buffer:  # (read_into releases it once idle)
-            count = read_into(conn._stream, proto, conn._rview, timeout)
-        else:
-            count = conn._stream.read_into(conn._rview, timeout)
-    except Exception:
-        count = 0  # a timeout, a lost stream: the general path reads again and reports it
-    except BaseException:
-        conn._fast_seq = 0
-        _give_back(conn)
-        raise
-    lock.acquire()
-    conn._fast_seq = 0
-    if count:
+    limit = deadline if end is None or (deadline is not None and deadline < end) else end  # what ends a read
+    while True:
+        if limit is not None:
+            timeout = limit - now if limit > now else 0.0
         try:
-            taken = proto.take_reply(conn._rview[:count], seq)
-        except BaseException as exc:
-            lock.release()
-            _failed(conn, exc)
-            raise
-        if taken is not None:
-            conn._reading = False
-            conn._bytes_received += count
-            if count == len(conn._rbuf):
-                conn._grow_reads()
-            value, released = taken
-            if released:
-                dropped: list[object] = []
-                conn._release(released, dropped)
-            if conn._waiting:
-                conn._wake_one()
-            lock.release()
-            if end is not None and _monotonic() > end:
-                raise expired_error("the call")  # (late: as on the context path)
-            return value
-    # Anything else: a slot for the reply, and the general path takes over from here.
-    slot = AsyncResult(conn)
-    if conn._life is not _CLOSED:  # (closed: every slot has been failed; _pump says so)
-        conn._slots[seq] = slot
-    if count:
-        try:
-            conn._received(count)
+            if proto.holds_large_buffer:  # (read_into releases it once idle)
+                count = read_into(conn._stream, proto, conn._rview, timeout)
+            else:
+                count = conn._stream.read_into(conn._rview, timeout)
+        except Exception:
+            count = 0  # a timeout, a lost stream: the general path reads again and reports it
         except BaseException:
+            conn._fast_seq = 0
             _give_back(conn)
             raise
-    else:
-        conn._reading = False
-    if conn._waiting:  # the role is free: the reply may be in already (no _pump then), and a
-        conn._wake_one()  # request just queued must not wait for a reader nobody woke
-    lock.release()
+        lock.acquire()
+        conn._fast_seq = 0
+        request = None
+        if count:
+            view = conn._rview[:count]
+            try:
+                taken = proto.take_reply(view, seq)
+                if taken is None and conn._nested < _INLINE_NESTING:  # a callback, maybe: served here
+                    request = proto.take_request(view)
+            except BaseException as exc:
+                lock.release()
+                _failed(conn, exc)
+                raise
+            if taken is not None:
+                conn._reading = False
+                conn._bytes_received += count
+                if count == len(conn._rbuf):
+                    conn._grow_reads()
+                value, released = taken
+                if released:
+                    dropped: list[object] = []
+                    conn._release(released, dropped)
+                if conn._waiting:
+                    conn._wake_one()
+                lock.release()
+                if end is not None and _monotonic() > end:
+                    raise expired_error("the call")  # (late: as on the context path)
+                return value
+        # Anything else: a slot for the reply, and the general path takes over from here,
+        # after serving a lone request (the peer calling back while it serves ours) right here.
+        slot = AsyncResult(conn)
+        if conn._life is not _CLOSED:  # (closed: every slot has been failed; _pump says so)
+            conn._slots[seq] = slot
+        if request is not None:
+            conn._nested += 1  # (as _pump counts a request served while a thread waits)
+            try:
+                _serve_taken(conn, count, request)  # (gives back the lock)
+            except BaseException:
+                with lock:
+                    conn._nested -= 1
+                raise
+            lock.acquire()
+            conn._nested -= 1
+            if slot._ready or conn._slots.get(seq) is not slot:
+                lock.release()
+                break
+            del conn._slots[seq]
+            if not _fast_ok(conn):  # (someone else reads or waits now: the general path)
+                conn._slots[seq] = slot
+                lock.release()
+                break
+            conn._fast_seq = seq
+            conn._reading = True  # this thread reads its reply again
+            lock.release()
+            now = _monotonic()
+            continue
+        if count:
+            try:
+                conn._received(count)
+            except BaseException:
+                _give_back(conn)
+                raise
+        else:
+            conn._reading = False
+        if conn._waiting:  # the role is free: the reply may be in already (no _pump then), and a
+            conn._wake_one()  # request just queued must not wait for a reader nobody woke
+        lock.release()
+        break
     if end is None:
         return conn._reply(slot, deadline)
     return conn._context_reply(slot, end, now)
@@ -240,6 +276,13 @@ def serve_fast(conn: Connection, timeout: float | None = None) -> bool:
             conn._wake_one()
         lock.release()
         return True
+    _serve_taken(conn, count, taken)
+    return True
+
+
+def _serve_taken(conn: Connection, count: int, taken: tuple[Any, Any]) -> None:
+    """Serve the lone request ``take_request`` took from the ``count`` bytes read (the caller
+    holds ``_lock``, and the reading role, both given back here)."""
     conn._reading = False
     conn._bytes_received += count
     conn._calls_served += 1
@@ -251,15 +294,16 @@ def serve_fast(conn: Connection, timeout: float | None = None) -> bool:
         conn._release(released, dropped)
     if conn._waiting:
         conn._wake_one()  # someone reads while this thread serves
-    lock.release()
+    conn._lock.release()
     del dropped  # the last references: finalisers run outside the lock
     seq, op, target, args, kwargs, _, context = fields
     del fields, taken
-    if context is None:
-        conn._serve_call(seq, op, target, args, kwargs)
-    else:
+    if context is not None:
         conn._serve_in_context(seq, op, target, args, kwargs, context)
-    return True
+    elif _current_call() is None:
+        conn._serve_call(seq, op, target, args, kwargs)
+    else:  # a thread waiting on a call under a call context: the callback is not under it
+        conn._serve_outside_context(seq, op, target, args, kwargs)
 
 
 def _give_back(conn: Connection) -> None:

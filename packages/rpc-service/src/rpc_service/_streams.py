@@ -96,6 +96,10 @@ class _PollingReader:
 # call per read instead of poll() then recv(). Shorter waits (down to "don't wait") use poll().
 _KERNEL_TIMEOUTS: Final = sys.platform.startswith("linux")
 _MIN_KERNEL_TIMEOUT: Final = 0.01
+#: An SO_RCVTIMEO this long is kept for any longer wait (the read then wakes up that often
+#: and waits for the rest): a thread that alternates short and long waits (a server's
+#: serving loop, which parks quiet clients, and a callback's reply) sets no option per read.
+_KEPT_TIMEOUT: Final = 0.1
 _TIMEVAL: Final = struct.Struct("@ll")
 
 
@@ -136,7 +140,7 @@ class SocketStream:
         try:
             if self._kernel_timeouts and (timeout is None or timeout >= _MIN_KERNEL_TIMEOUT):
                 armed = self._armed
-                if timeout is None or (armed is not None and timeout / 2 <= armed <= timeout):
+                if timeout is None or (armed is not None and (armed >= timeout / 2 or armed >= _KEPT_TIMEOUT) and armed <= timeout):
                     try:  # (the commonest read: no option to change; _recv_bounded's first turn, inlined)
                         return self.sock.recv_into(buffer)
                     except BlockingIOError:  # SO_RCVTIMEO expired (after `armed` seconds): wait for the rest
@@ -155,13 +159,14 @@ class SocketStream:
 
     def _recv_bounded(self, buffer: memoryview, timeout: float | None) -> int:
         """recv_into bounded by SO_RCVTIMEO. The option is set at 3/4 of the wait allowed
-        and kept while it lies between half the wait and the whole of it (so a steady
-        timeout costs no extra system call); when it expires first, the rest is waited for."""
+        and kept while it is no longer than the wait and at least half of it or
+        ``_KEPT_TIMEOUT`` (so a steady timeout costs no extra system call); when it expires
+        first, the rest is waited for."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if timeout is not None:
                 armed = self._armed
-                if armed is None or armed > timeout or armed < timeout / 2:
+                if armed is None or armed > timeout or (armed < timeout / 2 and armed < _KEPT_TIMEOUT):
                     if timeout < _MIN_KERNEL_TIMEOUT:
                         self._poller.wait(timeout)
                         return self.sock.recv_into(buffer)

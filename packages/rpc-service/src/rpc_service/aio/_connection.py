@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Final, Iterator
 import rpc_protocol as wire
 from rpc_protocol import Event, Op, RemoteProtocolError
 
-from .._boxing import Boxer
+from .._boxing import Boxer, release_frames
 from .._config import Config, ConfigArg, make_config
 from .._connection import _BATCHED_TYPES, _MAX_ITER_BATCH, protocol_for, refusal_preface, shares_version
 from .._context import CURRENT, Served, expired_error, tracer_for
@@ -375,7 +375,7 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
             raise
         boxer.commit()
         if releases:
-            return [*self._proto.send(wire.Release(releases)), *buffers]
+            return [*release_frames(self._proto, releases), *buffers]
         return buffers
 
     def _write(self, buffers: list[wire.Buffer]) -> None:
