@@ -327,8 +327,12 @@ def test_a_request_whose_target_is_a_plain_value_is_refused_by_both_paths(target
     """Regression: a plain value as target (not a reference to an object the receiver lent)
     was accepted, so a peer could run safe special methods on values and operands of its
     choosing ("{0._secret}".format(root) under allow_public_attrs, "x" * 10**9)."""
-    sender, _ = pair()
-    data = wire(sender.send_request(5, op, target, ("format",), {}, False, p.CallContext(1000) if context else None))
+    encode = p.ValueEncoder().encode  # (forged: send_request itself refuses such a target)
+    block = struct.pack("<BQ", 1, 1000) if context else b""  # (HAS_BUDGET, the budget)
+    payload = bytes((op,)) + block + wire(encode(target)) + wire(encode(("format",))) + wire(encode(()))
+    data = _frame(2, 5, payload, p.FrameFlags.CONTEXT if context else 0)
+    with pytest.raises(p.EncodeError, match="target must be a reference"):
+        pair()[0].send_request(5, op, target, ("format",), {}, False, p.CallContext(1000) if context else None)
     fast, _ = _scene()
     slow, _ = _scene()
     with pytest.raises(p.RemoteProtocolError, match="target must be a reference"):

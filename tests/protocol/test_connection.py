@@ -588,3 +588,28 @@ def test_the_accepting_side_may_refuse_with_close_instead_of_its_hello() -> None
     assert server.state is p.State.CLOSE_SENT and client.state is p.State.CLOSE_RECEIVED
     with pytest.raises(p.LocalProtocolError):
         client.send(p.Request(client.next_seq(), CALL, p.BackRef(0), ()))
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        p.Request(1, p.Op.CALL, None),  # a plain value as target: the peer would fail the connection
+        p.Request(1, p.Op.CALL, (1, 2)),
+        p.Request(1, p.Op.CALL, b"x" * 100_000),
+        p.Request(1, p.Op.CALL, p.BackRef(1), (), {1: 2}),  # type: ignore[dict-item]  # the wrong key type is the test
+        p.Request(1, 99, p.BackRef(1)),  # type: ignore[arg-type]  # an unknown op is the test
+        p.Ping(1, "str"),  # type: ignore[arg-type]  # a str payload is the test
+    ],
+)
+def test_what_the_peer_would_refuse_is_refused_at_send(event: p.Event) -> None:
+    """Regression: these were sent, and the peer failed the connection (RemoteProtocolError),
+    or send() raised a bare TypeError; now EncodeError, nothing recorded, still usable."""
+    a, b = pair()
+    with pytest.raises(p.EncodeError):
+        a.send(event)
+    if type(event) is p.Request:
+        with pytest.raises(p.EncodeError):
+            a.send_request(event.seq, event.op, event.target, event.args, event.kwargs)
+    assert a.state is p.State.OPEN
+    assert deliver(a, b, p.Request(1, p.Op.CALL, p.BackRef(1), (), {"k": 1})) == [p.Request(1, p.Op.CALL, p.BackRef(1), (), {"k": 1})]
+    assert deliver(a, b, p.Ping(2, b"ok")) == [p.Ping(2, b"ok")]

@@ -169,6 +169,21 @@ def test_an_exception_in_a_client_callback_travels_there_and_back(connect_to: Co
     assert "callback" in text  # ...and, nested in it, the client's own
 
 
+def test_a_non_builtin_exception_keeps_its_type_name_there_and_back(connect_to: ConnectTo) -> None:
+    """Regression: a callback's own exception type, re-raised by the server's handler, came
+    back as RemoteError of type ``rpc_service._errors.RemoteError`` (its name among the args)."""
+    root = connect_to(Faulty, TRACEBACKS, client_config=TRACEBACKS).root
+
+    def callback() -> None:
+        raise MyError("from the client", 3)
+
+    with pytest.raises(RemoteError) as info:
+        root.call(callback)
+    assert info.value.remote_type == f"{MyError.__module__}.MyError"
+    assert info.value.remote_args == ("from the client", 3)
+    assert "callback" in info.value.remote_traceback
+
+
 # -- other types --------------------------------------------------------------------------------
 
 

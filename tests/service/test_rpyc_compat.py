@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import collections
 import collections.abc
+import os
+import socket
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -235,3 +237,34 @@ def test_class_of_a_forwarded_builtin_subclass(forwarding_chain: Connection) -> 
     counter = forwarding_chain.root.counter()
     assert counter.__class__.__name__ == "Counter" and counter.__class__.__module__ == "collections"
     assert isinstance(counter, dict) and counter["a"] == 1
+
+
+# -- RPyC's keyword spellings ------------------------------------------------------------
+
+
+class _Echo(Service):
+    def exposed_echo(self, value: Any) -> Any:
+        return value
+
+
+def test_thread_pool_server_takes_rpycs_nbthreads_spelling() -> None:
+    server = rpc_service.ThreadPoolServer(_Echo, nbThreads=3)
+    try:
+        assert server.nbthreads == 3
+        server.start_in_thread()
+        with rpc_service.connect("127.0.0.1", server.port) as conn:
+            assert conn.root.echo(1) == 1
+    finally:
+        server.close()
+    with pytest.raises(TypeError, match="not both"):
+        rpc_service.ThreadPoolServer(_Echo, nbthreads=2, nbThreads=3)
+
+
+@pytest.mark.parametrize("keepalive", [True, False])
+def test_connect_keepalive(keepalive: bool) -> None:
+    with rpc_service.ThreadedServer(_Echo) as server:
+        server.start_in_thread()
+        with rpc_service.connect("127.0.0.1", server.port, keepalive=keepalive) as conn:
+            with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                assert bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)) is keepalive
+            assert conn.root.echo("ok") == "ok"

@@ -64,7 +64,11 @@ def encode_frame(event: Event, encoder: ValueEncoder, max_frame_size: int) -> li
         encoder.write((tuple(sorted(event.capabilities)), event.services, event.max_frame_size, event.root))
     elif type(event) is Ping or type(event) is Pong:
         kind, seq = (FrameType.PING if type(event) is Ping else FrameType.PONG), event.seq
-        buf += event.payload
+        payload: object = event.payload
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            encoder.finish()
+            raise EncodeError(f"a {type(event).__name__}'s payload must be bytes, not {type(payload).__name__}")
+        buf += payload
     elif type(event) is Close:
         kind = FrameType.CLOSE
         buf += event.reason.encode("utf-8", "surrogatepass")
@@ -88,6 +92,8 @@ def encode_request(
 ) -> list[Buffer]:
     """The frame of a Request with these fields (the event itself need not exist); with a
     ``context``, flagged CONTEXT and its block after the op byte (version 2)."""
+    if type(op) is not Op and not (type(op) is int and 0 <= op < 256 and _OPS[op] is not None):
+        raise EncodeError(f"{op!r} is not a request operation")
     buf = bytearray(HEADER_SIZE)
     encoder.start(buf)
     buf.append(op)
@@ -95,7 +101,11 @@ def encode_request(
     if context is not None:
         buf += encode_context(context)
         flags |= _CONTEXT
+    at = len(buf)
     encoder.write(target)
+    if len(buf) <= at or (buf[at] != BACKREF and buf[at] != REF and buf[at] != REF_TYPED):
+        encoder.finish()  # (drops the part-encoded frame)
+        raise EncodeError(f"a request's target must be a reference, not a plain value ({type(target).__name__})")
     encoder.write(args)
     encoder.write(flat_kwargs(kwargs))
     return seal_frame(encoder, buf, _REQUEST, flags, seq, max_frame_size)
@@ -103,7 +113,12 @@ def encode_request(
 
 def flat_kwargs(kwargs: dict[str, object] | None) -> tuple[object, ...]:
     """Keyword arguments as they travel: a flat tuple of names and values."""
-    return tuple(item for pair in kwargs.items() for item in pair) if kwargs else ()
+    if not kwargs:
+        return ()
+    flat = tuple(item for pair in kwargs.items() for item in pair)
+    if not all(type(name) is str for name in flat[::2]):
+        raise EncodeError("keyword argument names must be str")
+    return flat
 
 
 def encode_context(context: CallContext) -> bytes:

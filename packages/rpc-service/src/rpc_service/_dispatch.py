@@ -354,7 +354,11 @@ def local_exit_args(exc: Any) -> tuple[type[BaseException], BaseException, None]
 def describe_exception(seq: int, exc: BaseException, config: Config) -> ErrorReply:
     """The error reply telling the peer that request ``seq`` raised ``exc``."""
     cls = type(exc)
+    module, name = cls.__module__, cls.__qualname__
     args = _crossing_args(exc)
+    if type(exc) is RemoteError and "." in exc.remote_type:  # an earlier hop's: described as the type it stands for
+        module, _, name = exc.remote_type.rpartition(".")
+        args = tuple(arg if _crossable(arg) else repr(arg) for arg in exc.remote_args)
     text = ""
     if config.include_local_traceback:
         text = "".join(traceback.format_exception(exc))
@@ -363,7 +367,7 @@ def describe_exception(seq: int, exc: BaseException, config: Config) -> ErrorRep
             text += "\n========= remote traceback =========\n" + nested.rstrip() + "\n"
         if config.include_local_version:
             text = f"(peer: Python {sys.version.split()[0]}, rpc-service {__version__})\n{text}"
-    return ErrorReply(seq, cls.__module__, cls.__qualname__, args, text)
+    return ErrorReply(seq, module, name, args, text)
 
 
 def _crossing_args(exc: BaseException, depth: int = 0) -> tuple[Any, ...]:

@@ -78,15 +78,20 @@ def connect(
     *,
     ipv6: bool = False,
     timeout: float | None = 10.0,
+    keepalive: bool = False,
     connection_class: type[Connection] = Connection,
 ) -> Connection:
     """Connect over TCP (``ipv6=True`` insists on IPv6; otherwise any family ``host`` resolves to).
 
-    ``timeout`` bounds the TCP connect and the handshake together.
+    ``timeout`` bounds the TCP connect and the handshake together. ``keepalive=True`` turns
+    on TCP keep-alive probes (SO_KEEPALIVE), so a peer that vanished without closing is
+    noticed by the kernel even on an idle connection.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     sock = open_tcp(host, port, ipv6=ipv6, timeout=timeout)
     sock.settimeout(None)
+    if keepalive:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     return _over_socket(sock, service, config, connection_class, deadline)
 
 

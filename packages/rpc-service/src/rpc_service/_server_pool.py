@@ -26,11 +26,15 @@ __all__ = ["ThreadPoolServer", "ForkingServer"]
 
 
 class ThreadPoolServer(Server):
-    """Serves many clients with ``nbthreads`` worker threads. Authentication and handshakes
-    run on short-lived threads of their own, under the handshake deadline, so that silent
-    peers cannot tie up the workers."""
+    """Serves many clients with ``nbthreads`` worker threads (``nbThreads=``, RPyC's
+    spelling, is taken too). Authentication and handshakes run on short-lived threads of
+    their own, under the handshake deadline, so that silent peers cannot tie up the workers."""
 
-    def __init__(self, *args: Any, nbthreads: int = 20, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, nbthreads: int = 20, nbThreads: int | None = None, **kwargs: Any) -> None:  # noqa: N803 (RPyC's spelling)
+        if nbThreads is not None:  # RPyC's spelling, for code that moves over
+            if nbthreads != 20:
+                raise TypeError("give nbthreads or nbThreads, not both")
+            nbthreads = nbThreads
         super().__init__(*args, **kwargs)
         if nbthreads < 1:
             raise ValueError("nbthreads must be at least 1")
