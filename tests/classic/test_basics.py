@@ -88,12 +88,14 @@ def test_connect_over_tcp(classic_server: rpc_service.ThreadedServer) -> None:
         assert conn.eval("1 + 1") == 2
 
 
-def test_unix_connect(tmp_path: Path) -> None:
-    path = str(tmp_path / "classic.sock")
-    with rpc_service.ThreadedServer(SlaveService, socket_path=path, protocol_config=classic_config()) as server:
+def test_unix_connect_takes_a_str_or_a_path(tmp_path: Path) -> None:
+    path = tmp_path / "classic.sock"
+    with rpc_service.ThreadedServer(SlaveService, socket_path=str(path), protocol_config=classic_config()) as server:
         server.start_in_thread()
-        with rpc_classic.unix_connect(path) as conn:
+        with rpc_classic.unix_connect(str(path)) as conn:
             assert conn.modules.sys.platform == __import__("sys").platform
+        with rpc_classic.unix_connect(path) as conn:  # an os.PathLike
+            assert conn.eval("1 + 1") == 2
 
 
 def test_connect_stream_and_pipes() -> None:

@@ -265,6 +265,16 @@ def test_missing_certificate_files_are_one_line_errors(tmp_path: Path, capsys: p
     assert err.count("\n") == 1 and "missing.pem" in err, err
 
 
+def test_an_encrypted_keyfile_is_a_one_line_error_not_a_password_prompt(tmp_path: Path) -> None:
+    rpc_tls = pytest.importorskip("rpc_tls", reason="rpc-tls is not importable")
+    issued = rpc_tls.CertificateAuthority.create("test CA").issue_server("localhost")
+    issued.save(tmp_path / "s.pem", tmp_path / "s.key", password="sesame")
+    proc = start_cli("--certfile", str(tmp_path / "s.pem"), "--keyfile", str(tmp_path / "s.key"), "--port", "0")
+    code, err = finish(proc)
+    assert code == 2
+    assert err.count("\n") == 1 and "encrypted" in err and "s.key" in err, err
+
+
 def test_a_port_out_of_range_from_the_console_is_one_line_without_traceback() -> None:
     proc = start_cli("--port", "99999")
     code, err = finish(proc)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import builtins
 import os
 import xml.dom.minidom
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
@@ -59,3 +60,34 @@ def test_teleport_and_obtain() -> None:
     assert mock.teleport(double) is double
     assert mock.eval("double(21)") == 42
     assert rpc_classic.obtain(mock.eval("{'a': [1]}")) == {"a": [1]}
+
+
+def test_helpers_needing_a_peer_refuse_it_clearly(tmp_path: Path) -> None:
+    mock = MockClassicConnection()
+    (tmp_path / "a.txt").write_text("x")
+    refused: list[Callable[[], object]] = [
+        lambda: rpc_classic.upload(mock, tmp_path / "a.txt", tmp_path / "b.txt"),
+        lambda: rpc_classic.download(mock, tmp_path / "a.txt", tmp_path / "c.txt"),
+        lambda: rpc_classic.redirected_stdio(mock).__enter__(),
+        lambda: rpc_classic.interact(mock),
+    ]
+    for helper in refused:
+        with pytest.raises(TypeError, match="MockClassicConnection"):
+            helper()
+    assert sorted(os.listdir(tmp_path)) == ["a.txt"]
+
+
+def test_deliver_and_teleport_function_work_here() -> None:
+    mock = MockClassicConnection()
+    value = {"a": [1, 2]}
+    copied = rpc_classic.deliver(mock, value)
+    assert copied == value and copied is not value and copied["a"] is not value["a"]
+    assert rpc_classic.deliver(mock, 5) == 5
+    with pytest.raises(rpc_classic.NotPlainDataError):
+        rpc_classic.deliver(mock, [object()])
+
+    def triple(v: int) -> int:
+        return v * 3
+
+    assert rpc_classic.teleport_function(mock, triple) is triple
+    assert mock.eval("triple(2)") == 6

@@ -21,7 +21,7 @@ import redis
 import rpc_registry
 import rpc_service
 from rpc_registry import RedisRegistry
-from tests.registry.helpers import source_path, wait_for
+from tests.registry.helpers import client_for, source_path, start_registry, wait_for
 from tests.registry.redis_helpers import RedisProcess
 
 
@@ -131,6 +131,17 @@ def test_names_are_checked_like_the_other_registries(registry: RedisRegistry) ->
         with pytest.raises(ValueError):
             registry.register(bad, 4001)
     assert registry.list() == []
+
+
+def test_discover_checks_the_name_like_the_other_registries(registry: RedisRegistry) -> None:
+    tcp = start_registry("tcp")
+    try:
+        for bad in (123, None, "", "x" * 300, "tab\t"):
+            for registrar in (registry, client_for(tcp)):
+                with pytest.raises(rpc_registry.MessageError, match="invalid service name"):
+                    rpc_registry.discover(bad, registrar)  # type: ignore[arg-type]  # a wrong type on purpose
+    finally:
+        tcp.close()
 
 
 def test_bad_arguments() -> None:

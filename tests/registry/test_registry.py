@@ -184,6 +184,17 @@ def test_a_server_runs_once_and_closes_without_being_started(kind: type[UDPRegis
             server.start_in_thread()
 
 
+@pytest.mark.parametrize("kind", [UDPRegistryServer, TCPRegistryServer])
+def test_a_bad_port_or_host_is_a_clear_error(kind: type[UDPRegistryServer] | type[TCPRegistryServer]) -> None:
+    for port in (70000, -1, True, "18811"):
+        with pytest.raises(ValueError, match="port must be"):
+            kind("127.0.0.1", port)  # type: ignore[arg-type]  # the error under test
+    with pytest.raises(ValueError, match="no-such-host.invalid:0: the host does not resolve"):
+        kind("no-such-host.invalid", 0)
+    with pytest.raises(TypeError, match="host name"):
+        kind(5, 0)  # type: ignore[arg-type]  # the error under test
+
+
 def test_udp_binds_all_interfaces_by_default_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
     with UDPRegistryServer(port=0) as server:
         assert server.host == "0.0.0.0"

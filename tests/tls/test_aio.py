@@ -87,3 +87,20 @@ def test_aio_tls_client_against_threaded_tls_server(pki: Pki) -> None:
         _run(main())
     finally:
         server.close()
+
+
+def test_aio_server_refuses_a_tls_authenticator_and_takes_its_context_as_ssl(pki: Pki) -> None:
+    authenticator = rpc_tls.TLSAuthenticator(pki.server.key, pki.server.cert, pki.ca)
+    with pytest.raises(TypeError, match="ssl="):
+        aio.Server(Echo, authenticator=authenticator)
+
+    async def main() -> None:
+        async with aio.Server(Echo, ssl=authenticator.context) as server:
+            assert await asyncio.to_thread(_sync_mutual_tls_call, server.port, pki) == "plain"
+
+    _run(main())
+
+
+def _sync_mutual_tls_call(port: int, pki: Pki) -> Any:
+    with rpc_tls.tls_connect("127.0.0.1", port, keyfile=pki.alice.key, certfile=pki.alice.cert, ca_certs=pki.ca) as conn:
+        return conn.root.whoami()

@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -123,6 +124,47 @@ def test_encrypted_keys(pki: Pki, serve: Serve, tmp_path: Path) -> None:
     running = serve(rpc_tls.TLSAuthenticator(tmp_path / "s.key", tmp_path / "s.pem", password="sesame"))
     with rpc_tls.tls_connect("127.0.0.1", running.port, ca_certs=pki.ca) as conn:
         assert conn.credentials == server.identity
+
+
+_LOAD_WITHOUT_PASSWORD = """
+import sys, rpc_tls
+cert, key = sys.argv[1:]
+for load in (
+    lambda: rpc_tls.TLSAuthenticator(key, cert),
+    lambda: rpc_tls.TLSClient(key, cert),
+    lambda: rpc_tls.tls_connect("127.0.0.1", 1, keyfile=key, certfile=cert),
+):
+    try:
+        load()
+    except rpc_tls.CertificateFileError as exc:
+        assert "encrypted" in str(exc), exc
+    else:
+        raise AssertionError("loaded an encrypted key without its password")
+"""
+
+
+def test_an_encrypted_key_without_password_fails_at_once_without_a_prompt(pki: Pki, tmp_path: Path) -> None:
+    # OpenSSL asks for a missing password on the terminal, or on stderr in a process without
+    # one (as here: a new session, stdin empty), and then waits for an answer.
+    pki.alice.item.save(tmp_path / "a.pem", tmp_path / "a.key", password="sesame")
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_WITHOUT_PASSWORD, str(tmp_path / "a.pem"), str(tmp_path / "a.key")],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, start_new_session=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_saving_errors_name_the_file(pki: Pki, tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    for item in (pki.authority, pki.alice.item):
+        with pytest.raises(FileNotFoundError, match="directory does not exist") as caught:
+            item.save(missing / "x.pem", missing / "x.key")
+        assert caught.value.filename == str(missing / "x.key")
+    with pytest.raises(IsADirectoryError, match="cannot write the certificate") as refused:
+        pki.alice.item.save(tmp_path, tmp_path / "x.key")
+    assert refused.value.filename == str(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["x.key"]  # no temporary file left behind
 
 
 def test_loading_errors_say_what_is_wrong(pki: Pki, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from rpc_tls import (
     HostnameMismatchError,
     PeerIdentity,
     TLSHandshakeError,
+    TLSVersionError,
     UnknownCAError,
 )
 
@@ -264,6 +265,27 @@ def test_versions_below_tls_1_2_cannot_be_configured(pki: Pki) -> None:
         rpc_tls.TLSAuthenticator(pki.server.key, pki.server.cert, minimum_version=ssl.TLSVersion.TLSv1)
     assert rpc_tls.TLSClient(ca_certs=pki.ca).context.minimum_version == TLS12
     assert mutual(pki).context.minimum_version == TLS12
+
+
+@pytest.mark.parametrize(
+    "server_versions, client_versions, server_says, client_says",
+    [
+        ({"maximum_version": TLS12}, {"minimum_version": TLS13}, "accepts TLS 1.2 only", "offered (TLS 1.3)"),
+        ({"minimum_version": TLS13}, {"maximum_version": TLS12}, "accepts TLS 1.3 only", "offered (TLS 1.2)"),
+    ],
+    ids=["old-server", "old-client"],
+)
+def test_a_version_error_names_the_versions_each_side_allows(
+    pki: Pki, serve: Serve, server_versions: dict[str, Any], client_versions: dict[str, Any], server_says: str, client_says: str
+) -> None:
+    auth = RecordingAuthenticator(mutual(pki, **server_versions))
+    server = serve(auth)
+    with pytest.raises(TLSVersionError) as caught:
+        connect(pki, server.port, **client_versions)
+    assert client_says in str(caught.value) and "or newer" not in str(caught.value)
+    assert auth.done.wait(5)
+    assert isinstance(auth.errors[0], TLSVersionError) and server_says in str(auth.errors[0]), auth.errors
+    assert_still_serving(pki, server)
 
 
 def test_contradictory_client_settings_are_refused(pki: Pki) -> None:

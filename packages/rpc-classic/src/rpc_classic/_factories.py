@@ -66,11 +66,11 @@ def connect(
 
 
 def unix_connect(
-    path: str, service: ServiceArg = SlaveService, config: ConfigArg = None, *, timeout: float | None = 10.0
+    path: str | os.PathLike[str], service: ServiceArg = SlaveService, config: ConfigArg = None, *, timeout: float | None = 10.0
 ) -> ClassicConnection:
-    """Connect to a classic server listening on a unix socket."""
+    """Connect to a classic server listening on a unix socket (``path``: a str or a ``pathlib.Path``)."""
     return _classic(
-        rpc_service.unix_connect(path, service, _local_config(service, config), timeout=timeout, connection_class=ClassicConnection)
+        rpc_service.unix_connect(os.fspath(path), service, _local_config(service, config), timeout=timeout, connection_class=ClassicConnection)
     )
 
 

@@ -5,7 +5,8 @@ Owns an object with a :class:`~rpc_classic.ClassicConnection`'s shortcuts (``mod
 this very interpreter, for code that wants a classic connection when there is no peer to
 talk to (tests, a local fallback). There is no socket, no thread, no proxy and no
 serialisation: values are this process's own objects. It must not import anything of
-``rpc_service``'s connection machinery.
+``rpc_service``'s connection machinery. :func:`need_peer` is how the helpers that need a
+real peer refuse a mock.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from types import ModuleType
 from typing import Any, Callable
 
-__all__ = ["LocalModules", "MockClassicConnection"]
+__all__ = ["LocalModules", "MockClassicConnection", "need_peer"]
 
 
 class LocalModules:
@@ -52,7 +53,9 @@ class MockClassicConnection:
     objects; ``teleport(func)`` returns ``func`` itself (stored in ``namespace`` under its
     name unless ``def_=False``). A context manager; ``close()`` only marks it closed.
     Helpers that need a peer's ``SlaveService`` (``upload``, ``download``,
-    ``redirected_stdio``, ``interact``) do not accept it; ``obtain`` returns values as they are.
+    ``redirected_stdio``, ``interact``) refuse it with TypeError; ``obtain`` returns values
+    as they are, ``deliver`` returns a copy (plain data only, as without ``allow_pickle``)
+    and ``teleport_function`` is :meth:`teleport`.
     """
 
     def __init__(self, namespace: dict[str, Any] | None = None) -> None:
@@ -90,3 +93,9 @@ class MockClassicConnection:
         if def_ and func.__name__.isidentifier():  # (as teleport_function: a lambda has no name to define)
             (self.namespace if globals is None else globals)[func.__name__] = func
         return func
+
+
+def need_peer(conn: object, what: str) -> None:
+    """TypeError when ``conn`` is a :class:`MockClassicConnection`: ``what`` needs a real peer."""
+    if isinstance(conn, MockClassicConnection):
+        raise TypeError(f"{what} needs a connection to a classic peer, not a MockClassicConnection (it has no peer)")

@@ -18,6 +18,8 @@ from typing import Any, Final, Iterable, Iterator, Mapping
 
 from rpc_service import ConnectionClosedError, RemoteError, async_, exposed
 
+from ._mock import need_peer
+
 __all__ = ["StreamForwarder", "PatientReader", "redirected_stdio", "interact", "process_marker"]
 
 # Random per interpreter: with the pid it tells "the peer is this very process" apart from a
@@ -141,6 +143,7 @@ def redirected_stdio(conn: Any, *, stdin: bool = False) -> Iterator[None]:
     arrives here too while the block runs. The peer restores its streams on exit, and by
     itself if the connection drops. A peer in this very process (``connect_thread``) refuses.
     """
+    need_peer(conn, "redirected_stdio()")
     inp = StreamForwarder(sys.stdin) if stdin else None
     token = conn.root.redirect_stdio(StreamForwarder(sys.stdout), StreamForwarder(sys.stderr), inp, process_marker())
     try:
@@ -158,6 +161,7 @@ def interact(conn: Any, namespace: Mapping[str, Any] | None = None, *, banner: s
     of this side cross as usual: immutables by value, the rest as proxies). Returns at end
     of input or when the console calls ``exit()``.
     """
+    need_peer(conn, "interact()")
     root = conn.root
     builtins_mod = root.getmodule("builtins")
     console_globals = builtins_mod.dict(root.namespace)

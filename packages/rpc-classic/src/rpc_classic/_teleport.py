@@ -18,6 +18,7 @@ from typing import Any, Callable
 from rpc_service import RemoteError
 
 from ._errors import NotPlainDataError, VersionMismatchError, translate_remote
+from ._mock import MockClassicConnection
 from ._plain import pack, unpack
 
 __all__ = ["teleport_function", "build_function", "python_info"]
@@ -75,6 +76,8 @@ def teleport_function(conn: Any, func: Callable[..., Any], globals: Any = None, 
         raise TypeError(
             f"cannot teleport {func.__qualname__}: it closes over {names}; pass those as arguments or default values"
         )
+    if isinstance(conn, MockClassicConnection):
+        return conn.teleport(func, globals, def_)  # this interpreter: nothing to copy
     here = python_info()
     _check_compatible(here, conn.root.python_info(), f"teleport {func.__qualname__}")
     code = marshal.dumps(func.__code__)

@@ -31,6 +31,7 @@ from typing import Any, Callable, Final, Iterable
 from rpc_service import AsyncResult, async_
 
 from ._errors import UnsafePathError
+from ._mock import need_peer
 
 __all__ = ["upload", "download", "walk_tree", "check_name", "DEFAULT_CHUNK_SIZE", "PERMISSION_BITS"]
 
@@ -269,6 +270,7 @@ def upload(
     peer, and peer directories that resolve outside ``remotepath``, raise
     :class:`UnsafePathError`; only the ``0o777`` permission bits are copied.
     """
+    need_peer(conn, "upload()")
     _check_chunk(chunk_size)
     local, remote = _paths(localpath, remotepath)
     if not (os.path.isdir(local) or os.path.isfile(local)):
@@ -298,6 +300,7 @@ def download(
     local directory resolving outside ``localpath`` raises :class:`UnsafePathError` before
     anything is written there; setuid/setgid/sticky bits are never applied.
     """
+    need_peer(conn, "download()")
     _check_chunk(chunk_size)
     remote, local = _paths(remotepath, localpath)
     src, dst = _Side(conn, remote=True, chunk_size=chunk_size), _Side(conn, remote=False)

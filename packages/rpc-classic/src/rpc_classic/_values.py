@@ -16,6 +16,7 @@ from typing import Any
 from rpc_service import RemoteError, is_proxy
 
 from ._errors import NotPlainDataError, translate_remote
+from ._mock import MockClassicConnection
 from ._plain import is_scalar, pack, unpack
 
 __all__ = ["obtain", "deliver"]
@@ -52,10 +53,13 @@ def deliver(conn: Any, obj: Any) -> Any:
     itself for immutable scalars).
 
     Plain data travels by value through the safe codec; other objects need
-    ``allow_pickle`` on both sides, else :class:`NotPlainDataError`.
+    ``allow_pickle`` on both sides, else :class:`NotPlainDataError`. On a
+    :class:`MockClassicConnection` ("the peer" is here) a copy of plain data, by the same codec.
     """
     if is_scalar(obj):
         return obj
+    if isinstance(conn, MockClassicConnection):
+        return unpack(pack(obj))
     try:
         packed = pack(obj)
     except NotPlainDataError:

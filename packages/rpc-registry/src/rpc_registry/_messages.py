@@ -33,6 +33,7 @@ __all__ = [
     "VALID",
     "VERSION",
     "MAX_MESSAGE_SIZE",
+    "MAX_NAME_LENGTH",
     "PADDED_REQUEST_SIZE",
     "UDP_REPLY_FACTOR",
     "Ack",
@@ -45,6 +46,7 @@ __all__ = [
     "Query",
     "Register",
     "Unregister",
+    "check_name",
     "decode",
     "encode",
     "new_rid",
@@ -174,7 +176,9 @@ def _show(value: object, width: int) -> str:
         return f"<{type(value).__name__}>"
 
 
-def _name(value: object) -> str:
+def check_name(value: object) -> str:
+    """``value`` if it is a valid service name, else :class:`MessageError`: the one rule for
+    names, which every registry client (the Redis one too) applies before asking."""
     if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME_LENGTH or not value.isprintable():
         raise MessageError(f"invalid service name {_show(value, 60)}")
     return value
@@ -183,7 +187,7 @@ def _name(value: object) -> str:
 def _names(value: object, *, empty: bool = False) -> tuple[str, ...]:
     if not isinstance(value, tuple) or not (value or empty):
         raise MessageError("names must be a non-empty tuple")
-    return tuple(_name(item) for item in value)
+    return tuple(check_name(item) for item in value)
 
 
 def _port(value: object) -> int:
@@ -224,7 +228,7 @@ _Parser = Callable[[tuple[object, ...]], Body]
 _KINDS: Final[dict[str, tuple[type, tuple[str, ...], _Parser]]] = {
     "register": (Register, ("names", "port", "host"), lambda f: Register(_names(f[0]), _port(f[1]), _host(f[2]))),
     "unregister": (Unregister, ("port", "host"), lambda f: Unregister(_port(f[0]), _host(f[1]))),
-    "query": (Query, ("name",), lambda f: Query(_name(f[0]))),
+    "query": (Query, ("name",), lambda f: Query(check_name(f[0]))),
     "list": (ListNames, ("host",), lambda f: ListNames(_host(f[0]))),
     "ack": (Ack, (), lambda f: Ack()),
     "nack": (Nack, ("reason",), lambda f: Nack(_reason(f[0]))),

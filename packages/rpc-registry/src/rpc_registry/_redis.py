@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 from . import _redis_scripts as scripts
 from ._client import facing_address
 from ._errors import RegistryError, RegistryRefusedError, RegistryUnavailableError
+from ._messages import MAX_NAME_LENGTH, check_name
 
 if TYPE_CHECKING:
     import redis
@@ -36,7 +37,6 @@ DEFAULT_TTL = 30.0
 _SCHEMES = ("redis", "rediss", "unix")
 _UNSPECIFIED = ("", "0.0.0.0", "::")
 _MAX_NAMES = 32  # per server, as the UDP/TCP registries accept
-_MAX_NAME_LENGTH = 128
 _FIRST_BACKOFF = 0.5  # seconds before the second attempt of an outage (then doubling, up to ttl)
 
 
@@ -58,8 +58,8 @@ def _check_names(aliases: Sequence[str]) -> builtins.list[str]:
     for name in aliases:
         if not isinstance(name, str) or not name or not name.isprintable() or name != name.strip():
             raise ValueError(f"invalid service name {name!r:.60}")
-        if len(name) > _MAX_NAME_LENGTH:
-            raise ValueError(f"service name longer than {_MAX_NAME_LENGTH} characters")
+        if len(name) > MAX_NAME_LENGTH:
+            raise ValueError(f"service name longer than {MAX_NAME_LENGTH} characters")
         wanted.add(name.upper())
     if not wanted:
         raise ValueError("no names to register")
@@ -147,8 +147,9 @@ class RedisRegistry:
 
     def discover(self, name: str) -> builtins.list[Address]:
         """Every live ``(host, port)`` serving ``name`` (any letter case), oldest lease first;
-        [] when none does. Raises :class:`RegistryError` when Redis cannot be asked."""
-        key = name.upper()
+        [] when none does. Raises :class:`MessageError` for an invalid name (as the UDP/TCP
+        clients do) and :class:`RegistryError` when Redis cannot be asked."""
+        key = check_name(name).upper()
         members = self._call(
             "discover", self._discover, [scripts.service_key(self.prefix, key), scripts.since_key(self.prefix, key)], []
         )

@@ -49,6 +49,7 @@ class RegistryServer:
     secret (bytes or str, at least 16 bytes) that register and unregister requests must be
     signed with; ``clock``/``wallclock``: the lease clock (monotonic) and the clock signed
     timestamps are checked against, injectable for tests; ``limits``: :class:`RegistryLimits`.
+    A port out of range, or a host that does not resolve, raises ValueError.
     """
 
     DEFAULT_HOST: ClassVar[str] = "127.0.0.1"
@@ -67,6 +68,10 @@ class RegistryServer:
         limits: RegistryLimits = RegistryLimits(),
         logger: logging.Logger | None = None,
     ) -> None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
+            raise ValueError(f"port must be a whole number between 0 and 65535, not {port!r}")
+        if host is not None and not isinstance(host, str):
+            raise TypeError(f"host must be a host name or address string, not {host!r}")
         self.logger = logger or logging.getLogger(f"rpc_registry.{type(self).__name__}")
         self.limits = limits
         self.table = RegistryTable(
@@ -83,8 +88,11 @@ class RegistryServer:
         try:
             self._bind(host or self.DEFAULT_HOST, port)
             self._wake_r, self._wake_w = socket.socketpair()
-        except OSError:
+        except OSError as exc:
             self.socket.close()
+            if isinstance(exc, socket.gaierror):
+                where = f"{host or self.DEFAULT_HOST}:{port}"
+                raise ValueError(f"cannot listen on {where}: the host does not resolve ({exc.strerror or exc})") from exc
             raise
         self.host: str = self.socket.getsockname()[0]
         self.port: int = self.socket.getsockname()[1]

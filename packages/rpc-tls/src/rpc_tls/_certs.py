@@ -67,8 +67,18 @@ def _general_names(hosts: tuple[str, ...]) -> list[x509.GeneralName]:
     return names
 
 
-def _write_atomically(path: PathArg, data: bytes, mode: int) -> None:
+def _write_atomically(path: PathArg, data: bytes, mode: int, what: str) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``. An
+    OSError keeps its class (FileNotFoundError for a missing directory...) and names ``path``."""
     target = os.fspath(path)
+    try:
+        _replace(target, data, mode)
+    except OSError as exc:
+        why = "its directory does not exist" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)
+        raise OSError(exc.errno, f"cannot write the {what}: {why}", target) from exc
+
+
+def _replace(target: str, data: bytes, mode: int) -> None:
     directory = os.path.dirname(os.path.abspath(target))
     fd, temporary = tempfile.mkstemp(dir=directory, prefix=".rpc-tls-")
     try:
@@ -114,8 +124,8 @@ class CertifiedKey:
 
     def save(self, certfile: PathArg, keyfile: PathArg, *, password: str | bytes | None = None) -> None:
         """Write the certificate (mode 0644) and the key (mode 0600), each replaced atomically."""
-        _write_atomically(keyfile, self.key_pem(password), 0o600)
-        _write_atomically(certfile, self.cert_pem, 0o644)
+        _write_atomically(keyfile, self.key_pem(password), 0o600, "private key")
+        _write_atomically(certfile, self.cert_pem, 0o644, "certificate")
 
     @classmethod
     def load(cls: type[_K], certfile: PathArg, keyfile: PathArg | None = None, *, password: str | bytes | None = None) -> _K:

@@ -105,7 +105,8 @@ class TLSClient:
         except (OSError, ValueError) as exc:
             sock.close()
             raise handshake_error(
-                exc, server_side=False, peer=peer, hostname=server_hostname, sent_certificate=config.certfile is not None, timeout=timeout
+                exc, server_side=False, peer=peer, hostname=server_hostname, sent_certificate=config.certfile is not None, timeout=timeout,
+                context=context,
             ) from exc
         if not isinstance(tls, TLSSocket):
             tls.close()

@@ -93,12 +93,20 @@ def _common(context: ssl.SSLContext, minimum: ssl.TLSVersion, maximum: ssl.TLSVe
     context.sslsocket_class = TLSSocket
 
 
+def _no_password() -> bytes:
+    """The password of an encrypted key loaded without ``password=``: refused, so that OpenSSL
+    never prompts for one on the terminal (which blocks a server under a tty)."""
+    raise ValueError("the key is encrypted and no password was given")
+
+
 def _load_chain(context: ssl.SSLContext, certfile: PathArg, keyfile: PathArg | None, password: str | bytes | None) -> None:
     for what, path in (("certificate", certfile), ("private key", keyfile)):
         if path is not None and not os.path.isfile(path):
             raise file_error(what, path, FileNotFoundError(path))
     try:
-        context.load_cert_chain(os.fspath(certfile), None if keyfile is None else os.fspath(keyfile), password)
+        context.load_cert_chain(
+            os.fspath(certfile), None if keyfile is None else os.fspath(keyfile), _no_password if password is None else password
+        )
     except (OSError, ValueError) as exc:
         try:  # OpenSSL says little ("PEM lib"): find out what is wrong, to say it
             CertifiedKey.load(certfile, keyfile, password=password)

@@ -154,7 +154,8 @@ _LOCAL_REASONS: Mapping[str, type[TLSHandshakeError]] = {
 _NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "UNKNOWN_PROTOCOL", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE"})
 
 #: What to say, by (error class, who refused whom). ``{us}``/``{them}`` are "this client" /
-#: "the server" (or the other way round), ``{detail}`` OpenSSL's words, ``{host}`` the host name.
+#: "the server" (or the other way round), ``{detail}`` OpenSSL's words, ``{host}`` the host name,
+#: ``{versions}`` the TLS versions this side allows.
 _MESSAGES: Mapping[tuple[type[TLSHandshakeError], bool], str] = {
     (CertificateExpiredError, False): "{their} certificate has expired or is not valid yet ({detail}); "
     "{their} owner must renew it (rpc-tls can issue a new one), or a clock is wrong",
@@ -173,10 +174,14 @@ _MESSAGES: Mapping[tuple[type[TLSHandshakeError], bool], str] = {
     "(it was given ca_certs=); the client must pass certfile= and keyfile=",
     (ClientCertificateRequiredError, True): "the server requires a client certificate and this client sent "
     "none; pass certfile= and keyfile= with a certificate issued by a CA the server trusts",
-    (TLSVersionError, False): "no TLS version in common ({detail}): {us} accepts TLS 1.2 or newer only, and "
-    "{them} offered something older; upgrade the peer's TLS library or settings",
+    (TLSVersionError, False): "no TLS version in common ({detail}): {us} accepts {versions} only, and "
+    "{them} offered none of those; upgrade the peer's TLS library or change either side's versions "
+    "(minimum_version=, maximum_version=)",
     (TLSVersionError, True): "no TLS version in common ({detail}): {them} refused the versions {us} offered "
-    "(TLS 1.2 or newer)",
+    "({versions})",
+}
+_VERSION_NAMES: Mapping[ssl.TLSVersion, str] = {
+    ssl.TLSVersion.TLSv1: "1.0", ssl.TLSVersion.TLSv1_1: "1.1", ssl.TLSVersion.TLSv1_2: "1.2", ssl.TLSVersion.TLSv1_3: "1.3"
 }
 
 _CA_HINTS = {
@@ -192,6 +197,17 @@ def _words(server_side: bool) -> dict[str, str]:
     return {"us": "this client", "our": "this client's", "them": "the server", "their": "the server's"}
 
 
+def _versions(context: ssl.SSLContext | None) -> str:
+    """The TLS versions ``context`` allows, in words: "TLS 1.3", "TLS 1.2 to 1.3", "TLS 1.2 or newer"."""
+    if context is None:
+        return "TLS 1.2 or newer"  # the floor of every context this package makes
+    low = _VERSION_NAMES.get(context.minimum_version, "1.0")
+    high = _VERSION_NAMES.get(context.maximum_version)  # None: no maximum set
+    if low == high or (high is None and low == "1.3"):  # (1.3: the newest TLS there is)
+        return f"TLS {low}"
+    return f"TLS {low} or newer" if high is None else f"TLS {low} to {high}"
+
+
 def handshake_error(
     exc: BaseException,
     *,
@@ -200,9 +216,11 @@ def handshake_error(
     hostname: str | None = None,
     sent_certificate: bool = True,
     timeout: float | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> TLSHandshakeError:
-    """The error of this package that says why the handshake with ``peer`` failed."""
-    words = _words(server_side)
+    """The error of this package that says why the handshake with ``peer`` failed (``context``:
+    the one this side shook hands with, whose TLS versions a version error names)."""
+    words = {**_words(server_side), "versions": _versions(context)}
     prefix = f"TLS handshake with {peer} failed: "
     if isinstance(exc, TimeoutError):
         within = f" within {timeout:g} s" if timeout is not None else ""

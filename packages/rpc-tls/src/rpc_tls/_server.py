@@ -128,7 +128,7 @@ class TLSAuthenticator:
             twin.close()
             if not isinstance(exc, TimeoutError):
                 _linger(sock, min(deadline, time.monotonic() + _LINGER))  # within the handshake deadline
-            error = handshake_error(exc, server_side=True, peer=peer, timeout=timeout)
+            error = handshake_error(exc, server_side=True, peer=peer, timeout=timeout, context=context)
             log.debug("%s", error)
             raise error from exc
         if not isinstance(tls, TLSSocket):  # a context not made by this package

@@ -42,7 +42,8 @@ class Server:
     serve_forever()`` serves until ``close()``; ``async with server:`` starts and closes it.
     ``ssl``: an ``ssl.SSLContext`` (server side) makes every connection TLS.
     ``authenticator``: called in a worker thread on each accepted socket (as with the
-    threaded servers); it must hand back a plain socket (TLS belongs in ``ssl=``).
+    threaded servers); it must hand back a plain socket (TLS belongs in ``ssl=``): one with
+    an SSL ``context`` attribute (a TLS authenticator) is refused with TypeError.
     ``executor``: runs plain ``def`` handlers (default: a pool of the server's own, threads
     made on demand up to 256); the authenticator, plain ``on_connect``/``on_disconnect``
     hooks and the registrar run in a pool of the server's own beside it.
@@ -81,6 +82,11 @@ class Server:
         self.socket_path = socket_path
         self.ipv6 = ipv6
         check_hooks(authenticator, registrar)
+        if isinstance(getattr(authenticator, "context", None), _ssl.SSLContext):  # e.g. rpc_tls.TLSAuthenticator
+            raise TypeError(
+                f"aio.Server cannot use {authenticator!r}: an authenticator here must return a plain socket; "
+                "for TLS pass the server's ssl.SSLContext as ssl= (e.g. ssl=authenticator.context)"
+            )
         self.authenticator = authenticator
         self.registrar = registrar
         self.auto_register = registrar is not None if auto_register is None else auto_register
