@@ -356,7 +356,9 @@ def describe_exception(seq: int, exc: BaseException, config: Config) -> ErrorRep
     cls = type(exc)
     module, name = cls.__module__, cls.__qualname__
     args = _crossing_args(exc)
-    if type(exc) is RemoteError and "." in exc.remote_type:  # an earlier hop's: described as the type it stands for
+    if type(exc) is RemoteError and "." in exc.remote_type and not exc.remote_type.startswith("builtins."):
+        # an earlier hop's: described as the type it stands for (a builtin one that did not
+        # arrive as itself, KeyboardInterrupt say, goes on as the RemoteError it is here)
         module, _, name = exc.remote_type.rpartition(".")
         args = tuple(arg if _crossable(arg) else repr(arg) for arg in exc.remote_args)
     text = ""

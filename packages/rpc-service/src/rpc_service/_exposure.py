@@ -159,6 +159,8 @@ def _resolve_forwarded(name: str) -> str:
     return name
 
 
+_MAX_PREFIXED: Final = 1024  # resolutions kept per connection (then the cache starts over)
+
 # The descriptors made so far: class -> exposure settings -> descriptor (held weakly: a
 # class that goes away takes its descriptors along).
 _DESCRIBED: Final[weakref.WeakKeyDictionary[type, dict[tuple[object, ...], Descriptor]]] = weakref.WeakKeyDictionary()
@@ -168,7 +170,7 @@ _DESCRIBED_LOCK: Final = threading.Lock()
 class Exposure:
     """The exposure rules of one connection's config."""
 
-    __slots__ = ("_config", "_prefix", "_proxy_type", "_safe", "_exposed")
+    __slots__ = ("_config", "_prefix", "_proxy_type", "_safe", "_exposed", "_prefixed")
 
     def __init__(self, config: Config) -> None:
         from ._proxy import Proxy  # (_proxy imports this module)
@@ -179,11 +181,18 @@ class Exposure:
         # RPyC's allow_safe_attrs / allow_exposed_attrs: False turns that class of names off
         self._safe = config.allow_safe_attrs or config.allow_all_attrs
         self._exposed = config.allow_exposed_attrs
+        # (type, name) -> prefix + name: what resolve found in the class dicts for instances
+        # of that type (the commonest call, resolved once; always an exposed spelling, so a
+        # class changed later cannot make it reach an attribute it could not reach anyway)
+        self._prefixed: dict[tuple[type, str], str] = {}
 
     def resolve(self, obj: object, name: object) -> str:
         """The real attribute name behind the remote ``name``, or AttributeError."""
         if type(name) is not str:
             raise AttributeError("attribute names must be strings")
+        known = self._prefixed.get((type(obj), name))
+        if known is not None:
+            return known
         config = self._config
         if issubclass(type(obj), self._proxy_type):
             return _resolve_forwarded(name)
@@ -193,8 +202,15 @@ class Exposure:
             if name.startswith(self._prefix) and _has_attr(obj, name):
                 return name  # RPyC's spelling: obj.exposed_foo is obj.foo
             prefixed = self._prefix + name
-            if _static_lookup(obj, prefixed) is not _MISSING or prefixed in getattr(obj, "__dict__", ()):
+            if _static_lookup(obj, prefixed) is not _MISSING:
+                if not isinstance(obj, type) and not name.startswith(self._prefix):  # (a class's own
+                    # dicts decide for it, and so may an instance's for a prefixed name: not by type)
+                    if len(self._prefixed) >= _MAX_PREFIXED:
+                        self._prefixed.clear()
+                    self._prefixed[type(obj), name] = prefixed
                 return prefixed  # also under allow_all_attrs: the proxy's `name` method means exposed_<name>
+            if prefixed in getattr(obj, "__dict__", ()):
+                return prefixed
         if config.allow_all_attrs or (self._exposed and _is_marked(_static_lookup(obj, name))):
             return name
         if name.startswith("_"):
