@@ -287,19 +287,27 @@ def test_ipv6_loopback(server_class: ServerClass, run: Callable[[Server], Server
         assert conn.root.increment() == 1
 
 
+@pytest.mark.parametrize("as_path", [False, True])
 @pytest.mark.parametrize("server_class", ALL_SERVERS)
-def test_unix_socket_path(server_class: ServerClass, tmp_path: Path, no_thread_leak: None) -> None:
-    path = str(tmp_path / "server.sock")
-    server = server_class(CounterService, socket_path=path)
+def test_unix_socket_path(server_class: ServerClass, as_path: bool, tmp_path: Path, no_thread_leak: None) -> None:
+    """A str or (regression: TypeError) a pathlib.Path, on both ends."""
+    path = tmp_path / "server.sock"
+    server = server_class(CounterService, socket_path=path if as_path else str(path))
     running = Running(server)
     try:
         assert os.path.exists(path)
-        assert path in repr(server)
-        with rpc_service.unix_connect(path) as conn:
+        assert str(path) in repr(server)
+        with rpc_service.unix_connect(path if as_path else str(path)) as conn:
             assert conn.root.increment() == 1
     finally:
         running.stop()
     assert not os.path.exists(path), "close() left the socket file behind"
+
+
+def test_a_host_that_does_not_resolve_is_a_value_error() -> None:
+    """Regression: a raw socket.gaierror came out of the constructor."""
+    with pytest.raises(ValueError, match="does not resolve"):
+        ThreadedServer(CounterService, hostname="no-such-host.invalid")
 
 
 def test_service_must_be_a_service() -> None:

@@ -117,14 +117,16 @@ def open_tcp(host: str, port: int, *, ipv6: bool = False, timeout: float | None 
 
 
 def unix_connect(
-    path: str,
+    path: str | os.PathLike[str],
     service: ServiceArg = VoidService,
     config: ConfigArg = None,
     *,
     timeout: float | None = 10.0,
     connection_class: type[Connection] = Connection,
 ) -> Connection:
-    """Connect to a server listening on a unix socket (``timeout``: connect and handshake)."""
+    """Connect to a server listening on a unix socket (``path``: a str or a ``pathlib.Path``;
+    ``timeout``: connect and handshake)."""
+    path = os.fspath(path)
     deadline = None if timeout is None else time.monotonic() + timeout
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)

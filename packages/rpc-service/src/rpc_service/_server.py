@@ -57,7 +57,7 @@ class Server:
         service: ServiceArg,
         hostname: str | None = None,
         port: int = 0,
-        socket_path: str | None = None,
+        socket_path: str | os.PathLike[str] | None = None,
         ipv6: bool = False,
         authenticator: Authenticator | None = None,
         registrar: Registrar | None = None,
@@ -85,10 +85,10 @@ class Server:
             raise ValueError("auto_register needs a registrar")
         self.protocol_config = make_config(protocol_config)
         self.logger = logger or logging.getLogger(f"rpc_service.{type(self).__name__}")
-        self.socket_path = socket_path
-        if socket_path is not None:
+        self.socket_path = None if socket_path is None else os.fspath(socket_path)
+        if self.socket_path is not None:
             self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            address: Any = socket_path
+            address: Any = self.socket_path
         else:
             family = socket.AF_INET6 if ipv6 else socket.AF_INET
             self.listener = socket.socket(family, socket.SOCK_STREAM)
@@ -97,8 +97,10 @@ class Server:
         try:
             self.listener.bind(address)
             self.listener.listen(backlog)
-        except OSError:
+        except OSError as exc:
             self.listener.close()
+            if isinstance(exc, socket.gaierror):
+                raise ValueError(f"cannot listen on {address[0]}:{address[1]}: the host does not resolve ({exc.strerror or exc})") from exc
             raise
         self.host: str = ""
         self.port: int = 0

@@ -63,7 +63,7 @@ class Server:
         service: ServiceArg,
         hostname: str = "127.0.0.1",
         port: int = 0,
-        socket_path: str | None = None,
+        socket_path: str | os.PathLike[str] | None = None,
         ipv6: bool = False,
         authenticator: Authenticator | None = None,
         registrar: Registrar | None = None,
@@ -79,7 +79,7 @@ class Server:
         self.service = service
         self.hostname = hostname
         self.port = port if socket_path is not None else check_port(port, listening=True)
-        self.socket_path = socket_path
+        self.socket_path = None if socket_path is None else os.fspath(socket_path)
         self.ipv6 = ipv6
         check_hooks(authenticator, registrar)
         if isinstance(getattr(authenticator, "context", None), _ssl.SSLContext):  # e.g. rpc_tls.TLSAuthenticator
