@@ -505,6 +505,29 @@ def test_a_failing_unbox_hook_fails_the_connection() -> None:
         b.receive_data(wire(a.send(p.Request(4, CALL, p.BackRef(4)))))
 
 
+@pytest.mark.parametrize("hook", ["unbox", "unbox_backref"])
+def test_a_failing_backref_hook_fails_the_connection(hook: str) -> None:
+    """BackRefs go to ``unbox_backref`` (their oid) when it is given: the same failure either way."""
+
+    def by_oid(oid: int) -> object:
+        if oid == 2:
+            raise LookupError("no object #2")
+        return ("object", oid)
+
+    a = p.Connection()
+    if hook == "unbox":
+        b = p.Connection(unbox=lambda ref: by_oid(ref.oid))
+    else:
+        b = p.Connection(unbox=lambda ref: pytest.fail(f"unbox called with {ref}"), unbox_backref=by_oid)
+    handshake(a, b)
+    [request] = b.receive_data(wire(a.send(p.Request(1, CALL, p.BackRef(1), (p.BackRef(3), (7, p.BackRef(4)))))))
+    assert isinstance(request, p.Request)
+    assert (request.target, request.args) == (("object", 1), (("object", 3), (7, ("object", 4))))
+    with pytest.raises(LookupError):
+        b.receive_data(wire(a.send(p.Request(2, CALL, p.BackRef(2)))))
+    assert b.state is p.State.FAILED
+
+
 # -- the call path without events ------------------------------------------------------
 
 

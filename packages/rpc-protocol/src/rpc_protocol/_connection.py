@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import mmap
 from dataclasses import dataclass
-from typing import Final
+from typing import Callable, Final
 
 from ._calls import CallPath, CallPrefixes
 from ._codec import DEFAULT_LIMITS, BoxHook, Buffer, CodecLimits, UnboxHook
@@ -94,9 +94,9 @@ class ProtocolConfig:
 class Connection(CallPath):
     """One side of a connection, as a state machine.
 
-    ``box`` and ``unbox`` are the value codec's hooks (see :class:`ValueEncoder` and
-    :class:`ValueDecoder`): the service layer uses them to turn objects into references
-    and references into proxies.
+    ``box``, ``unbox`` and ``unbox_backref`` are the value codec's hooks (see
+    :class:`ValueEncoder` and :class:`ValueDecoder`): the service layer uses them to turn
+    objects into references and references into proxies (or back into its own objects).
     """
 
     def __init__(
@@ -105,6 +105,7 @@ class Connection(CallPath):
         *,
         box: BoxHook | None = None,
         unbox: UnboxHook | None = None,
+        unbox_backref: Callable[[int], object] | None = None,
     ) -> None:
         self.config = config
         self.state = State.START
@@ -114,7 +115,7 @@ class Connection(CallPath):
         self._peer_range: tuple[int, int] | None = None
         self._encoder = ValueEncoder(box, config.limits)
         self._by_value_encoder = ValueEncoder(box, config.limits, containers_by_value=True)
-        self._decoder = ValueDecoder(unbox, config.limits)
+        self._decoder = ValueDecoder(unbox, config.limits, unbox_backref)
         self._buffer = bytearray()
         self._header: Header | None = None
         self._payload: bytearray | mmap.mmap | None = None  # the large-payload buffer, reused

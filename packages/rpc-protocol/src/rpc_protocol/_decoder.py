@@ -54,12 +54,17 @@ class ValueDecoder:
 
     ``unbox`` turns each decoded :class:`Ref`/:class:`BackRef` into a local object (a proxy,
     or the original object); by default the references themselves are returned.
+    ``unbox_backref``, if given, takes a BackRef's object id instead of ``unbox`` (the
+    commonest reference, the target of every request, then needs no BackRef object).
     """
 
-    __slots__ = ("_unbox", "_limits", "_readers", "_hashed", "_budget", "_budget_base", "_budget_factor")
+    __slots__ = ("_unbox", "_unbox_backref", "_limits", "_readers", "_hashed", "_budget", "_budget_base", "_budget_factor")
 
-    def __init__(self, unbox: UnboxHook | None = None, limits: CodecLimits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self, unbox: UnboxHook | None = None, limits: CodecLimits = DEFAULT_LIMITS, unbox_backref: Callable[[int], object] | None = None
+    ) -> None:
         self._unbox = unbox or _identity
+        self._unbox_backref = unbox_backref or self._backref_unboxed
         self._limits = limits
         self._readers = _READERS
         self._hashed = 0  # > 0 while reading a set element or dict key
@@ -237,7 +242,10 @@ class ValueDecoder:
             elif tag == BACKREF:
                 if pos + 9 > end:
                     raise RemoteProtocolError("value truncated")
-                append(self._unboxed(BackRef(_U64.unpack_from(view, pos + 1)[0])))
+                try:  # (_unboxed, inlined)
+                    append(self._unbox_backref(_U64.unpack_from(view, pos + 1)[0]))
+                except Exception as exc:
+                    raise _HookFailed(exc) from exc
                 pos += 9
             elif tag == REF:  # as _ref would
                 self._no_hashed_refs()
@@ -308,6 +316,9 @@ class ValueDecoder:
         except Exception as exc:
             raise _HookFailed(exc) from exc
 
+    def _backref_unboxed(self, oid: int) -> object:
+        return self._unbox(BackRef(oid))
+
     def _no_hashed_refs(self) -> None:
         if self._hashed:
             raise RemoteProtocolError("a reference to a remote object cannot be a set element or dict key")
@@ -331,7 +342,10 @@ class ValueDecoder:
 
     def _backref(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
         stop = _need(pos, 8, end)
-        return self._unboxed(BackRef(_U64.unpack_from(view, pos)[0])), stop
+        try:
+            return self._unbox_backref(_U64.unpack_from(view, pos)[0]), stop
+        except Exception as exc:
+            raise _HookFailed(exc) from exc
 
 
 _Reader = Callable[[ValueDecoder, memoryview, int, int, int], tuple[object, int]]

@@ -62,6 +62,7 @@ def protocol_for(config: Config, boxer: Boxer) -> wire.Connection:
         ),
         box=boxer.box,
         unbox=boxer.unbox,
+        unbox_backref=boxer.local,
     )
 
 
