@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from ._codec import NONE, BackRef, Buffer
+from ._codec import NONE, TUPLE8, BackRef, Buffer
 from ._decoder import trailing_bytes
 from ._errors import LocalProtocolError, ProtocolError
 from ._events import CallContext, Event, Op, Release, Reply, Request
@@ -50,6 +50,7 @@ _CALL: Final = Op.CALL
 _MAX_BUDGET: Final = 0xFFFFFFFFFFFFFFFF
 _OP_END: Final = HEADER_SIZE + 1  # where a request's call context block goes (after the op byte)
 _NONE_REPLY: Final = bytes(HEADER_SIZE) + bytes((NONE,))  # a REPLY frame of None, header left blank
+_NO_KWARGS: Final = bytes((TUPLE8, 0))  # the encoded keywords of a call that has none
 _MAX_PREFIXES: Final = 256  # encoded call prefixes kept per connection (then the cache starts over)
 
 CallPrefixes = tuple[bytes, bytes, bytes, bytes | None]  # see CallPath._call_prefixes
@@ -193,7 +194,10 @@ class CallPath:
             try:
                 for item in args:
                     encoder.write(item, 1)  # (as the tuple writer writes its items)
-                encoder.write(flat_kwargs(kwargs))
+                if kwargs:
+                    encoder.write(flat_kwargs(kwargs))
+                else:  # (the empty tuple's bytes, as its writer would append them)
+                    encoder._buf += _NO_KWARGS
             except BaseException:
                 encoder.finish()  # (drops the part-encoded frame)
                 raise
