@@ -290,10 +290,18 @@ class CallPath:
         after zero or more RELEASE frames, and nothing is buffered: the request's fields
         (its call context among them) and the releases' entries. None (nothing consumed,
         nothing changed) otherwise."""
-        pos = self._frames_before(data, _REQUEST, -1)
-        if pos < 0:
+        if self._buffer or self._header is not None or self._filled >= 0 or len(data) < HEADER_SIZE:
             return None
-        _, flags, _, seq, _ = HEADER.unpack_from(data, pos)
+        kind, flags, reserved, seq, length = HEADER.unpack_from(data, 0)
+        if kind == _REQUEST and HEADER_SIZE + length == len(data):  # the request alone (as take_reply)
+            if not self._admits(kind, flags, reserved, seq, length):
+                return None
+            pos = 0
+        else:
+            pos = self._frames_before(data, _REQUEST, -1)
+            if pos < 0:
+                return None
+            _, flags, _, seq, _ = HEADER.unpack_from(data, pos)
         with memoryview(data) as view:
             try:
                 released = self._released(view, pos) if pos else ()
