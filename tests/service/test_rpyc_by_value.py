@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import rpc_protocol
 import rpc_service
 from rpc_service import Service, by_value, exposed, obtain
 
@@ -206,3 +211,29 @@ def test_obtain_of_a_large_dict(connect_to: ConnectTo) -> None:
     conn = connect_to(Big)
     copy = obtain(conn.root.data())
     assert copy == {key: [key] for key in range(1000)}
+
+
+_FIRST_MARK_LATE = """
+import rpc_service
+
+class Late(rpc_service.Service):
+    def exposed_get(self):
+        return {"a": [1, 2]}
+
+with rpc_service.connect_thread(remote_service=Late) as conn:
+    before = conn.root.get()
+    assert rpc_service.is_proxy(before), before  # nothing marked in this process yet
+    rpc_service.by_value(Late.exposed_get)  # the process's first mark, after calls were served
+    after = conn.root.get()
+    assert type(after) is dict and after == {"a": [1, 2]}, after
+print("ok")
+"""
+
+
+def test_the_first_mark_made_after_calls_were_served_applies() -> None:
+    """Dispatch skips looking for marks until by_value has made one in the process (a fresh
+    process here: this one has made marks already)."""
+    roots = [str(Path(module.__file__ or "").resolve().parents[1]) for module in (rpc_protocol, rpc_service)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(roots)}
+    done = subprocess.run([sys.executable, "-c", _FIRST_MARK_LATE], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -21,7 +21,7 @@ from ._proxy import is_proxy
 if TYPE_CHECKING:
     from ._config import Config
 
-__all__ = ["ByValue", "BY_VALUE_MARK", "by_value", "marked_result", "obtain"]
+__all__ = ["ByValue", "BY_VALUE_MARK", "Marks", "by_value", "marked_result", "obtain"]
 
 BY_VALUE_MARK: Final = "__rpc_by_value__"
 _T = TypeVar("_T")
@@ -39,6 +39,13 @@ class ByValue:
         self.value = value
 
 
+class Marks:
+    """Whether :func:`by_value` has marked anything in this process: until it has, no result
+    needs :func:`marked_result` (the dispatchers skip it: a call fewer per request)."""
+
+    made = False
+
+
 def by_value(obj: _T) -> _T:
     """Mark a method's results, or a class's instances, as copied to the peer by value.
 
@@ -51,6 +58,7 @@ def by_value(obj: _T) -> _T:
     Copies are bounded by the connection's ``max_depth`` and frame size; what is not plain
     data inside stays a reference.
     """
+    Marks.made = True  # (before the mark: a request served meanwhile looks)
     if isinstance(obj, type):
         if not (dataclasses.is_dataclass(obj) or issubclass(obj, _CONTAINERS)):
             raise TypeError(f"by_value marks dataclasses and builtin container subclasses, not {obj.__qualname__}")

@@ -26,7 +26,7 @@ from typing import Any, Callable, Final
 from rpc_protocol import ErrorReply, Op, RemoteProtocolError
 
 from .__about__ import __version__
-from ._by_value import marked_result
+from ._by_value import Marks, marked_result
 from ._config import Config
 from ._errors import RemoteError
 from ._exposure import INTERNAL_TYPES, Exposure
@@ -75,7 +75,8 @@ class Dispatcher:
         return self._exposure.describe(type(target))
 
     def _call(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return marked_result(target, target(*args, **kwargs), self._config)
+        value = target(*args, **kwargs)
+        return marked_result(target, value, self._config) if Marks.made else value
 
     def _callattr(self, target: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         name = self._exposure.resolve(target, args[0])
@@ -84,7 +85,8 @@ class Dispatcher:
         if name == "__exit__" and len(args) == 4 and is_proxy(args[2]):
             return getattr(target, name)(*local_exit_args(args[2]))
         method = method_of(target, name) if name in _TYPE_LEVEL else getattr(target, name)
-        return marked_result(method, method(*args[1:], **kwargs), self._config)
+        value = method(*args[1:], **kwargs)
+        return marked_result(method, value, self._config) if Marks.made else value
 
     def is_async_handler(self, op: Op, target: Any, args: tuple[Any, ...], coroutine: CoroutineType[Any, Any, Any]) -> bool:
         """Whether ``coroutine`` (what a CALL or CALLATTR request returned) is the call of an
