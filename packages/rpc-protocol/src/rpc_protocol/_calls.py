@@ -272,10 +272,13 @@ class CallPath:
         with memoryview(data) as view:
             try:
                 released = self._released(view, pos) if pos else ()
-                end = len(view)  # (decode's work, on the whole view: one call fewer per reply)
-                (value,), stop = self._decoder.decode_values(view, pos + HEADER_SIZE, end, 1)
-                if stop != end:
-                    raise trailing_bytes(end - stop)
+                end = len(view)
+                if end == pos + HEADER_SIZE + 1 and view[pos + HEADER_SIZE] == NONE:
+                    value = None  # the commonest answer (as send_reply has it): nothing to decode
+                else:  # (decode's work, on the whole view: one call fewer per reply)
+                    (value,), stop = self._decoder.decode_values(view, pos + HEADER_SIZE, end, 1)
+                    if stop != end:
+                        raise trailing_bytes(end - stop)
             except ProtocolError as exc:
                 raise self._fail(exc)
             except BaseException:
