@@ -10,7 +10,7 @@ legal orderings are the state machine's job.
 from __future__ import annotations
 
 import struct
-from typing import Final, TypeGuard
+from typing import Any, Final, TypeGuard
 
 from ._codec import BACKREF, REF, REF_TYPED, Buffer
 from ._decoder import ValueDecoder
@@ -111,8 +111,9 @@ def encode_request(
     return seal_frame(encoder, buf, _REQUEST, flags, seq, max_frame_size)
 
 
-def flat_kwargs(kwargs: dict[str, object] | None) -> tuple[object, ...]:
-    """Keyword arguments as they travel: a flat tuple of names and values."""
+def flat_kwargs(kwargs: dict[Any, object] | None) -> tuple[object, ...]:
+    """Keyword arguments as they travel: a flat tuple of names and values (the names are
+    checked here: ``Any``, so that compiled code does not check them first, with TypeError)."""
     if not kwargs:
         return ()
     flat = tuple(item for pair in kwargs.items() for item in pair)
