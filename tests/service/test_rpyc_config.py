@@ -10,6 +10,7 @@ import pytest
 
 import rpc_service
 from rpc_service import Config, Service, exposed
+from rpc_service._config import make_config
 
 from .conftest import ConnectTo
 
@@ -181,3 +182,19 @@ def test_a_value_of_the_wrong_kind_is_refused_where_it_is_given(key: str, value:
 def test_values_of_the_right_kind_are_kept() -> None:
     config = Config(sync_request_timeout=None, handshake_timeout=2, write_timeout=0.5, max_depth=8, tracing=False, connid="c")
     assert (config.sync_request_timeout, config.handshake_timeout, config.write_timeout, config.max_depth) == (None, 2, 0.5, 8)
+
+
+def test_a_config_dict_is_checked_each_time_whatever_was_built_before() -> None:
+    """Configs built from dicts are shared (immutable), never a check skipped: 1 is not a
+    flag even after an equal True was accepted; unhashable values still work."""
+    from rpc_service._config import make_config
+
+    assert make_config({"allow_pickle": True}).allow_pickle is True
+    with pytest.raises(ValueError, match="allow_pickle"):
+        make_config({"allow_pickle": 1})
+    assert make_config({"sync_request_timeout": 3}) == make_config({"sync_request_timeout": 3.0})
+    assert make_config(None) == rpc_service.Config()
+    hook_a: list[Any] = []
+    hook_b: list[Any] = []
+    assert make_config({"before_closed": hook_a.append}).before_closed == hook_a.append
+    assert make_config({"before_closed": hook_b.append}).before_closed == hook_b.append
