@@ -9,6 +9,7 @@ connection keeps serving afterwards. Every wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -335,3 +336,24 @@ def test_a_callback_served_while_waiting_runs_under_its_own_context() -> None:
                 assert conn.root.call_off_thread(rpc_service.remaining) is None
                 assert conn.root.call(rpc_service.remaining) is None
             assert conn.stats.calls_served == 12
+
+
+class _CallsBackThenWorks(rpc_service.Service):
+    def exposed_call_then_work(self, fn: Callable[[], Any], seconds: float) -> str:
+        fn()
+        time.sleep(seconds)
+        return "answered"
+
+
+def test_a_callback_served_meanwhile_does_not_extend_sync_request_timeout() -> None:
+    """Regression: under a deadline, a callback served by the waiting thread restarted the
+    sync_request_timeout window: the answer at 1.6 s came back although the timeout was 1 s."""
+    with ThreadedServer(_CallsBackThenWorks) as server:
+        server.start_in_thread()
+        for under_deadline in (False, True):  # (a connection each: the server serves one's requests in turn)
+            with rpc_service.connect("127.0.0.1", server.port, config={"sync_request_timeout": 1.0, "tracing": False}) as conn:
+                with rpc_service.deadline(30) if under_deadline else contextlib.nullcontext():
+                    with pytest.raises(rpc_service.AsyncResultTimeout):
+                        conn.root.call_then_work(lambda: time.sleep(0.7), 0.7)
+                time.sleep(0.8)  # (the late answer is dropped)
+                assert conn.root.call_then_work(lambda: None, 0) == "answered"

@@ -463,3 +463,36 @@ def test_descriptions_are_shared_per_exposure_settings() -> None:
     assert "method" in first[2] and "public_method" not in first[2]
     assert "public_method" in public.describe(Target)[2]
     assert plain.describe(Target) is first
+
+
+class _Changing:
+    def exposed_old(self) -> str:
+        return "old"
+
+
+class _ChangingService(Service):
+    def exposed_thing(self) -> _Changing:
+        return _Changing()
+
+
+def test_a_class_changed_at_runtime_is_resolved_by_its_new_rules() -> None:
+    """Regression: names resolved once per (type, name) and connection were used after the
+    class changed: a method made @exposed in place of exposed_old was refused, and a name
+    whose exposed_ spelling was deleted still reached a __getattr__ answering it."""
+    with rpc_service.connect_thread(remote_service=_ChangingService) as conn:
+        thing = conn.root.thing()
+        assert thing.old() == "old"
+        original = _Changing.__dict__["exposed_old"]
+        try:
+            del _Changing.exposed_old
+            _Changing.old = exposed(lambda self: "new")  # type: ignore[attr-defined]  # changed at runtime: the test
+            assert conn.root.thing().old() == "new"
+            del _Changing.old  # type: ignore[attr-defined]  # (as above)
+            _Changing.__getattr__ = lambda self, name: (lambda: f"dynamic {name}")  # type: ignore[attr-defined]  # (as above)
+            with pytest.raises(AttributeError, match="no exposed attribute 'old'"):
+                conn.root.thing().old()
+        finally:
+            for name in ("old", "__getattr__"):
+                if name in _Changing.__dict__:
+                    delattr(_Changing, name)
+            _Changing.exposed_old = original  # type: ignore[method-assign]  # (restored: changed at runtime by the test)

@@ -352,3 +352,20 @@ def test_an_exception_group_arrives_as_one_with_its_members(connect_to: ConnectT
     assert type(inner) is _GROUP and [type(e) for e in inner.exceptions] == [TypeError]
     matched, rest = group.split(ValueError)
     assert matched is not None and rest is not None and len(rest.exceptions) == 3
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="ExceptionGroup is 3.11+")
+def test_a_group_member_keeps_its_type_name_there_and_back(connect_to: ConnectTo) -> None:
+    """Regression: a member of a group re-raised through a second hop was described as
+    ``rpc_service._errors.RemoteError`` (its own name among its args), unlike a lone one."""
+    root = connect_to(Faulty, TRACEBACKS, client_config=TRACEBACKS).root
+
+    def callback() -> None:
+        raise _GROUP("from the client", [MyError("member", 2), ValueError("v")])
+
+    with pytest.raises(_GROUP) as info:
+        root.call(callback)
+    member, builtin = info.value.exceptions
+    assert isinstance(member, RemoteError)
+    assert (member.remote_type, member.remote_args) == (f"{MyError.__module__}.MyError", ("member", 2))
+    assert type(builtin) is ValueError and builtin.args == ("v",)

@@ -355,14 +355,7 @@ def local_exit_args(exc: Any) -> tuple[type[BaseException], BaseException, None]
 
 def describe_exception(seq: int, exc: BaseException, config: Config) -> ErrorReply:
     """The error reply telling the peer that request ``seq`` raised ``exc``."""
-    cls = type(exc)
-    module, name = cls.__module__, cls.__qualname__
-    args = _crossing_args(exc)
-    if type(exc) is RemoteError and "." in exc.remote_type and not exc.remote_type.startswith("builtins."):
-        # an earlier hop's: described as the type it stands for (a builtin one that did not
-        # arrive as itself, KeyboardInterrupt say, goes on as the RemoteError it is here)
-        module, _, name = exc.remote_type.rpartition(".")
-        args = tuple(arg if _crossable(arg) else repr(arg) for arg in exc.remote_args)
+    module, name, args = _described(exc)
     text = ""
     if config.include_local_traceback:
         text = "".join(traceback.format_exception(exc))
@@ -372,6 +365,16 @@ def describe_exception(seq: int, exc: BaseException, config: Config) -> ErrorRep
         if config.include_local_version:
             text = f"(peer: Python {sys.version.split()[0]}, rpc-service {__version__})\n{text}"
     return ErrorReply(seq, module, name, args, text)
+
+
+def _described(exc: BaseException, depth: int = 0) -> tuple[str, str, tuple[Any, ...]]:
+    """``exc`` as it crosses: its type's module and name, and its arguments. A RemoteError
+    from an earlier hop is described as the type it stands for (one of a builtin type that
+    did not arrive as itself, KeyboardInterrupt say, goes on as the RemoteError it is here)."""
+    if type(exc) is RemoteError and "." in exc.remote_type and not exc.remote_type.startswith("builtins."):
+        module, _, name = exc.remote_type.rpartition(".")
+        return module, name, tuple(arg if _crossable(arg) else repr(arg) for arg in exc.remote_args)
+    return type(exc).__module__, type(exc).__qualname__, _crossing_args(exc, depth)
 
 
 def _crossing_args(exc: BaseException, depth: int = 0) -> tuple[Any, ...]:
@@ -384,7 +387,7 @@ def _crossing_args(exc: BaseException, depth: int = 0) -> tuple[Any, ...]:
         raw = (*raw, exc.filename, None, exc.filename2)  # OSError(errno, strerror, filename, winerror, filename2)
     elif _GROUP is not None and type(exc) is _GROUP and depth < _MAX_GROUP_DEPTH:
         group: Any = exc
-        raw = (group.message, tuple((type(e).__module__, type(e).__qualname__, _crossing_args(e, depth + 1)) for e in group.exceptions))
+        raw = (group.message, tuple(_described(e, depth + 1) for e in group.exceptions))
         return raw if _crossable(raw) else (group.message, repr(group.exceptions))
     return tuple(arg if _crossable(arg) else repr(arg) for arg in raw)
 

@@ -181,18 +181,18 @@ class Exposure:
         # RPyC's allow_safe_attrs / allow_exposed_attrs: False turns that class of names off
         self._safe = config.allow_safe_attrs or config.allow_all_attrs
         self._exposed = config.allow_exposed_attrs
-        # (type, name) -> prefix + name: what resolve found in the class dicts for instances
-        # of that type (the commonest call, resolved once; always an exposed spelling, so a
-        # class changed later cannot make it reach an attribute it could not reach anyway)
-        self._prefixed: dict[tuple[type, str], str] = {}
+        # (type, name) -> (prefix + name, the class's attribute): what resolve found in the
+        # class dicts for instances of that type (the commonest call, resolved once), used
+        # while the class still has that very attribute (else resolved again)
+        self._prefixed: dict[tuple[type, str], tuple[str, object]] = {}
 
     def resolve(self, obj: object, name: object) -> str:
         """The real attribute name behind the remote ``name``, or AttributeError."""
         if type(name) is not str:
             raise AttributeError("attribute names must be strings")
         known = self._prefixed.get((type(obj), name))
-        if known is not None:
-            return known
+        if known is not None and getattr(type(obj), known[0], None) is known[1]:  # (the class still has it)
+            return known[0]
         config = self._config
         if issubclass(type(obj), self._proxy_type):
             return _resolve_forwarded(name)
@@ -205,9 +205,11 @@ class Exposure:
             if _static_lookup(obj, prefixed) is not _MISSING:
                 if not isinstance(obj, type) and not name.startswith(self._prefix):  # (a class's own
                     # dicts decide for it, and so may an instance's for a prefixed name: not by type)
-                    if len(self._prefixed) >= _MAX_PREFIXED:
-                        self._prefixed.clear()
-                    self._prefixed[type(obj), name] = prefixed
+                    found = getattr(type(obj), prefixed, None)
+                    if found is not None and found is getattr(type(obj), prefixed, None):  # (not a new object per read)
+                        if len(self._prefixed) >= _MAX_PREFIXED:
+                            self._prefixed.clear()
+                        self._prefixed[type(obj), name] = (prefixed, found)
                 return prefixed  # also under allow_all_attrs: the proxy's `name` method means exposed_<name>
             if prefixed in getattr(obj, "__dict__", ()):
                 return prefixed

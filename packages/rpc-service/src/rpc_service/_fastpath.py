@@ -128,7 +128,7 @@ def call(
     write_lock.release()
 
     timeout = conn._config.sync_request_timeout
-    now = _monotonic()
+    now = sent = _monotonic()
     deadline = None if timeout is None else now + timeout  # sync_request_timeout's
     limit = deadline if end is None or (deadline is not None and deadline < end) else end  # what ends a read
     while True:
@@ -215,7 +215,7 @@ def call(
         break
     if end is None:
         return conn._reply(slot, deadline)
-    return conn._context_reply(slot, end, now)
+    return conn._context_reply(slot, end, sent)  # (its timeouts count from the sending)
 
 
 def _context(budget: int | None) -> CallContext | None:
