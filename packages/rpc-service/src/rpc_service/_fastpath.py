@@ -186,10 +186,11 @@ def call(
                 with lock:
                     conn._nested -= 1
                 raise
+            now = _monotonic()
             lock.acquire()
             conn._nested -= 1
-            if slot._ready or conn._slots.get(seq) is not slot:
-                lock.release()
+            if slot._ready or conn._slots.get(seq) is not slot or (limit is not None and now >= limit):
+                lock.release()  # (answered meanwhile, closed, or out of time: the general path says which)
                 break
             del conn._slots[seq]
             if not _fast_ok(conn):  # (someone else reads or waits now: the general path)
@@ -199,7 +200,6 @@ def call(
             conn._fast_seq = seq
             conn._reading = True  # this thread reads its reply again
             lock.release()
-            now = _monotonic()
             continue
         if count:
             try:
