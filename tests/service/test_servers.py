@@ -9,6 +9,7 @@ it has threads.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -265,11 +266,17 @@ def test_explicit_port_is_honoured(run: Callable[[Server], Server]) -> None:
         assert conn.root.increment() == 1
 
 
-def test_bind_failure_raises_and_releases_the_socket() -> None:
+def test_bind_failure_raises_and_releases_the_socket(tmp_path: Path) -> None:
+    """The OSError (as RPyC users catch it), naming where it could not listen (its filename)."""
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        with pytest.raises(OSError):
+        with pytest.raises(OSError) as info:
             ThreadedServer(CounterService, port=port)
+        assert (info.value.errno, info.value.filename) == (errno.EADDRINUSE, f"127.0.0.1:{port}")
+    path = tmp_path / "missing" / "server.sock"
+    with pytest.raises(FileNotFoundError) as missing:
+        ThreadedServer(CounterService, socket_path=path)
+    assert missing.value.filename == str(path)
 
 
 @pytest.mark.parametrize("server_class", IN_PROCESS_SERVERS + [ForkingServer])

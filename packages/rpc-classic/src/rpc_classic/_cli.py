@@ -233,7 +233,7 @@ def _serve(args: argparse.Namespace, socket_path: str | None, port: int, authent
         )
     except OSError as exc:
         where = socket_path or f"{args.host or 'localhost'}:{port}"
-        print(f"rpc-classic: cannot listen on {where}: {exc}", file=sys.stderr)
+        print(f"rpc-classic: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     if socket_path is not None:
         with contextlib.suppress(OSError):

@@ -99,9 +99,13 @@ class Server:
             self.listener.listen(backlog)
         except OSError as exc:
             self.listener.close()
+            where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
             if isinstance(exc, socket.gaierror):
-                raise ValueError(f"cannot listen on {address[0]}:{address[1]}: the host does not resolve ({exc.strerror or exc})") from exc
-            raise
+                raise ValueError(f"cannot listen on {where}: the host does not resolve ({exc.strerror or exc})") from exc
+            if exc.errno is None or exc.filename is not None:
+                raise
+            # (the same OSError subclass, errno and strerror, as RPyC users catch it; where, as its filename)
+            raise type(exc)(exc.errno, exc.strerror, where) from exc
         self.host: str = ""
         self.port: int = 0
         if socket_path is None:
