@@ -83,10 +83,7 @@ def marked_result(function: object, value: object, config: Config) -> object:
     On the path of every call: no attribute lookup that can miss (a miss raises inside).
     """
     func = function.__func__ if type(function) is types.MethodType else function
-    cls = type(value)  # (_marked_type, inlined)
-    if (type(func) is types.FunctionType and func.__dict__.get(BY_VALUE_MARK) is True) or (
-        cls not in _UNMARKABLE and cls.__dict__.get(BY_VALUE_MARK) is True
-    ):
+    if (type(func) is types.FunctionType and func.__dict__.get(BY_VALUE_MARK) is True) or _marked_type(type(value)):
         return ByValue(_Copier(config).plain(value, 0))
     return value
 

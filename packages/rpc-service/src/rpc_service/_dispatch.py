@@ -373,7 +373,7 @@ def _described(exc: BaseException, depth: int = 0) -> tuple[str, str, tuple[Any,
     did not arrive as itself, KeyboardInterrupt say, goes on as the RemoteError it is here)."""
     if type(exc) is RemoteError and "." in exc.remote_type and not exc.remote_type.startswith("builtins."):
         module, _, name = exc.remote_type.rpartition(".")
-        return module, name, tuple(arg if _crossable(arg) else repr(arg) for arg in exc.remote_args)
+        return module, name, _plain_args(exc.remote_args)
     return type(exc).__module__, type(exc).__qualname__, _crossing_args(exc, depth)
 
 
@@ -389,6 +389,11 @@ def _crossing_args(exc: BaseException, depth: int = 0) -> tuple[Any, ...]:
         group: Any = exc
         raw = (group.message, tuple(_described(e, depth + 1) for e in group.exceptions))
         return raw if _crossable(raw) else (group.message, repr(group.exceptions))
+    return _plain_args(raw)
+
+
+def _plain_args(raw: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``raw`` with each value that cannot cross given as its repr."""
     return tuple(arg if _crossable(arg) else repr(arg) for arg in raw)
 
 
