@@ -229,6 +229,40 @@ def test_depth_counts_ref_descriptors() -> None:
         p.ValueEncoder(limits=limits).encode((p.Ref(1, 1, info="T"),))
 
 
+@PROPERTY
+@given(values(with_refs=False, max_leaves=8))
+def test_a_type_description_written_again_gives_the_same_bytes(info: object) -> None:
+    # The second writing of the very same description object may come from the encoder's
+    # cache of descriptions (when they are made of str, int and tuples only): same bytes.
+    ref = p.Ref(7, 3, info)
+    first = wire(p.ValueEncoder().encode(ref))
+    assert wire(p.ValueEncoder().encode(ref)) == first
+    assert wire(p.ValueEncoder().encode((ref, ref))) == wire(p.ValueEncoder().encode((p.Ref(7, 3, info),) * 2))
+    assert same(_info(roundtrip(ref)), info)
+
+
+def test_a_remembered_type_description_keeps_the_limits() -> None:
+    info = ("mod", "Cls", ("a", "b", "c"), ("__len__",), "")
+    assert roundtrip(p.Ref(1, 1, info)) == p.Ref(1, 1, info)  # written once: remembered
+    with pytest.raises(p.EncodeError, match="deeper"):  # descriptor levels 2 and 3 are past a depth of 2
+        p.ValueEncoder(limits=p.CodecLimits(max_depth=2)).encode(p.Ref(1, 1, info))
+    with pytest.raises(p.EncodeError, match="items"):
+        p.ValueEncoder(limits=p.CodecLimits(max_items=3)).encode(p.Ref(1, 1, info))
+    assert roundtrip(p.Ref(1, 1, info), limits=p.CodecLimits(max_depth=3)) == p.Ref(1, 1, info)
+
+
+def test_an_equal_description_of_other_types_is_written_as_itself() -> None:
+    as_ints = (1, (0,))
+    p.ValueEncoder().encode(p.Ref(1, 1, as_ints))  # remembered
+    as_bools = (True, (False,))  # equal to as_ints, and hashes alike
+    assert same(_info(roundtrip(p.Ref(1, 1, as_bools))), as_bools)
+
+
+def _info(ref: object) -> object:
+    assert type(ref) is p.Ref
+    return ref.info
+
+
 def test_item_limit_on_encode_and_decode() -> None:
     limits = p.CodecLimits(max_items=3)
     assert roundtrip((1, 2, 3), limits=limits) == (1, 2, 3)

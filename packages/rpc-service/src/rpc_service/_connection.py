@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import lru_cache
 from types import CoroutineType
 from typing import Any, Callable, Final, Iterator
 
@@ -55,15 +56,17 @@ def protocol_for(config: Config, boxer: Boxer) -> wire.Connection:
     """The sans-I/O protocol connection for ``config``'s limits, boxing through ``boxer``
     (shared by the threaded and the asyncio drivers)."""
     return wire.Connection(
-        wire.ProtocolConfig(
-            max_frame_size=config.max_frame_size,
-            max_pending=config.max_pending_requests,
-            limits=wire.CodecLimits(max_depth=config.max_depth),
-        ),
+        _protocol_config(config.max_frame_size, config.max_pending_requests, config.max_depth),
         box=boxer.box,
         unbox=boxer.unbox,
         unbox_backref=boxer.local,
     )
+
+
+@lru_cache(maxsize=64)
+def _protocol_config(max_frame_size: int, max_pending: int, max_depth: int) -> wire.ProtocolConfig:
+    """One (frozen) protocol config for each set of limits: made once, not per connection."""
+    return wire.ProtocolConfig(max_frame_size=max_frame_size, max_pending=max_pending, limits=wire.CodecLimits(max_depth=max_depth))
 
 
 def shares_version(peer: wire.Preface) -> bool:

@@ -236,9 +236,16 @@ def tracer_for(config: Config) -> Any:
     if config.tracing is False or (config.tracing is None and not _otel_installed()):
         return None
     try:
-        from ._otel import Tracer, provider_configured
+        otel = _otel_module()
     except ImportError as exc:
         raise ValueError("tracing=True needs opentelemetry-api: install rpc-service[otel]") from exc
-    if config.tracing is None and config.tracer_provider is None and not provider_configured():
+    if config.tracing is None and config.tracer_provider is None and not otel.provider_configured():
         return None
-    return Tracer(config.tracer_provider)
+    return otel.Tracer(config.tracer_provider)
+
+
+@lru_cache(maxsize=1)
+def _otel_module() -> Any:
+    """``rpc_service._otel``, imported on first need (an import statement per connection
+    costs more than this cache)."""
+    return importlib.import_module("rpc_service._otel")

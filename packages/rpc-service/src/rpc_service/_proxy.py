@@ -165,8 +165,9 @@ def _iter(self: Proxy) -> Any:
     return self._rpc_conn._iterate(self)
 
 
-def _check_descriptor(info: object) -> tuple[str, str, tuple[str, ...], tuple[str, ...], str]:
-    # Sizes first (cheap, and before anything walks a peer's million names).
+def _check_sizes(info: object) -> None:
+    """The shape and sizes of a descriptor (cheap, and before anything walks a peer's
+    million names)."""
     if not (
         type(info) is tuple
         and len(info) == 5
@@ -188,12 +189,14 @@ def _check_descriptor(info: object) -> tuple[str, str, tuple[str, ...], tuple[st
             f"type descriptor too large ({len(info[2])} methods, {len(info[3])} special methods; "
             f"at most {MAX_DESCRIBED_METHODS} methods of names up to {MAX_DESCRIBED_NAME} characters)"
         )
-    if all(
+
+
+def _valid_names(info: tuple[Any, ...]) -> bool:
+    """Whether a descriptor of the right shape names only methods and specials a proxy may have."""
+    return all(
         type(name) is str and len(name) <= MAX_DESCRIBED_NAME and name.isidentifier() and not name.startswith(("_rpc_", "__"))
         for name in info[2]
-    ) and all(type(name) is str and name in OPTIONAL_SPECIALS for name in info[3]):
-        return info
-    raise RemoteProtocolError(f"malformed type descriptor {info!r:.200}")
+    ) and all(type(name) is str and name in OPTIONAL_SPECIALS for name in info[3])
 
 
 def _forwarded(proxy: Proxy) -> frozenset[str]:
@@ -234,13 +237,20 @@ class _ProxyClasses:
         self._classes: weakref.WeakValueDictionary[tuple[Any, ...], type[Proxy]] = weakref.WeakValueDictionary()
 
     def make(self, info: object) -> type[Proxy]:
-        """The proxy class for one remote type, from its descriptor (checked and bounded)."""
-        descriptor = _check_descriptor(info)
+        """The proxy class for one remote type, from its descriptor (checked and bounded).
+
+        A descriptor equal to one already in the cache was checked when it was put there
+        (decoded values are of exact built-in types, so equal means alike): its names are
+        not walked again (every connection describes its root's class)."""
+        _check_sizes(info)
+        assert type(info) is tuple
         try:
             with self._lock:
-                cls = self._classes.get(descriptor)
+                cls = self._classes.get(info)
                 if cls is None:
-                    cls = self._classes[descriptor] = self._build(descriptor)
+                    if not _valid_names(info):
+                        raise ValueError
+                    cls = self._classes[info] = self._build(info)
                 return cls
         except (TypeError, ValueError):  # unhashable, or a name type() refuses (a NUL in it): a peer's doing
             raise RemoteProtocolError(f"malformed type descriptor {info!r:.200}") from None

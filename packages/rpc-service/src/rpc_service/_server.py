@@ -354,7 +354,8 @@ class Server:
                 conn.close()
                 return None
             self._clients[conn] = address
-        self.logger.info("accepted %s from %s (service %s)", conn, address, conn.service.get_service_name())
+        if self.logger.isEnabledFor(logging.INFO):  # (the service's name is made only for the log)
+            self.logger.info("accepted %s from %s (service %s)", conn, address, conn.service.get_service_name())
         return conn
 
     def _forget(self, conn: Connection) -> None:
@@ -363,7 +364,8 @@ class Server:
             if conn not in self._clients:
                 return
             address = self._clients.pop(conn)
-        self.logger.info("closed connection from %s (service %s)", address, conn.service.get_service_name())
+        if self.logger.isEnabledFor(logging.INFO):
+            self.logger.info("closed connection from %s (service %s)", address, conn.service.get_service_name())
 
     def _conn_dropped(self, conn: Connection, exc: Exception) -> None:
         """:meth:`_dropped` for a client known by its connection."""

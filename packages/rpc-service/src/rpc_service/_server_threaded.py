@@ -47,9 +47,9 @@ class ThreadedServer(Server):
     # -- threads -------------------------------------------------------------------------
 
     def _accepted(self, sock: socket.socket, address: Any) -> None:
-        self._run_job((sock, address), f"rpc-client-{address}")
+        self._run_job((sock, address))
 
-    def _run_job(self, job: _Job, name: str) -> None:
+    def _run_job(self, job: _Job) -> None:
         """Hand ``job`` to a waiting thread, or start one for it."""
         with self._lock:
             if self._idle:
@@ -58,6 +58,7 @@ class ThreadedServer(Server):
                 return
             if not hasattr(self, "_handoff"):  # (made here: __init__ keeps Server's signature)
                 self._handoff = queue.SimpleQueue()
+        name = "rpc-client" if isinstance(job, Connection) else f"rpc-client-{job[1]}"  # (its first job's)
         self._spawn(self._thread, name, job)
 
     def _thread(self, job: _Job | None) -> None:
@@ -195,7 +196,7 @@ class _Poller:
                         self._take_parked()
                         continue
                     selector.unregister(key.fileobj)
-                    self._server._run_job(conn, "rpc-client")
+                    self._server._run_job(conn)
         finally:
             selector.close()
             self._wake_r.close()
@@ -212,7 +213,7 @@ class _Poller:
         closed = [key for key in self._selector.get_map().values() if key.data is not None and key.data.closed]
         for key in closed:
             self._selector.unregister(key.fileobj)
-            self._server._run_job(key.data, "rpc-client")
+            self._server._run_job(key.data)
 
     def _take_parked(self) -> None:
         try:
@@ -233,6 +234,6 @@ class _Poller:
                     stale = self._selector.unregister(fd).data
                     self._selector.register(fd, selectors.EVENT_READ, conn)
                     if stale is not None:
-                        self._server._run_job(stale, "rpc-client")  # finished (forgotten) there
+                        self._server._run_job(stale)  # finished (forgotten) there
             except (OSError, ValueError):  # closed meanwhile: a thread sees it
-                self._server._run_job(conn, "rpc-client")
+                self._server._run_job(conn)

@@ -108,8 +108,10 @@ class SocketStream:
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(True)
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+        try:  # (asked of every stream rather than after its family and type: cheaper for TCP)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # not TCP (a unix socket)
         self.sock = sock
         self._poller = _PollingReader(sock.fileno())
         self._pending: Callable[[], int] | None = getattr(sock, "pending", None)
