@@ -9,6 +9,7 @@ connection keeps serving afterwards. Every wait is bounded.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 import time
@@ -119,6 +120,51 @@ def test_one_deadline_object_entered_again_and_inside_itself() -> None:
 
 class _Seconds(float):
     pass
+
+
+def test_one_deadline_object_used_by_threads_and_tasks_at_once() -> None:
+    """Regression: the object kept its context tokens itself, so two threads (or tasks)
+    inside one deadline object at once both failed on exit (ValueError: a token of another
+    context) and kept the deadline set afterwards."""
+    limit = rpc_service.deadline(30)
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, object] = {}
+
+    def first() -> None:
+        with limit:
+            first_in.set()
+            second_in.wait(5)
+        seen["first after"] = rpc_service.remaining()
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(5)
+        with limit:
+            second_in.set()
+            first_out.wait(5)  # the first leaves while this one is inside
+            seen["second inside"] = rpc_service.remaining()
+        seen["second after"] = rpc_service.remaining()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    left = seen.pop("second inside")
+    assert isinstance(left, float) and 25 < left <= 30
+    assert seen == {"first after": None, "second after": None}
+
+    async def task(pause: float) -> float | None:
+        with limit:
+            await asyncio.sleep(pause)
+        return rpc_service.remaining()
+
+    async def both() -> list[float | None]:
+        return list(await asyncio.gather(task(0.01), task(0.03)))
+
+    assert asyncio.run(both()) == [None, None]
+    with pytest.raises(RuntimeError, match="without being entered"):
+        limit.__exit__(None, None, None)
 
 
 def test_the_budget_travels_and_calls_without_a_deadline_carry_none(chain: tuple[ChainService, rpc_service.Connection]) -> None:

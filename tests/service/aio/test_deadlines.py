@@ -205,3 +205,53 @@ def test_an_endless_deadline_on_the_asyncio_driver() -> None:
                     assert all(left is not None and left > 1e12 for left in lefts), lefts
 
     run(main())
+
+
+class _TimingOut(rpc_service.Service):
+    async def exposed_busy(self) -> None:
+        await asyncio.sleep(5)
+
+    async def exposed_own_timeout(self) -> None:
+        raise TimeoutError("the handler's own")
+
+    def exposed_plain_calls(self, callback: Callable[[], Any]) -> str:
+        try:
+            callback()
+        except Exception as exc:  # a plain handler uses blocking proxies
+            return type(exc).__name__
+        return "returned"
+
+
+def test_blocking_use_keeps_deadline_exceeded_and_a_remote_timeout_error() -> None:
+    """Regression: a blocking call on an aio connection (from another thread, or a plain
+    handler on aio.Server) turned DeadlineExceeded and the peer's own TimeoutError into
+    AsyncResultTimeout (from Python 3.11 the wait's timeout is that same class)."""
+
+    async def main() -> None:
+        async with aio.Server(_TimingOut()) as server:
+            await server.start()
+            async with await aio.connect("127.0.0.1", server.port, config=_CONFIG) as conn:
+
+                def from_a_thread() -> list[type[BaseException]]:
+                    raised: list[type[BaseException]] = []
+                    for call, seconds in ((conn.root.busy, 0.2), (conn.root.own_timeout, None)):
+                        try:
+                            if seconds is None:
+                                call()
+                            else:
+                                with rpc_service.deadline(seconds):
+                                    call()
+                        except BaseException as exc:
+                            raised.append(type(exc))
+                    return raised
+
+                raised = await asyncio.to_thread(from_a_thread)
+                assert raised[0] is DeadlineExceeded
+                assert raised[1] is TimeoutError  # (the builtin's name, rebuilt on this side)
+
+                async def own_timeout() -> None:
+                    raise TimeoutError("the callback's own")
+
+                assert await conn.root.plain_calls(own_timeout) == "TimeoutError"
+
+    run(main())

@@ -51,12 +51,16 @@ class CallState:
     request being served (for ``cancelled()``; a :class:`Served` is its own), and a
     traceparent to pass on (the caller's, when this side does not trace itself)."""
 
-    __slots__ = ("deadline", "served", "traceparent")
+    __slots__ = ("deadline", "served", "traceparent", "entered", "token")
+    entered: deadline | None  # the deadline whose __enter__ set it, with `token`
+    token: Token[CallState | None] | None
 
     def __init__(self, deadline: float | None, served: Served | None = None, traceparent: str | None = None) -> None:
         self.deadline = deadline
         self.served = served
         self.traceparent = traceparent
+        self.entered = None
+        self.token = None
 
 
 class Served(CallState):
@@ -100,7 +104,7 @@ class deadline:  # noqa: N801  # a context manager named as a function, like con
     or negative (already passed) or infinite (no limit in practice: at most
     :data:`MAX_SECONDS` are carried)."""
 
-    __slots__ = ("_seconds", "_token", "_outer_tokens")
+    __slots__ = ("_seconds",)
 
     def __init__(self, seconds: float) -> None:
         kind = type(seconds)
@@ -112,8 +116,6 @@ class deadline:  # noqa: N801  # a context manager named as a function, like con
                 raise ValueError(f"deadline() needs a number of seconds, not {seconds!r}")  # NaN
             seconds = MAX_SECONDS if seconds > 0 else -MAX_SECONDS  # (infinities and huge ints too)
         self._seconds = float(seconds)
-        self._token: Token[CallState | None] | None = None
-        self._outer_tokens: list[Token[CallState | None]] | None = None  # (the same deadline entered inside itself)
 
     def __enter__(self) -> deadline:
         end = _monotonic() + self._seconds
@@ -127,18 +129,16 @@ class deadline:  # noqa: N801  # a context manager named as a function, like con
             state.served = serving(outer)
             state.traceparent = outer.traceparent
         state.deadline = end
-        if self._token is not None:
-            if self._outer_tokens is None:
-                self._outer_tokens = []
-            self._outer_tokens.append(self._token)
-        self._token = _set_current(state)
+        state.entered = self  # (what __exit__ finds in this thread's or task's context: the
+        state.token = _set_current(state)  # object itself may be entered by several at once)
         return self
 
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
-        token = self._token
-        if token is None:
-            raise RuntimeError("deadline exited without being entered")
-        self._token = self._outer_tokens.pop() if self._outer_tokens else None
+        state = _current()
+        if type(state) is not CallState or state.entered is not self:  # (a Served is never a deadline's)
+            raise RuntimeError("deadline exited without being entered (in this thread or task)")
+        token = state.token
+        assert token is not None
         _reset_current(token)
 
     def __repr__(self) -> str:

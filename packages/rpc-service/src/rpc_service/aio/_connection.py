@@ -515,7 +515,9 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
             if threads is not None:  # (a thread of this connection's share serves it meanwhile)
                 return threads.wait(result, timeout)
             return result.result(timeout)
-        except concurrent.futures.TimeoutError:
+        except (concurrent.futures.TimeoutError, TimeoutError):
+            if result.done():  # the request's own outcome (DeadlineExceeded, the peer's TimeoutError),
+                return result.result(0)  # not the wait's (they are one class from Python 3.11 on)
             if started:  # CANCEL (protocol version 2); a late reply is dropped
                 self._loop.call_soon_threadsafe(started[0].cancel)
             raise AsyncResultTimeout(f"the peer did not reply within sync_request_timeout ({timeout} s)") from None
