@@ -403,3 +403,68 @@ def test_a_callback_served_meanwhile_does_not_extend_sync_request_timeout() -> N
                         conn.root.call_then_work(lambda: time.sleep(0.7), 0.7)
                 time.sleep(0.8)  # (the late answer is dropped)
                 assert conn.root.call_then_work(lambda: None, 0) == "answered"
+
+
+class _QueueService(rpc_service.Service):
+    """One connection's requests are served one after another: ``poll`` keeps the serving
+    thread busy while polling ``cancelled()`` (which reads what arrived meanwhile), so the
+    requests read then wait in the queue."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, tuple[float | None, bool]] = {}
+
+    def exposed_poll(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            rpc_service.cancelled()
+            time.sleep(0.005)
+
+    def exposed_probe(self, key: str) -> None:
+        self.seen[key] = (rpc_service.remaining(), rpc_service.cancelled())
+
+
+def _queued_behind_poll(config: dict[str, Any], probes: dict[str, float]) -> dict[str, tuple[float | None, bool]]:
+    """Call ``probe(key)`` under ``deadline(seconds)`` for each of ``probes`` while the
+    server's thread for this connection serves ``poll(0.6)``: what each probe saw."""
+    service = _QueueService()
+    with ThreadedServer(service) as server:
+        server.start_in_thread()
+        with rpc_service.connect("127.0.0.1", server.port, config={"tracing": False, **config}) as conn:
+
+            def probe(key: str, seconds: float) -> None:
+                with contextlib.suppress(DeadlineExceeded, rpc_service.AsyncResultTimeout), rpc_service.deadline(seconds):
+                    conn.root.probe(key)
+
+            with rpc_service.deadline(30):  # (not waited for: no timeout cancels it)
+                polling = rpc_service.async_(conn.root.poll)(0.6)
+            started = time.monotonic()
+            time.sleep(0.1)  # poll() is being served
+            threads = [threading.Thread(target=probe, args=item) for item in probes.items()]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(10)
+            polling.wait()
+            for _ in range(500):  # (the calls may have given up before their requests were served)
+                if probes.keys() <= service.seen.keys() or time.monotonic() > started + 1.5:
+                    break
+                time.sleep(0.01)
+            assert conn.root.probe("after") is None  # the connection keeps serving
+    return service.seen
+
+
+def test_a_queued_request_keeps_its_budget_running() -> None:
+    """Regression: a request read while another was being served counted its budget from
+    when a thread got to it, not from its arrival; one whose deadline passed meanwhile ran."""
+    seen = _queued_behind_poll({}, {"long": 10.0, "short": 0.15})
+    left, cancelled = seen["long"]
+    assert left is not None and left <= 10.0 - 0.3 and not cancelled  # (queued about 0.5 s)
+    assert "short" not in seen  # answered DeadlineExceeded, not run
+
+
+def test_a_queued_request_learns_of_its_cancel() -> None:
+    """Regression: a CANCEL for a request read but not yet served was dropped (here sent
+    when sync_request_timeout expired: the request's own deadline is far)."""
+    seen = _queued_behind_poll({"sync_request_timeout": 0.15}, {"cancelled": 10.0})
+    left, cancelled = seen["cancelled"]
+    assert cancelled and left is not None and left > 5

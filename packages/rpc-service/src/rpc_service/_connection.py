@@ -376,6 +376,7 @@ class Connection(ContextCalls, Demux):
             _reset_call(token)
 
     def _refuse_request(self, request: wire.Request, exc: BaseException) -> None:
+        self._served.pop(request.seq, None)  # (made when it was queued, if it carried a call context)
         self._send(self._proto.send, describe_exception(request.seq, exc, self._config))
 
     def _serve_call(self, seq: int, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

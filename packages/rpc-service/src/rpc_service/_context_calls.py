@@ -148,10 +148,15 @@ class ContextCalls:
 
     def _cancel_received(self, seq: int) -> None:
         """The peer cancelled its request ``seq`` (under ``_lock``, while reading): a
-        request served with a call context learns it through ``cancelled()``."""
+        request served with a call context, or queued to be, learns it through ``cancelled()``."""
         served = self._served.get(seq)
         if served is not None:
             served.cancelled = True
+
+    def _queued_in_context(self, request: wire.Request) -> None:
+        """Its state is made now (under ``_lock``): its deadline counts from its arrival, not
+        from when a thread gets to it, and a CANCEL meanwhile is not lost."""
+        self._served[request.seq] = serving_state(request.context, self)
 
     def _traced_serve(self, request: wire.Request) -> None:
         """``_serve_request`` with tracing on: every request gets a SERVER span."""
@@ -163,7 +168,11 @@ class ContextCalls:
         """Serve a request (these fields) that carried a call context (or any, when
         tracing): the handler runs under it, and a CANCEL for it sets ``cancelled()``."""
         budget = None if context is None or context.traceparent is not None else context.budget_us
-        if budget is not None:  # a deadline only (serving_state inlined, and Served(end, None, self)
+        queued = self._served.pop(seq, None) if self._served else None
+        if queued is not None:  # made when it was queued (_queued_in_context)
+            served = queued
+            expired = served.deadline is not None and served.deadline <= _monotonic()
+        elif budget is not None:  # a deadline only (serving_state inlined, and Served(end, None, self)
             served = _new_object(Served)  # without its __init__ frame)
             served.deadline = _monotonic() + budget / 1_000_000
             served.served = served.traceparent = served.span = None
@@ -179,7 +188,7 @@ class ContextCalls:
         error: BaseException | None = None
         try:
             if expired:
-                error = DeadlineExceeded("the caller's deadline had passed when its request arrived")
+                error = DeadlineExceeded("the caller's deadline had passed when its request was served")
             else:
                 value = HANDLERS[op](self._dispatcher, target, args, kwargs)  # (as _serve_call runs it)
                 if type(value) is CoroutineType:

@@ -152,6 +152,10 @@ class Demux:
         """The peer cancelled its request ``seq`` (under ``_lock``, while reading)."""
         raise NotImplementedError
 
+    def _queued_in_context(self, request: wire.Request) -> None:
+        """A request that carried a call context is queued, to be served later (under ``_lock``)."""
+        raise NotImplementedError
+
     def _run_callback(self, callback: Callable[[AsyncResult], object], result: AsyncResult) -> None:
         raise NotImplementedError
 
@@ -199,6 +203,7 @@ class Demux:
             slots, self._slots = self._slots, {}
             waiting, self._waiting = self._waiting, {}
             self._inbox.clear()
+            self._served.clear()  # (queued requests' states; a handler still running pops its own)
             error = ConnectionClosedError("the connection closed before the reply arrived")
             for slot in slots.values():
                 slot._value, slot._is_error, slot._ready = error, True, True
@@ -506,6 +511,8 @@ class Demux:
                 self._cancel_received(event.seq)
                 continue
             else:
+                if type(event) is _REQUEST and event.context is not None:
+                    self._queued_in_context(event)
                 self._inbox.append(event)
                 continue
             if slot is not None and slot._callbacks:
