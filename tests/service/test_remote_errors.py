@@ -242,6 +242,64 @@ def test_unencodable_args_arrive_as_their_repr(connect_to: ConnectTo) -> None:
     assert custom.value.remote_args == (repr(UNENCODABLE), 3)
 
 
+_NO_MODULE_ERROR: Any = eval("type('NoModuleError', (Exception,), {})", {})  # (no __name__ there: no __module__)
+_NO_MODULE_CLASS: Any = eval("type('NoModule', (), {'exposed_ping': lambda self: 'pong'})", {})
+
+
+class _Unhashable(type):
+    def __eq__(cls, other: object) -> bool:  # (no __hash__: its classes are unhashable)
+        return cls is other
+
+    __hash__ = None  # type: ignore[assignment]  # what defining __eq__ alone does; said for mypy
+
+
+class _OfUnhashableClass(metaclass=_Unhashable):
+    pass
+
+
+class _BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr broken")
+
+
+class Awkward(Service):
+    def exposed_no_module_error(self) -> None:
+        raise _NO_MODULE_ERROR("boom")
+
+    def exposed_no_module_value(self) -> Any:
+        return _NO_MODULE_CLASS()
+
+    def exposed_of_unhashable_class(self) -> Any:
+        return _OfUnhashableClass()
+
+    def exposed_bad_repr_arg(self) -> None:
+        raise ValueError(_BadRepr(), "plain")
+
+    def exposed_ok(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize("config", [None, TRACEBACKS], ids=["no-traceback", "traceback"])
+def test_awkward_exceptions_and_values_are_answered_and_the_connection_serves_on(
+    connect_to: ConnectTo, config: dict[str, Any] | None
+) -> None:
+    """Regression: an exception class without __module__ (made by type() in a namespace
+    without __name__, as classic mode's namespace is), a result of a class whose metaclass
+    makes it unhashable, and an exception argument whose repr raises each broke the
+    serving side (the connection hung or closed) instead of answering."""
+    root = connect_to(Awkward, config).root
+    with pytest.raises(RemoteError) as info:
+        root.no_module_error()
+    assert info.value.remote_type == "?.NoModuleError" and info.value.remote_args == ("boom",)
+    assert root.no_module_value().ping() == "pong"  # (described with module "?")
+    with pytest.raises(RemoteError, match="unhashable"):
+        root.of_unhashable_class()
+    with pytest.raises(ValueError) as bad:
+        root.bad_repr_arg()
+    assert bad.value.args == ("<_BadRepr object: repr raised RuntimeError>", "plain")
+    assert root.ok() == 1
+
+
 # -- what the server gives away ---------------------------------------------------------------------
 
 

@@ -74,7 +74,10 @@ class ValueEncoder:
 
     def write(self, value: object, depth: int = 0) -> None:
         """Append ``value`` to the encoding under way."""
-        writer = self._writers.get(type(value))
+        try:
+            writer = self._writers.get(type(value))
+        except TypeError:  # an unhashable class (its metaclass has __eq__, no __hash__): boxed
+            writer = None
         if writer is None:
             self._write_boxed(value, depth)
         else:
@@ -302,8 +305,11 @@ _PLAIN_SCALARS: Final = frozenset(
 def _plain(value: object, depth: int = 0) -> bool:
     """Whether ``value`` can be hashed on arrival without a remote call (no Ref inside)."""
     kind = type(value)
-    if kind in _PLAIN_SCALARS:
-        return True
+    try:
+        if kind in _PLAIN_SCALARS:
+            return True
+    except TypeError:  # (an unhashable class: not one of them)
+        return False
     if (kind is tuple or kind is frozenset) and depth < DEFAULT_LIMITS.max_depth:
         return all(_plain(item, depth + 1) for item in value)  # type: ignore[attr-defined]  # tuple or frozenset
     return False

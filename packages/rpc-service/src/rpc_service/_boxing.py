@@ -84,7 +84,10 @@ class Boxer:
                 self._objects[oid][1] += 1
             self._lent_now.append(oid)
             cls = type(obj)
-            type_id = self._type_ids.get(cls)
+            try:
+                type_id = self._type_ids.get(cls)
+            except TypeError:  # (its metaclass defines __eq__ without __hash__; rolled back by the sender)
+                raise wire.EncodeError(f"cannot lend an instance of {cls.__qualname__!r}: its class is unhashable") from None
             if type_id is not None:
                 return Ref(oid, type_id)
             type_id = self._type_ids[cls] = len(self._type_ids) + 1

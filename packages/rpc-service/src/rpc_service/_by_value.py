@@ -74,7 +74,12 @@ def by_value(obj: _T) -> _T:
 
 def _marked_type(cls: type) -> bool:
     """Whether ``cls`` itself is marked (as with ``@exposed``, a subclass is marked on its own)."""
-    return cls not in _UNMARKABLE and cls.__dict__.get(BY_VALUE_MARK) is True
+    try:
+        if cls in _UNMARKABLE:
+            return False
+    except TypeError:  # an unhashable class (its metaclass defines __eq__ alone): not a builtin
+        pass
+    return cls.__dict__.get(BY_VALUE_MARK) is True
 
 
 def marked_result(function: object, value: object, config: Config) -> object:

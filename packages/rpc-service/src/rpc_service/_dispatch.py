@@ -358,7 +358,10 @@ def describe_exception(seq: int, exc: BaseException, config: Config) -> ErrorRep
     module, name, args = _described(exc)
     text = ""
     if config.include_local_traceback:
-        text = "".join(traceback.format_exception(exc))
+        try:
+            text = "".join(traceback.format_exception(exc))
+        except Exception as failure:  # (a class without __module__ say: the traceback module gives up)
+            text = f"(no traceback: {type(failure).__name__} formatting it)\n{name}: {args!r:.500}\n"
         nested = getattr(exc, "remote_traceback", None)
         if nested and not hasattr(exc, "add_note"):  # 3.10 has no notes to carry an earlier hop's traceback
             text += "\n========= remote traceback =========\n" + nested.rstrip() + "\n"
@@ -374,7 +377,9 @@ def _described(exc: BaseException, depth: int = 0) -> tuple[str, str, tuple[Any,
     if type(exc) is RemoteError and "." in exc.remote_type and not exc.remote_type.startswith("builtins."):
         module, _, name = exc.remote_type.rpartition(".")
         return module, name, _plain_args(exc.remote_args)
-    return type(exc).__module__, type(exc).__qualname__, _crossing_args(exc, depth)
+    cls = type(exc)
+    of: object = getattr(cls, "__module__", None)  # (a class made by type() where no __name__ is set has none)
+    return of if type(of) is str else "?", cls.__qualname__, _crossing_args(exc, depth)
 
 
 def _crossing_args(exc: BaseException, depth: int = 0) -> tuple[Any, ...]:
@@ -394,7 +399,14 @@ def _crossing_args(exc: BaseException, depth: int = 0) -> tuple[Any, ...]:
 
 def _plain_args(raw: tuple[Any, ...]) -> tuple[Any, ...]:
     """``raw`` with each value that cannot cross given as its repr."""
-    return tuple(arg if _crossable(arg) else repr(arg) for arg in raw)
+    return tuple(arg if _crossable(arg) else _repr(arg) for arg in raw)
+
+
+def _repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception as exc:  # (the error reply must go out whatever the argument does)
+        return f"<{type(value).__qualname__} object: repr raised {type(exc).__name__}>"
 
 
 _GROUP: Final[Any] = getattr(builtins, "ExceptionGroup", None)  # (3.11+)

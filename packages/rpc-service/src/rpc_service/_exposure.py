@@ -307,7 +307,7 @@ class Exposure:
             specials = tuple(name for name in specials if name == "__call__")
         if isinstance(cls, type) and issubclass(cls, type):
             specials = tuple(sorted({*specials, "__call__"}))
-        module, qualname = str(cls.__module__), cls.__qualname__
+        module, qualname = str(getattr(cls, "__module__", "?")), cls.__qualname__  # (type() in a namespace without __name__: none)
         return (
             module[:MAX_DESCRIBED_QUALNAME],
             qualname[:MAX_DESCRIBED_QUALNAME],

@@ -109,8 +109,10 @@ class ThreadPoolServer(Server):
             while conn.serve(0):
                 pass
         except Exception as exc:
-            self._conn_dropped(conn, exc)
-            conn.close()
+            try:
+                self._conn_dropped(conn, exc)
+            finally:  # (closed even when saying why failed)
+                conn.close()
         self._park(conn)
 
     def _poll_loop(self) -> None:

@@ -107,17 +107,20 @@ class ThreadedServer(Server):
 
     def _serve(self, conn: Connection) -> None:
         """Serve ``conn`` until it closes (then forget it) or is parked."""
+        parked = False  # (then the poller hands it back when the client sends again)
         try:
             # (parking needs reads with a timeout: free only where the kernel bounds them,
             # not on TLS, pipes or platforms where each read would first poll())
             if self.PARK_AFTER is None or self.idle_timeout is not None or not getattr(conn._stream, "_kernel_timeouts", False):
                 self._serve_until_closed(conn)
-            elif self._serve_while_busy(conn, self.PARK_AFTER):
-                return  # parked: the poller hands it back when the client sends again
+            else:
+                parked = self._serve_while_busy(conn, self.PARK_AFTER)
         except Exception as exc:
             self._conn_dropped(conn, exc)
-        conn.close()
-        self._forget(conn)
+        finally:  # (closed even when saying why failed: the peer must not wait on a dead server)
+            if not parked:
+                conn.close()
+                self._forget(conn)
 
     def _serve_while_busy(self, conn: Connection, park_after: float) -> bool:
         """Serve ``conn``; True once it was parked, False when it closed."""
