@@ -49,12 +49,20 @@ def test_modules_by_dotted_name_and_attribute(thread_conn: ClassicConnection) ->
     assert thread_conn.modules.os.path.join("a", "b") == os.path.join("a", "b")
     assert thread_conn.modules.os is thread_conn.modules["os"]  # one proxy per module
     with pytest.raises(ModuleNotFoundError):
+        thread_conn.modules["surely_not_a_module_xyz"]
+    # by attribute, as in RPyC: an AttributeError (the ImportError its cause), so that
+    # hasattr() and getattr() with a default work
+    with pytest.raises(AttributeError, match="surely_not_a_module_xyz") as info:
         thread_conn.modules.surely_not_a_module_xyz
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)
+    assert not hasattr(thread_conn.modules, "surely_not_a_module_xyz")
+    assert getattr(thread_conn.modules, "surely_not_a_module_xyz", None) is None
 
 
 def test_builtins(thread_conn: ClassicConnection) -> None:
     assert thread_conn.builtins.max(3, 9, 4) == 9
     assert thread_conn.builtins is thread_conn.modules.builtins
+    assert thread_conn.builtin is thread_conn.builtins  # (RPyC's other spelling)
     remote_list = thread_conn.builtins.list("abc")
     remote_list.append("d")
     assert len(remote_list) == 4 and rpc_classic.obtain(remote_list) == ["a", "b", "c", "d"]

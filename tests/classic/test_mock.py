@@ -33,11 +33,13 @@ def test_modules_builtins_and_namespace_are_this_process() -> None:
     assert mock.modules.os is os
     assert mock.modules["xml.dom.minidom"] is xml.dom.minidom
     assert "os" in mock.modules and "surely_not_a_module_xyz" not in mock.modules
-    assert mock.builtins is builtins
+    assert mock.builtins is builtins and mock.builtin is builtins
     mock.namespace["x"] = [1, 2]
     mock.execute("x.append(3)")
     assert mock.eval("x") is mock.namespace["x"] == [1, 2, 3]
     with pytest.raises(ModuleNotFoundError):
+        mock.modules["surely_not_a_module_xyz"]
+    with pytest.raises(AttributeError):  # (as on a real classic connection)
         mock.modules.surely_not_a_module_xyz
     with pytest.raises(TypeError):
         mock.modules[3]  # type: ignore[index]  # what a careless caller passes

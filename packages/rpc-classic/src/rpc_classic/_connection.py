@@ -41,9 +41,14 @@ class ModuleNamespace:
         return module
 
     def __getattr__(self, name: str) -> Any:
+        """``conn.modules.os``; a module the peer cannot import is an AttributeError here (as
+        in RPyC: ``hasattr`` and ``getattr(..., default)`` work), its ImportError the cause."""
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        return self[name]
+        try:
+            return self[name]
+        except ImportError as exc:
+            raise AttributeError(f"the peer has no module {name!r}: {exc}") from exc
 
     def __contains__(self, name: object) -> bool:
         """Whether the peer has already imported ``name`` (nothing is imported)."""
@@ -88,6 +93,11 @@ class ClassicConnection(Connection):
     @property
     def builtins(self) -> Any:
         """The peer's ``builtins`` module."""
+        return self.modules["builtins"]
+
+    @property
+    def builtin(self) -> Any:
+        """``builtins`` (RPyC's other spelling)."""
         return self.modules["builtins"]
 
     @property

@@ -37,7 +37,10 @@ class LocalModules:
     def __getattr__(self, name: str) -> ModuleType:
         if name.startswith("__") and name.endswith("__"):
             raise AttributeError(name)
-        return self[name]
+        try:
+            return self[name]
+        except ImportError as exc:  # (as ``conn.modules``: an AttributeError, the ImportError its cause)
+            raise AttributeError(f"no module {name!r}: {exc}") from exc
 
     def __contains__(self, name: object) -> bool:
         """Whether ``name`` is already imported (nothing is imported)."""
@@ -78,6 +81,11 @@ class MockClassicConnection:
     @property
     def builtins(self) -> ModuleType:
         """This interpreter's ``builtins`` module."""
+        return _builtins
+
+    @property
+    def builtin(self) -> ModuleType:
+        """``builtins`` (RPyC's other spelling)."""
         return _builtins
 
     def eval(self, text: str) -> Any:
