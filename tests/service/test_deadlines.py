@@ -468,3 +468,19 @@ def test_a_queued_request_learns_of_its_cancel() -> None:
     seen = _queued_behind_poll({"sync_request_timeout": 0.15}, {"cancelled": 10.0})
     left, cancelled = seen["cancelled"]
     assert cancelled and left is not None and left > 5
+
+
+def test_a_call_waiting_when_this_side_closes_says_so(chain: tuple[ChainService, rpc_service.Connection]) -> None:
+    """Regression: a call waiting while another thread closed the connection was told that
+    the *peer* closed it."""
+    _, conn = chain
+    pending = rpc_service.async_(conn.root.echo)("in flight")  # (the call then takes the general path)
+    closer = threading.Timer(0.2, conn.close)
+    closer.start()
+    try:
+        with pytest.raises(rpc_service.ConnectionClosedError) as info:
+            conn.root.sleep(1)
+        assert "peer" not in str(info.value)
+        assert pending.ready
+    finally:
+        closer.join(5)

@@ -149,12 +149,16 @@ def timed(proxy: Any, timeout: float) -> Callable[..., AsyncResult]:
     (``remaining()``, ``cancelled()`` once it passed). As in RPyC, a reply that arrives
     after the expiry still counts if the result is waited for again (no CANCEL is sent).
     """
-    if timeout is None or not timeout > 0:
-        raise ValueError(f"timed() needs a positive timeout, not {timeout!r}")
+    try:
+        limit = deadline(timeout)  # (checked as deadline() checks it: a bool or a string is no timeout)
+    except ValueError:
+        limit = None
+    if limit is None or not timeout > 0:
+        raise ValueError(f"timed() needs a positive number of seconds, not {timeout!r}")
     call = async_(proxy)
 
     def timed_call(*args: Any, **kwargs: Any) -> AsyncResult:
-        with deadline(timeout):  # (an outer deadline that is earlier wins)
+        with limit:  # (an outer deadline that is earlier wins; one object serves every thread)
             result = call(*args, **kwargs)
         if result._deadline is None:
             result.set_expiry(timeout)

@@ -159,7 +159,8 @@ def remaining() -> float | None:
 def cancelled() -> bool:
     """True in a handler whose caller gave up: the peer cancelled the request, or the
     deadline it carried has passed. A long handler polls it and stops early (its answer
-    would be dropped by the caller anyway); False outside a handler."""
+    would be dropped by the caller anyway). Outside a handler: whether the current
+    ``deadline`` has passed (False without one)."""
     state = CURRENT.get()
     if state is None:
         return False
@@ -229,8 +230,9 @@ def tracer_for(config: Config) -> Any:
     ``tracing=None`` (the default) traces when opentelemetry-api is installed (the
     ``rpc-service[otel]`` extra) *and* a tracer provider is in place when the connection is
     made (``tracer_provider`` in the config, or one set globally: the SDK configured), so an
-    application that merely has the API installed pays nothing; without the package
-    ``_otel`` is never imported. ``tracing=True`` requires the package (the global provider,
+    application that merely has the API installed pays no span and no per-call cost (only
+    the import of ``_otel`` and the API on its first connection, and a look for a provider
+    on each new one); without the package ``_otel`` is never imported. ``tracing=True`` requires the package (the global provider,
     even the API's default one), ``False`` turns tracing off.
     """
     if config.tracing is False or (config.tracing is None and not _otel_installed()):

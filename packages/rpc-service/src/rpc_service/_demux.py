@@ -442,7 +442,7 @@ class Demux:
                 finally:
                     payload.release()
                 if not count:
-                    raise ConnectionClosedError("the peer closed the connection")
+                    raise self._end_of_stream()
                 lock.acquire()
                 try:
                     events = proto.payload_received(count)
@@ -453,7 +453,7 @@ class Demux:
                 # (gives back the protocol's large payload buffer once idle: only the reader touches it)
                 count = read_into(self._stream, proto, self._rview, timeout)
                 if not count:
-                    raise ConnectionClosedError("the peer closed the connection")
+                    raise self._end_of_stream()
                 lock.acquire()
                 try:
                     events = proto.receive_data(self._rview[:count])
@@ -484,6 +484,13 @@ class Demux:
             self._lock.release()
             raise
         self._deliver(events, count)
+
+    def _end_of_stream(self) -> ConnectionClosedError:
+        """The error for a read that found the stream ended: by close() on this side (which
+        shut the stream down under a reading thread), or by the peer."""
+        if self._life is _CLOSING or self._life is _CLOSED:
+            return ConnectionClosedError("the connection was closed on this side")
+        return ConnectionClosedError("the peer closed the connection")
 
     def _deliver(self, events: list[Event], count: int) -> None:
         """Give the reading role back, deliver the replies and queue the rest (under ``_lock``;
