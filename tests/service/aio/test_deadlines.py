@@ -255,3 +255,30 @@ def test_blocking_use_keeps_deadline_exceeded_and_a_remote_timeout_error() -> No
                 assert await conn.root.plain_calls(own_timeout) == "TimeoutError"
 
     run(main())
+
+
+class _SelfCancelling(rpc_service.Service):
+    async def exposed_cancelled_inside(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # (its own doing: no CANCEL came from the caller)
+        await asyncio.sleep(5)
+
+    async def exposed_ok(self) -> int:
+        return 1
+
+
+def test_a_handler_cancelled_by_its_own_doing_is_reported_as_such() -> None:
+    """Regression: an ``async def`` handler that ended cancelled without a CANCEL from the
+    caller was answered as ConnectionClosedError (the connection being open)."""
+
+    async def main() -> None:
+        async with aio.Server(_SelfCancelling()) as server:
+            await server.start()
+            async with await aio.connect("127.0.0.1", server.port, config=_CONFIG) as conn:
+                with pytest.raises(rpc_service.RemoteError) as info:
+                    await asyncio.wait_for(conn.root.cancelled_inside(), 5)
+                assert info.value.remote_type.endswith("CancelledError")
+                assert await conn.root.ok() == 1
+
+    run(main())

@@ -207,7 +207,7 @@ class Serving:
         if self._closed:
             return
         if task.cancelled():
-            self._reply_error(seq, ConnectionClosedError("the handler was cancelled"))
+            self._reply_error(seq, asyncio.CancelledError("the handler was cancelled"))  # (a RemoteError there)
             return
         exc = task.exception()
         if exc is not None:
