@@ -248,6 +248,31 @@ def test_connect_resolves_a_host_name(no_thread_leak: None) -> None:
             assert conn.root.echo(5) == 5
 
 
+def test_an_address_literal_is_connected_to_without_resolving_it(monkeypatch: pytest.MonkeyPatch, no_thread_leak: None) -> None:
+    """``127.0.0.1`` (and ``::1`` without ipv6=True) need no name resolution: connect works
+    with getaddrinfo failing, while a name still goes through it."""
+    with rpc_service.ThreadedServer(PeerService) as server:
+        server.start_in_thread()
+
+        def no_resolver(*args: Any, **kwargs: Any) -> Any:
+            raise socket.gaierror(socket.EAI_FAIL, "no resolver in this test")
+
+        monkeypatch.setattr(socket, "getaddrinfo", no_resolver)
+        with rpc_service.connect("127.0.0.1", server.port) as conn:
+            assert conn.root.echo(5) == 5
+        with pytest.raises(ConnectionFailedError, match="no resolver"):
+            rpc_service.connect("localhost", server.port)
+    if socket.has_ipv6:
+        try:
+            v6 = rpc_service.ThreadedServer(PeerService, ipv6=True)
+        except (OSError, ValueError) as exc:
+            pytest.skip(f"::1 is not available here: {exc}")
+        with v6:
+            v6.start_in_thread()
+            with rpc_service.connect("::1", v6.port) as conn:
+                assert conn.root.echo(6) == 6
+
+
 def test_unix_connect_reaches_a_socket_path_server(tmp_path: Path, no_thread_leak: None) -> None:
     path = str(tmp_path / "srv.sock")
     with rpc_service.ThreadedServer(PeerService, socket_path=path) as server:

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import threading
 import time
+from functools import lru_cache
 from typing import IO, Any, Sequence
 
 from ._config import ConfigArg, make_config
@@ -88,8 +89,7 @@ def connect(
     noticed by the kernel even on an idle connection.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    sock = open_tcp(host, port, ipv6=ipv6, timeout=timeout)
-    sock.settimeout(None)
+    sock = open_tcp(host, port, ipv6=ipv6, timeout=timeout)  # (SocketStream makes it blocking)
     if keepalive:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     return _over_socket(sock, service, config, connection_class, deadline)
@@ -102,9 +102,10 @@ def open_tcp(host: str, port: int, *, ipv6: bool = False, timeout: float | None 
     """
     check_port(port)
     try:
-        if not ipv6:
+        family = socket.AF_INET6 if ipv6 else _literal_family(host)
+        if family is None:  # a name: resolved, each address tried in turn
             return socket.create_connection((host, port), timeout=timeout)
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        sock = socket.socket(family, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
             sock.connect((host, port))
@@ -114,6 +115,19 @@ def open_tcp(host: str, port: int, *, ipv6: bool = False, timeout: float | None 
         return sock
     except OSError as exc:
         raise ConnectionFailedError(f"cannot connect to {host}:{port}: {exc}") from exc
+
+
+@lru_cache(maxsize=64)
+def _literal_family(host: str) -> socket.AddressFamily | None:
+    """The family of an address written as one (``127.0.0.1``, ``::1``), None for a name:
+    a literal is connected to without resolving it (no getaddrinfo, no IDNA codec)."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except (OSError, ValueError, TypeError):  # (not this family's; a NUL; not a str)
+            continue
+        return family
+    return None
 
 
 def unix_connect(
