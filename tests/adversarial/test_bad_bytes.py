@@ -147,6 +147,21 @@ BROKEN_FRAMES: dict[str, tuple[bytes, str]] = {
         ),
         "malformed type descriptor",
     ),
+    # regression: the error message's repr of the descriptor called the proxy's __repr__, a
+    # remote call made while decoding under the connection's lock: the thread hung for good
+    "descriptor-holding-a-reference": (
+        frame(
+            REQUEST,
+            1,
+            request_payload(
+                2,
+                backref(ROOT_OID),
+                b"\x18\x02\x10\x04echo\x21" + struct.pack("<QI", 5, 1) + b"\x18\x05\x10\x01m\x10\x01T\x18\x01\x21"
+                + struct.pack("<QI", 6, 2) + b"\x18\x05\x10\x01m\x10\x01I\x18\x00\x18\x00\x10\x00" + b"\x18\x00\x10\x00",
+            ),
+        ),
+        "holding references",
+    ),
     "ref-as-set-element": (
         frame(REQUEST, 1, request_payload(2, backref(ROOT_OID), b"\x18\x02\x10\x04echo\x1a\x01\x00\x00\x00\x20" + struct.pack("<QI", 5, 1))),
         "cannot be a set element",

@@ -54,8 +54,6 @@ _NO_KWARGS: Final = bytes((TUPLE8, 0))  # the encoded keywords of a call that ha
 _MAX_PREFIXES: Final = 256  # encoded call prefixes kept per connection (then the cache starts over)
 
 CallPrefixes = tuple[bytes, bytes, bytes, bytes | None]  # see CallPath._call_prefixes
-#: (oid, name, number of arguments, the peer's frame limit, max_items, max_depth) -> prefixes
-_SHARED_PREFIXES: Final[dict[tuple[int, str | None, int, int, int, int], CallPrefixes]] = {}
 Released = tuple[tuple[int, int], ...]  # the (oid, count) pairs of the RELEASE frames taken
 
 
@@ -173,7 +171,7 @@ class CallPath:
         key = (target.oid, name, len(args))
         cached = self._prefixes.get(key)
         if cached is None:
-            cached = self._shared_prefixes(target, name, len(args))
+            cached = self._call_prefixes(target, name, len(args))
             if cached is None:  # not cacheable (the general path says why, if it fails)
                 return self._send_call_general(seq, target, name, args, kwargs, budget_us)
             if len(self._prefixes) >= _MAX_PREFIXES:
@@ -217,20 +215,6 @@ class CallPath:
         if name is None:
             return self.send_request(seq, _CALL, target, args, kwargs, False, context)
         return self.send_request(seq, _CALLATTR, target, (name, *args), kwargs, False, context)
-
-    def _shared_prefixes(self, target: BackRef, name: str | None, count: int) -> CallPrefixes | None:
-        """:meth:`_call_prefixes`, shared by the connections whose limits make them alike (a
-        new connection's first call of its peer's root, the same oid on every connection)."""
-        limits = self.config.limits
-        key = (target.oid, name, count, self._peer_frame_limit(), limits.max_items, limits.max_depth)
-        cached = _SHARED_PREFIXES.get(key)
-        if cached is None:
-            cached = self._call_prefixes(target, name, count)
-            if cached is not None:
-                if len(_SHARED_PREFIXES) >= _MAX_PREFIXES:
-                    _SHARED_PREFIXES.clear()
-                _SHARED_PREFIXES[key] = cached
-        return cached
 
     def _call_prefixes(self, target: BackRef, name: str | None, count: int) -> CallPrefixes | None:
         """The encoded frames of a call with ``count`` arguments, headers left blank: up

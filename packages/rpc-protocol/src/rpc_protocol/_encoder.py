@@ -229,58 +229,14 @@ class ValueEncoder:
         except struct.error:
             raise EncodeError("reference or type id out of range") from None
         self._buf += header
-        info = value.info
-        if info is not None:
-            depth = self._enter(1, depth)
-            cached = _INFOS.get(id(info))
-            limits = self._limits
-            if cached is not None and cached[0] is info and depth + cached[2] <= limits.max_depth and cached[3] <= limits.max_items:
-                self._buf += cached[1]
-            else:
-                self._info(info, depth)
-
-    def _info(self, info: object, depth: int) -> None:
-        """Write a reference's type description and remember its bytes when it is made of
-        strings, ints and tuples only: the same description object (a class's, described
-        once per process) is then written again without encoding it (the root's is sent in
-        every Hello). Keyed by identity, the cache holding the object: a tuple equal to
-        another may hold different types (``(1,) == (True,)``)."""
-        start = len(self._buf)
-        parts = len(self._parts)
-        self.write(info, depth)
-        shape = _plain_shape(info, 0)
-        if shape is not None and len(self._parts) == parts:
-            if len(_INFOS) >= _MAX_INFOS:
-                _INFOS.clear()
-            _INFOS[id(info)] = (info, bytes(self._buf[start:]), *shape)
+        if value.info is not None:
+            self.write(value.info, self._enter(1, depth))
 
     def _backref(self, value: BackRef, depth: int) -> None:
         try:
             self._buf += _TAG_U64.pack(BACKREF, value.oid)
         except struct.error:
             raise EncodeError("reference id out of range") from None
-
-
-#: Type descriptions already written: id(info) -> (info, its bytes, tuple nesting levels, longest tuple).
-_INFOS: Final[dict[int, tuple[object, bytes, int, int]]] = {}
-_MAX_INFOS: Final = 256
-
-
-def _plain_shape(value: object, levels: int) -> tuple[int, int] | None:
-    """(nesting levels, longest tuple) of a value made of str, int and tuples only, else None."""
-    kind = type(value)
-    if kind is str or kind is int:
-        return levels, 0
-    if kind is not tuple or levels > 8:
-        return None
-    assert isinstance(value, tuple)
-    deepest, longest = levels + 1, len(value)
-    for item in value:
-        shape = _plain_shape(item, levels + 1)
-        if shape is None:
-            return None
-        deepest, longest = max(deepest, shape[0]), max(longest, shape[1])
-    return deepest, longest
 
 
 # The writer of each type that has one (the class's own functions: built once, not per encoder).

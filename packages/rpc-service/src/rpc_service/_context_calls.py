@@ -168,7 +168,7 @@ class ContextCalls:
         """Serve a request (these fields) that carried a call context (or any, when
         tracing): the handler runs under it, and a CANCEL for it sets ``cancelled()``."""
         budget = None if context is None or context.traceparent is not None else context.budget_us
-        queued = self._served.pop(seq, None) if self._served else None
+        queued = self._served.get(seq) if self._served else None  # (left there: a CANCEL may come any time)
         if queued is not None:  # made when it was queued (_queued_in_context)
             served = queued
             expired = served.deadline is not None and served.deadline <= _monotonic()

@@ -165,9 +165,10 @@ def _iter(self: Proxy) -> Any:
     return self._rpc_conn._iterate(self)
 
 
-def _check_sizes(info: object) -> None:
+def _check_shape(info: object) -> None:
     """The shape and sizes of a descriptor (cheap, and before anything walks a peer's
-    million names)."""
+    million names), and that it holds strings only: then hashing it (the cache lookup)
+    runs no code of the peer's choosing (a proxy's ``__hash__`` is a remote call)."""
     if not (
         type(info) is tuple
         and len(info) == 5
@@ -177,7 +178,7 @@ def _check_sizes(info: object) -> None:
         and type(info[3]) is tuple
         and type(info[4]) is str
     ):
-        raise RemoteProtocolError(f"malformed type descriptor {info!r:.200}")
+        raise RemoteProtocolError(f"malformed type descriptor {_shown(info)}")
     if (
         len(info[2]) > MAX_DESCRIBED_METHODS
         or len(info[3]) > len(OPTIONAL_SPECIALS)
@@ -189,14 +190,33 @@ def _check_sizes(info: object) -> None:
             f"type descriptor too large ({len(info[2])} methods, {len(info[3])} special methods; "
             f"at most {MAX_DESCRIBED_METHODS} methods of names up to {MAX_DESCRIBED_NAME} characters)"
         )
+    for names in (info[2], info[3]):
+        for name in names:
+            if type(name) is not str:
+                raise RemoteProtocolError(f"malformed type descriptor {_shown(info)}")
+
+
+def _shown(info: object) -> str:
+    """A peer's descriptor in an error message: its repr when it holds plain values only; a
+    reference in it would be a proxy, whose repr is a remote call (made while decoding,
+    under the connection's lock: it would never return)."""
+    if _plain(info, 0):
+        return f"{info!r:.200}"
+    return f"(a {type(info).__name__} holding references)"
+
+
+def _plain(value: object, depth: int) -> bool:
+    kind = type(value)
+    if kind is tuple and depth < 3:
+        return all(_plain(item, depth + 1) for item in value)  # type: ignore[attr-defined]  # a tuple
+    return kind in (str, int, float, bool, bytes, type(None))
 
 
 def _valid_names(info: tuple[Any, ...]) -> bool:
-    """Whether a descriptor of the right shape names only methods and specials a proxy may have."""
+    """Whether a descriptor of the right shape (strings) names only methods and specials a proxy may have."""
     return all(
-        type(name) is str and len(name) <= MAX_DESCRIBED_NAME and name.isidentifier() and not name.startswith(("_rpc_", "__"))
-        for name in info[2]
-    ) and all(type(name) is str and name in OPTIONAL_SPECIALS for name in info[3])
+        len(name) <= MAX_DESCRIBED_NAME and name.isidentifier() and not name.startswith(("_rpc_", "__")) for name in info[2]
+    ) and all(name in OPTIONAL_SPECIALS for name in info[3])
 
 
 def _forwarded(proxy: Proxy) -> frozenset[str]:
@@ -242,7 +262,7 @@ class _ProxyClasses:
         A descriptor equal to one already in the cache was checked when it was put there
         (decoded values are of exact built-in types, so equal means alike): its names are
         not walked again (every connection describes its root's class)."""
-        _check_sizes(info)
+        _check_shape(info)
         assert type(info) is tuple
         try:
             with self._lock:
@@ -253,7 +273,7 @@ class _ProxyClasses:
                     cls = self._classes[info] = self._build(info)
                 return cls
         except (TypeError, ValueError):  # unhashable, or a name type() refuses (a NUL in it): a peer's doing
-            raise RemoteProtocolError(f"malformed type descriptor {info!r:.200}") from None
+            raise RemoteProtocolError(f"malformed type descriptor {_shown(info)}") from None
 
     def __len__(self) -> int:
         return len(self._classes)
