@@ -165,10 +165,8 @@ def _iter(self: Proxy) -> Any:
     return self._rpc_conn._iterate(self)
 
 
-def _check_shape(info: object) -> None:
-    """The shape and sizes of a descriptor (cheap, and before anything walks a peer's
-    million names), and that it holds strings only: then hashing it (the cache lookup)
-    runs no code of the peer's choosing (a proxy's ``__hash__`` is a remote call)."""
+def _check_descriptor(info: object) -> tuple[str, str, tuple[str, ...], tuple[str, ...], str]:
+    # Sizes first (cheap, and before anything walks a peer's million names).
     if not (
         type(info) is tuple
         and len(info) == 5
@@ -190,10 +188,12 @@ def _check_shape(info: object) -> None:
             f"type descriptor too large ({len(info[2])} methods, {len(info[3])} special methods; "
             f"at most {MAX_DESCRIBED_METHODS} methods of names up to {MAX_DESCRIBED_NAME} characters)"
         )
-    for names in (info[2], info[3]):
-        for name in names:
-            if type(name) is not str:
-                raise RemoteProtocolError(f"malformed type descriptor {_shown(info)}")
+    if all(
+        type(name) is str and len(name) <= MAX_DESCRIBED_NAME and name.isidentifier() and not name.startswith(("_rpc_", "__"))
+        for name in info[2]
+    ) and all(type(name) is str and name in OPTIONAL_SPECIALS for name in info[3]):
+        return info
+    raise RemoteProtocolError(f"malformed type descriptor {_shown(info)}")
 
 
 def _shown(info: object) -> str:
@@ -202,7 +202,7 @@ def _shown(info: object) -> str:
     under the connection's lock: it would never return)."""
     if _plain(info, 0):
         return f"{info!r:.200}"
-    return f"(a {type(info).__name__} holding references)"
+    return f"(a {type(info).__name__} holding references, or nested deeper: not shown)"
 
 
 def _plain(value: object, depth: int) -> bool:
@@ -210,13 +210,6 @@ def _plain(value: object, depth: int) -> bool:
     if kind is tuple and depth < 3:
         return all(_plain(item, depth + 1) for item in value)  # type: ignore[attr-defined]  # a tuple
     return kind in (str, int, float, bool, bytes, type(None))
-
-
-def _valid_names(info: tuple[Any, ...]) -> bool:
-    """Whether a descriptor of the right shape (strings) names only methods and specials a proxy may have."""
-    return all(
-        len(name) <= MAX_DESCRIBED_NAME and name.isidentifier() and not name.startswith(("_rpc_", "__")) for name in info[2]
-    ) and all(name in OPTIONAL_SPECIALS for name in info[3])
 
 
 def _forwarded(proxy: Proxy) -> frozenset[str]:
@@ -257,20 +250,13 @@ class _ProxyClasses:
         self._classes: weakref.WeakValueDictionary[tuple[Any, ...], type[Proxy]] = weakref.WeakValueDictionary()
 
     def make(self, info: object) -> type[Proxy]:
-        """The proxy class for one remote type, from its descriptor (checked and bounded).
-
-        A descriptor equal to one already in the cache was checked when it was put there
-        (decoded values are of exact built-in types, so equal means alike): its names are
-        not walked again (every connection describes its root's class)."""
-        _check_shape(info)
-        assert type(info) is tuple
+        """The proxy class for one remote type, from its descriptor (checked and bounded)."""
+        descriptor = _check_descriptor(info)
         try:
             with self._lock:
-                cls = self._classes.get(info)
+                cls = self._classes.get(descriptor)
                 if cls is None:
-                    if not _valid_names(info):
-                        raise ValueError
-                    cls = self._classes[info] = self._build(info)
+                    cls = self._classes[descriptor] = self._build(descriptor)
                 return cls
         except (TypeError, ValueError):  # unhashable, or a name type() refuses (a NUL in it): a peer's doing
             raise RemoteProtocolError(f"malformed type descriptor {_shown(info)}") from None
