@@ -165,8 +165,10 @@ def _iter(self: Proxy) -> Any:
     return self._rpc_conn._iterate(self)
 
 
-def _check_descriptor(info: object) -> tuple[str, str, tuple[str, ...], tuple[str, ...], str]:
-    # Sizes first (cheap, and before anything walks a peer's million names).
+def _check_shape(info: object) -> None:
+    """The shape and sizes of a descriptor (cheap, and before anything walks a peer's
+    million names), and that it holds strings only: then hashing it (the cache lookup)
+    runs no code of the peer's choosing (a proxy's ``__hash__`` is a remote call)."""
     if not (
         type(info) is tuple
         and len(info) == 5
@@ -188,12 +190,10 @@ def _check_descriptor(info: object) -> tuple[str, str, tuple[str, ...], tuple[st
             f"type descriptor too large ({len(info[2])} methods, {len(info[3])} special methods; "
             f"at most {MAX_DESCRIBED_METHODS} methods of names up to {MAX_DESCRIBED_NAME} characters)"
         )
-    if all(
-        type(name) is str and len(name) <= MAX_DESCRIBED_NAME and name.isidentifier() and not name.startswith(("_rpc_", "__"))
-        for name in info[2]
-    ) and all(type(name) is str and name in OPTIONAL_SPECIALS for name in info[3]):
-        return info
-    raise RemoteProtocolError(f"malformed type descriptor {_shown(info)}")
+    for names in (info[2], info[3]):
+        for name in names:
+            if type(name) is not str:
+                raise RemoteProtocolError(f"malformed type descriptor {_shown(info)}")
 
 
 def _shown(info: object) -> str:
@@ -210,6 +210,13 @@ def _plain(value: object, depth: int) -> bool:
     if kind is tuple and depth < 3:
         return all(_plain(item, depth + 1) for item in value)  # type: ignore[attr-defined]  # a tuple
     return kind in (str, int, float, bool, bytes, type(None))
+
+
+def _valid_names(info: tuple[Any, ...]) -> bool:
+    """Whether a descriptor of the right shape (strings) names only methods and specials a proxy may have."""
+    return all(
+        len(name) <= MAX_DESCRIBED_NAME and name.isidentifier() and not name.startswith(("_rpc_", "__")) for name in info[2]
+    ) and all(name in OPTIONAL_SPECIALS for name in info[3])
 
 
 def _forwarded(proxy: Proxy) -> frozenset[str]:
@@ -250,13 +257,20 @@ class _ProxyClasses:
         self._classes: weakref.WeakValueDictionary[tuple[Any, ...], type[Proxy]] = weakref.WeakValueDictionary()
 
     def make(self, info: object) -> type[Proxy]:
-        """The proxy class for one remote type, from its descriptor (checked and bounded)."""
-        descriptor = _check_descriptor(info)
+        """The proxy class for one remote type, from its descriptor (checked and bounded).
+
+        Its shape is checked first (strings only: hashing it for the cache lookup runs no
+        code of the peer's), its names only when the cache has no equal descriptor, which
+        passed that check when it was put there (every connection describes its root)."""
+        _check_shape(info)
+        assert type(info) is tuple
         try:
             with self._lock:
-                cls = self._classes.get(descriptor)
+                cls = self._classes.get(info)
                 if cls is None:
-                    cls = self._classes[descriptor] = self._build(descriptor)
+                    if not _valid_names(info):
+                        raise ValueError
+                    cls = self._classes[info] = self._build(info)
                 return cls
         except (TypeError, ValueError):  # unhashable, or a name type() refuses (a NUL in it): a peer's doing
             raise RemoteProtocolError(f"malformed type descriptor {_shown(info)}") from None
