@@ -33,6 +33,9 @@ class TracedService(rpc_service.Service):
     def exposed_fail(self) -> None:
         raise KeyError("nope")
 
+    def exposed_fail_late(self) -> None:
+        raise rpc_service.DeadlineExceeded("the handler's own")
+
 
 class AsyncTracedService(rpc_service.Service):
     async def exposed_outer(self, callback: Callable[[], Any]) -> Any:
@@ -105,6 +108,14 @@ def test_threaded_spans_share_one_trace_callbacks_included(exporter: tuple[InMem
                 span = failed[("fail", kind)]
                 assert span.status.status_code is StatusCode.ERROR
                 assert span.attributes is not None and span.attributes["error.type"] == "KeyError"
+            spans.clear()
+            with pytest.raises(rpc_service.RemoteError):  # (not a builtin: a RemoteError here)
+                root.fail_late()
+            failed = _by_name(spans.get_finished_spans())
+            # named as the package exports them, not by their private modules
+            for kind, type_name in ((SpanKind.SERVER, "rpc_service.DeadlineExceeded"), (SpanKind.CLIENT, "rpc_service.RemoteError")):
+                attributes = failed[("fail_late", kind)].attributes
+                assert attributes is not None and attributes["error.type"] == type_name
 
 
 def test_aio_spans_share_one_trace_callbacks_included(exporter: tuple[InMemorySpanExporter, dict[str, Any]]) -> None:

@@ -14,6 +14,7 @@ nothing itself and knows nothing of the wire beyond the traceparent text.
 from __future__ import annotations
 
 import socket
+import sys
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -167,6 +168,19 @@ class Tracer:
 
 
 def _failed(span: trace.Span, exc: BaseException) -> None:
-    cls = type(exc)
-    span.set_attribute("error.type", cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}")
+    span.set_attribute("error.type", _type_name(type(exc)))
     span.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+
+
+def _type_name(cls: type) -> str:
+    """A class's full name as its users spell it: a builtin's bare, one its package exports
+    (``rpc_service.DeadlineExceeded``) under the package, not its private module."""
+    module = getattr(cls, "__module__", None)
+    if type(module) is not str:
+        return cls.__qualname__
+    if module == "builtins":
+        return cls.__qualname__
+    package = module.partition(".")[0]
+    if module != package and getattr(sys.modules.get(package), cls.__qualname__, None) is cls:
+        module = package
+    return f"{module}.{cls.__qualname__}"
