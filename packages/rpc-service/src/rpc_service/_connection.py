@@ -399,7 +399,7 @@ class Connection(ContextCalls, Demux):
             if type(value) is ByValue:  # a result its service marked as plain data (_by_value)
                 self._send(self._proto.send_reply, seq, value.value, True)
             else:
-                self._send(self._proto.send_reply, seq, value)
+                self._send_reply(seq, value)
         except wire.EncodeError as exc:
             self._send(self._proto.send, describe_exception(seq, exc, self._config))
 

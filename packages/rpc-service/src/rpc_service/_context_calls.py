@@ -71,6 +71,8 @@ class ContextCalls:
 
         def _send(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> None: ...
 
+        def _send_reply(self, seq: int, value: object) -> None: ...
+
     # -- calls -------------------------------------------------------------------------------
 
     def _context_request(
@@ -212,6 +214,6 @@ class ContextCalls:
             if type(value) is ByValue:
                 self._send(self._proto.send_reply, seq, value.value, True)
             else:
-                self._send(self._proto.send_reply, seq, value)
+                self._send_reply(seq, value)
         except wire.EncodeError as exc:
             self._send(self._proto.send, describe_exception(seq, exc, self._config))

@@ -243,12 +243,37 @@ class Demux:
         with self._write_lock:
             with self._lock:
                 buffers = self._encode(encode, *fields)
-            try:  # (_write, inlined: every reply takes this path)
-                self._stream.write(buffers)
-            except ConnectionClosedError:
-                self._shutdown(notify=self._proto.peer_hello is not None)
-                raise
-            self._bytes_sent += len(buffers[0]) if len(buffers) == 1 else sum(map(len, buffers))
+            self._write(buffers)
+
+    def _send_reply(self, seq: int, value: object) -> None:
+        """``_send(self._proto.send_reply, seq, value)``, with ``_encode``'s work inlined for a
+        reply that owes nothing (every request served ends here); anything else, a failure
+        included, is encoded again by ``_encode``, which says what is wrong."""
+        with self._write_lock:
+            with self._lock:
+                boxer = self._boxer
+                buffers = None
+                if not boxer.releases_owed:
+                    try:
+                        buffers = self._proto.send_reply(seq, value)
+                    except BaseException as exc:
+                        boxer.rollback()
+                        if not isinstance(exc, Exception):
+                            raise
+                if buffers is None:
+                    buffers = self._encode(self._proto.send_reply, seq, value)
+                elif boxer._lent_now or boxer._typed_now:
+                    boxer.commit()
+            self._write(buffers)
+
+    def _write(self, buffers: list[wire.Buffer]) -> None:
+        """Write an encoded frame (under ``_write_lock``, taken before it was encoded)."""
+        try:
+            self._stream.write(buffers)
+        except ConnectionClosedError:
+            self._shutdown(notify=self._proto.peer_hello is not None)
+            raise
+        self._bytes_sent += len(buffers[0]) if len(buffers) == 1 else sum(map(len, buffers))
 
     def _awaited(self, encode: Callable[..., list[wire.Buffer]], *fields: Any, request: bool = True) -> AsyncResult:
         """Send the frame ``encode(seq, *fields)`` under a fresh sequence number, with a
