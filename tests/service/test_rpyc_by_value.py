@@ -74,6 +74,10 @@ class DataService(Service):
         return [1, Opaque(), {"k": [Point(1, 2)]}]
 
     @by_value
+    def exposed_with_unhashable_class(self) -> list[Any]:
+        return [1, _OfUnhashableClass()]
+
+    @by_value
     @staticmethod
     def exposed_static() -> list[int]:
         return [1, 2, 3]
@@ -134,6 +138,28 @@ def test_objects_inside_a_copy_stay_references(connect_to: ConnectTo) -> None:
     assert type(value) is list and value[0] == 1
     assert rpc_service.is_proxy(value[1]) and value[1].name() == "opaque"
     assert value[2] == {"k": [{"x": 1, "y": 2}]}  # a marked type nested in a copy is copied too
+
+
+class _Unhashable(type):
+    def __eq__(cls, other: object) -> bool:  # (no __hash__: its classes are unhashable)
+        return cls is other
+
+    __hash__ = None  # type: ignore[assignment]  # what defining __eq__ alone does; said for mypy
+
+
+class _OfUnhashableClass(metaclass=_Unhashable):
+    def name(self) -> str:
+        return "unhashable"
+
+
+def test_an_object_of_an_unhashable_class_inside_a_copy(connect_to: ConnectTo) -> None:
+    """Regression: the copier looked the class up in a set and failed with a TypeError of
+    its own (for a class whose metaclass defines __eq__ alone); such an object stays a
+    reference, as any other, and lending it is what is refused (EncodeError)."""
+    conn = connect_to(DataService())
+    with pytest.raises(rpc_service.RemoteError, match="its class is unhashable"):
+        conn.root.with_unhashable_class()
+    assert conn.root.static() == [1, 2, 3]
 
 
 def test_marked_types_arrive_as_plain_data(connect_to: ConnectTo) -> None:

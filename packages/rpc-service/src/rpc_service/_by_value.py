@@ -104,8 +104,11 @@ class _Copier:
 
     def plain(self, value: Any, depth: int) -> Any:
         kind = type(value)
-        if kind in _SCALARS:
-            return value
+        try:
+            if kind in _SCALARS:
+                return value
+        except TypeError:  # (an unhashable class, its metaclass defining __eq__ alone: no scalar)
+            pass
         if depth >= self._max_depth:
             raise ValueError(f"a by-value result nests deeper than max_depth ({self._max_depth})")
         if _marked_type(kind):
@@ -154,8 +157,11 @@ def obtain(value: Any) -> Any:
 
 def _obtain(value: Any, depth: int, max_depth: int) -> Any:
     kind = type(value)
-    if kind in _SCALARS:
-        return value
+    try:
+        if kind in _SCALARS:
+            return value
+    except TypeError:  # (an unhashable class: no scalar)
+        pass
     if depth >= max_depth:
         raise ValueError(f"obtain(): the value nests deeper than max_depth ({max_depth})")
     if is_proxy(value):
