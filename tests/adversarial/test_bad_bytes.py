@@ -162,6 +162,20 @@ BROKEN_FRAMES: dict[str, tuple[bytes, str]] = {
         ),
         "holding references",
     ),
+    # regression: showing it in the error message raised ValueError (an int past str()'s limit)
+    "descriptor-with-a-huge-int": (
+        frame(
+            REQUEST,
+            1,
+            request_payload(
+                2,
+                backref(ROOT_OID),
+                b"\x18\x02\x10\x04echo\x21" + struct.pack("<QI", 5, 1) + b"\x18\x05\x10\x01m\x10\x01T\x18\x01"
+                + b"\x0a" + struct.pack("<I", 2100) + b"\x01" * 2100 + b"\x18\x00\x10\x00",
+            ),
+        ),
+        "malformed type descriptor",
+    ),
     "ref-as-set-element": (
         frame(REQUEST, 1, request_payload(2, backref(ROOT_OID), b"\x18\x02\x10\x04echo\x1a\x01\x00\x00\x00\x20" + struct.pack("<QI", 5, 1))),
         "cannot be a set element",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import types
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -116,6 +117,37 @@ def test_threaded_spans_share_one_trace_callbacks_included(exporter: tuple[InMem
             for kind, type_name in ((SpanKind.SERVER, "rpc_service.DeadlineExceeded"), (SpanKind.CLIENT, "rpc_service.RemoteError")):
                 attributes = failed[("fail_late", kind)].attributes
                 assert attributes is not None and attributes["error.type"] == type_name
+
+
+def test_naming_an_error_runs_no_code_of_its_package(exporter: tuple[InMemorySpanExporter, dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: error.type looked the class up in its package with getattr, which ran a
+    lazy package's module __getattr__; it raised, and the server dropped the client."""
+    spans, config = exporter
+    package = types.ModuleType("lazypkg")
+
+    def refuse(name: str) -> Any:
+        raise ModuleNotFoundError(f"No module named 'lazypkg.{name}'")
+
+    package.__getattr__ = refuse  # type: ignore[method-assign]  # PEP 562: a lazy package
+    error = type("LazyError", (Exception,), {"__module__": "lazypkg.errors"})
+    monkeypatch.setitem(sys.modules, "lazypkg", package)
+
+    class Lazy(rpc_service.Service):
+        def exposed_fail(self) -> None:
+            raise error("boom")
+
+        def exposed_ok(self) -> int:
+            return 1
+
+    with rpc_service.ThreadedServer(Lazy, protocol_config=config) as server:
+        server.start_in_thread()
+        with rpc_service.connect("127.0.0.1", server.port, config=config) as conn:
+            with pytest.raises(rpc_service.RemoteError, match="boom"):
+                conn.root.fail()
+            assert conn.root.ok() == 1  # (the connection serves on)
+    failed = _by_name(spans.get_finished_spans())
+    attributes = failed[("fail", SpanKind.SERVER)].attributes
+    assert attributes is not None and attributes["error.type"] == "lazypkg.errors.LazyError"
 
 
 def test_aio_spans_share_one_trace_callbacks_included(exporter: tuple[InMemorySpanExporter, dict[str, Any]]) -> None:

@@ -225,18 +225,22 @@ class Demux:
         try:
             buffers = encode(*fields)
         except BaseException as exc:
-            boxer.rollback()
             if releases:  # still owed: they go with the next frame
                 boxer.releases_owed.extendleft(reversed(releases))
-            if isinstance(exc, wire.LocalProtocolError) and self._proto.state in _ENDED:
-                # closing (either side) raced with this send: report it as closed
-                raise ConnectionClosedError("the connection is closed") from None
+            self._not_encoded(exc)
             raise
         if boxer._lent_now or boxer._typed_now:
             boxer.commit()
         if releases:
             return [*release_frames(self._proto, releases), *buffers]
         return buffers
+
+    def _not_encoded(self, exc: BaseException) -> None:
+        """A frame failed to encode with ``exc`` (under ``_lock``): forget what it lent, and
+        raise ConnectionClosedError instead when closing (either side) raced with the send."""
+        self._boxer.rollback()
+        if isinstance(exc, wire.LocalProtocolError) and self._proto.state in _ENDED:
+            raise ConnectionClosedError("the connection is closed") from None
 
     def _send(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> None:
         """Encode a frame (see :meth:`_encode`) and write it, in encoding order."""
@@ -247,23 +251,20 @@ class Demux:
 
     def _send_reply(self, seq: int, value: object) -> None:
         """``_send(self._proto.send_reply, seq, value)``, with ``_encode``'s work inlined for a
-        reply that owes nothing (every request served ends here); anything else, a failure
-        included, is encoded again by ``_encode``, which says what is wrong."""
+        reply that owes no releases (every request served ends here)."""
         with self._write_lock:
             with self._lock:
                 boxer = self._boxer
-                buffers = None
-                if not boxer.releases_owed:
+                if boxer.releases_owed:
+                    buffers = self._encode(self._proto.send_reply, seq, value)
+                else:
                     try:
                         buffers = self._proto.send_reply(seq, value)
                     except BaseException as exc:
-                        boxer.rollback()
-                        if not isinstance(exc, Exception):
-                            raise
-                if buffers is None:
-                    buffers = self._encode(self._proto.send_reply, seq, value)
-                elif boxer._lent_now or boxer._typed_now:
-                    boxer.commit()
+                        self._not_encoded(exc)
+                        raise
+                    if boxer._lent_now or boxer._typed_now:
+                        boxer.commit()
             self._write(buffers)
 
     def _write(self, buffers: list[wire.Buffer]) -> None:

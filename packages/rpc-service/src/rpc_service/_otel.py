@@ -176,11 +176,12 @@ def _type_name(cls: type) -> str:
     """A class's full name as its users spell it: a builtin's bare, one its package exports
     (``rpc_service.DeadlineExceeded``) under the package, not its private module."""
     module = getattr(cls, "__module__", None)
-    if type(module) is not str:
-        return cls.__qualname__
-    if module == "builtins":
-        return cls.__qualname__
+    name = cls.__qualname__
+    if type(module) is not str or module == "builtins":
+        return name
     package = module.partition(".")[0]
-    if module != package and getattr(sys.modules.get(package), cls.__qualname__, None) is cls:
-        module = package
-    return f"{module}.{cls.__qualname__}"
+    if module != package and "." not in name:
+        exported = getattr(sys.modules.get(package), "__dict__", None)  # (no lookup: a module's
+        if type(exported) is dict and exported.get(name) is cls:  # __getattr__ may import or raise)
+            module = package
+    return f"{module}.{name}"

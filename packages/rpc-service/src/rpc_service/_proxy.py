@@ -11,6 +11,7 @@ connection. Proxies never unpickle anything unless this side's config allows pic
 from __future__ import annotations
 
 import builtins
+import reprlib
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, Final
@@ -192,7 +193,7 @@ def _check_shape(info: object) -> None:
         )
     for names in (info[2], info[3]):
         for name in names:
-            if type(name) is not str:
+            if type(name) is not str or len(name) > MAX_DESCRIBED_NAME:
                 raise RemoteProtocolError(f"malformed type descriptor {_shown(info)}")
 
 
@@ -201,8 +202,16 @@ def _shown(info: object) -> str:
     reference in it would be a proxy, whose repr is a remote call (made while decoding,
     under the connection's lock: it would never return)."""
     if _plain(info, 0):
-        return f"{info!r:.200}"
+        try:
+            return _SHORT.repr(info)
+        except ValueError:  # (an int too long for str())
+            pass
     return f"(a {type(info).__name__} holding references, or nested deeper: not shown)"
+
+
+_SHORT: Final = reprlib.Repr()  # (no repr of a 60 MB name built, then cut)
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlong = 40
 
 
 def _plain(value: object, depth: int) -> bool:
@@ -213,10 +222,10 @@ def _plain(value: object, depth: int) -> bool:
 
 
 def _valid_names(info: tuple[Any, ...]) -> bool:
-    """Whether a descriptor of the right shape (strings) names only methods and specials a proxy may have."""
-    return all(
-        len(name) <= MAX_DESCRIBED_NAME and name.isidentifier() and not name.startswith(("_rpc_", "__")) for name in info[2]
-    ) and all(name in OPTIONAL_SPECIALS for name in info[3])
+    """Whether a descriptor of the right shape (short strings) names only methods and specials a proxy may have."""
+    return all(name.isidentifier() and not name.startswith(("_rpc_", "__")) for name in info[2]) and all(
+        name in OPTIONAL_SPECIALS for name in info[3]
+    )
 
 
 def _forwarded(proxy: Proxy) -> frozenset[str]:
