@@ -206,7 +206,7 @@ def _shown(info: object) -> str:
             return _SHORT.repr(info)
         except ValueError:  # (an int too long for str())
             pass
-    return f"(a {type(info).__name__} holding references, or nested deeper: not shown)"
+    return f"(a {type(info).__name__}, not shown: it holds references, nests deeply or is too long)"
 
 
 _SHORT: Final = reprlib.Repr()  # (no repr of a 60 MB name built, then cut)
