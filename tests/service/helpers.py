@@ -1,5 +1,6 @@
 """Helpers the service-layer tests share (and the layers above reuse): running servers in
-threads, watching a raw socket be dropped, and counting the requests a connection makes.
+threads, watching a raw socket be dropped, counting the requests a connection makes, and
+a class that cannot be hashed (its metaclass defines ``__eq__`` alone).
 
 Counting wraps the protocol connection's ``send_request`` (reached through the semi-private
 ``_proto``): every request a proxy makes, synchronous or not, is framed by it.
@@ -80,3 +81,14 @@ def run_threads(count: int, target: Callable[[int], None], timeout: float = 20) 
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
     assert not any(thread.is_alive() for thread in threads), "worker threads did not finish in time"
+
+
+class _Unhashable(type):
+    def __eq__(cls, other: object) -> bool:  # (no __hash__: its classes are unhashable)
+        return cls is other
+
+    __hash__ = None  # type: ignore[assignment]  # what defining __eq__ alone does; said for mypy
+
+
+class OfUnhashableClass(metaclass=_Unhashable):
+    """An object whose class cannot be a dict key or set member (``hash(type(obj))`` raises)."""

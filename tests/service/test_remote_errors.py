@@ -16,6 +16,8 @@ import pytest
 import rpc_service
 from rpc_service import RemoteError, Service
 
+from .helpers import OfUnhashableClass
+
 if TYPE_CHECKING:
     from .conftest import ConnectTo
 
@@ -246,17 +248,6 @@ _NO_MODULE_ERROR: Any = eval("type('NoModuleError', (Exception,), {})", {})  # (
 _NO_MODULE_CLASS: Any = eval("type('NoModule', (), {'exposed_ping': lambda self: 'pong'})", {})
 
 
-class _Unhashable(type):
-    def __eq__(cls, other: object) -> bool:  # (no __hash__: its classes are unhashable)
-        return cls is other
-
-    __hash__ = None  # type: ignore[assignment]  # what defining __eq__ alone does; said for mypy
-
-
-class _OfUnhashableClass(metaclass=_Unhashable):
-    pass
-
-
 class _BadRepr:
     def __repr__(self) -> str:
         raise RuntimeError("repr broken")
@@ -270,7 +261,7 @@ class Awkward(Service):
         return _NO_MODULE_CLASS()
 
     def exposed_of_unhashable_class(self) -> Any:
-        return _OfUnhashableClass()
+        return OfUnhashableClass()
 
     def exposed_bad_repr_arg(self) -> None:
         raise ValueError(_BadRepr(), "plain")

@@ -21,7 +21,7 @@ import rpc_service
 from rpc_service import Service, by_value, exposed, obtain
 
 from .conftest import ConnectTo
-from .helpers import count_requests
+from .helpers import OfUnhashableClass, count_requests
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -75,7 +75,7 @@ class DataService(Service):
 
     @by_value
     def exposed_with_unhashable_class(self) -> list[Any]:
-        return [1, _OfUnhashableClass()]
+        return [1, OfUnhashableClass()]
 
     @by_value
     @staticmethod
@@ -138,18 +138,6 @@ def test_objects_inside_a_copy_stay_references(connect_to: ConnectTo) -> None:
     assert type(value) is list and value[0] == 1
     assert rpc_service.is_proxy(value[1]) and value[1].name() == "opaque"
     assert value[2] == {"k": [{"x": 1, "y": 2}]}  # a marked type nested in a copy is copied too
-
-
-class _Unhashable(type):
-    def __eq__(cls, other: object) -> bool:  # (no __hash__: its classes are unhashable)
-        return cls is other
-
-    __hash__ = None  # type: ignore[assignment]  # what defining __eq__ alone does; said for mypy
-
-
-class _OfUnhashableClass(metaclass=_Unhashable):
-    def name(self) -> str:
-        return "unhashable"
 
 
 def test_an_object_of_an_unhashable_class_inside_a_copy(connect_to: ConnectTo) -> None:
