@@ -407,25 +407,30 @@ def test_a_callback_served_meanwhile_does_not_extend_sync_request_timeout() -> N
 
 class _QueueService(rpc_service.Service):
     """One connection's requests are served one after another: ``poll`` keeps the serving
-    thread busy while polling ``cancelled()`` (which reads what arrived meanwhile), so the
-    requests read then wait in the queue."""
+    thread busy, polling ``cancelled()`` (which reads what arrived meanwhile), until it is
+    released, so the requests read then wait in the queue."""
 
     def __init__(self) -> None:
         self.seen: dict[str, tuple[float | None, bool]] = {}
+        self.polling = threading.Event()
+        self.release = threading.Event()
 
-    def exposed_poll(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
+    def exposed_poll(self) -> None:
+        self.polling.set()
+        for _ in range(2000):  # (10 s at most)
+            if self.release.wait(0.005):
+                return
             rpc_service.cancelled()
-            time.sleep(0.005)
 
     def exposed_probe(self, key: str) -> None:
         self.seen[key] = (rpc_service.remaining(), rpc_service.cancelled())
 
 
-def _queued_behind_poll(config: dict[str, Any], probes: dict[str, float]) -> dict[str, tuple[float | None, bool]]:
+def _queued_behind_poll(config: dict[str, Any], probes: dict[str, float], *, all_give_up: bool = False) -> dict[str, tuple[float | None, bool]]:
     """Call ``probe(key)`` under ``deadline(seconds)`` for each of ``probes`` while the
-    server's thread for this connection serves ``poll(0.6)``: what each probe saw."""
+    server's thread for this connection serves ``poll()``, which is released once the
+    probes have waited in the queue at least 0.4 s (and, with ``all_give_up``, once every
+    probe call has given up, its CANCEL sent): what each probe saw."""
     service = _QueueService()
     with ThreadedServer(service) as server:
         server.start_in_thread()
@@ -436,20 +441,27 @@ def _queued_behind_poll(config: dict[str, Any], probes: dict[str, float]) -> dic
                     conn.root.probe(key)
 
             with rpc_service.deadline(30):  # (not waited for: no timeout cancels it)
-                polling = rpc_service.async_(conn.root.poll)(0.6)
-            started = time.monotonic()
-            time.sleep(0.1)  # poll() is being served
+                polling = rpc_service.async_(conn.root.poll)()
+            assert service.polling.wait(5)  # poll() is being served
+            sent = conn.stats.calls_sent
             threads = [threading.Thread(target=probe, args=item) for item in probes.items()]
             for thread in threads:
                 thread.start()
+            for _ in range(500):  # until every probe's request is out (bounded)
+                if conn.stats.calls_sent >= sent + len(probes):
+                    break
+                time.sleep(0.01)
+            time.sleep(0.4)  # (their least time in the queue, whatever the load)
+            if all_give_up:
+                for thread in threads:
+                    thread.join(10)
+            service.release.set()
             for thread in threads:
                 thread.join(10)
             polling.wait()
-            for _ in range(500):  # (the calls may have given up before their requests were served)
-                if probes.keys() <= service.seen.keys() or time.monotonic() > started + 1.5:
-                    break
-                time.sleep(0.01)
-            assert conn.root.probe("after") is None  # the connection keeps serving
+            # served after the queued probes (a connection's requests are served in order),
+            # also those whose calls gave up: the connection keeps serving
+            assert conn.root.probe("after") is None
     return service.seen
 
 
@@ -458,14 +470,14 @@ def test_a_queued_request_keeps_its_budget_running() -> None:
     when a thread got to it, not from its arrival; one whose deadline passed meanwhile ran."""
     seen = _queued_behind_poll({}, {"long": 10.0, "short": 0.15})
     left, cancelled = seen["long"]
-    assert left is not None and left <= 10.0 - 0.3 and not cancelled  # (queued about 0.5 s)
+    assert left is not None and left <= 10.0 - 0.3 and not cancelled  # (queued 0.4 s at least)
     assert "short" not in seen  # answered DeadlineExceeded, not run
 
 
 def test_a_queued_request_learns_of_its_cancel() -> None:
     """Regression: a CANCEL for a request read but not yet served was dropped (here sent
     when sync_request_timeout expired: the request's own deadline is far)."""
-    seen = _queued_behind_poll({"sync_request_timeout": 0.15}, {"cancelled": 10.0})
+    seen = _queued_behind_poll({"sync_request_timeout": 0.15}, {"cancelled": 10.0}, all_give_up=True)
     left, cancelled = seen["cancelled"]
     assert cancelled and left is not None and left > 5
 
