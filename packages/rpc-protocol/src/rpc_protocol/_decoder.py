@@ -58,7 +58,7 @@ class ValueDecoder:
     commonest reference, the target of every request, then needs no BackRef object).
     """
 
-    __slots__ = ("_unbox", "_unbox_backref", "_limits", "_readers", "_hashed", "_budget", "_budget_base", "_budget_factor")
+    __slots__ = ("_unbox", "_unbox_backref", "_limits", "_readers", "_hashed", "_budget", "_budget_base", "_budget_factor", "_calls")
 
     def __init__(
         self, unbox: UnboxHook | None = None, limits: CodecLimits = DEFAULT_LIMITS, unbox_backref: Callable[[int], object] | None = None
@@ -71,6 +71,7 @@ class ValueDecoder:
         self._budget = 0  # bytes the containers of the value being decoded may still cost
         self._budget_base = limits.decode_budget_base
         self._budget_factor = limits.decode_budget_factor
+        self._calls: dict[bytes, tuple[int, tuple[object, ...], tuple[object, ...]]] = {}  # (decode_call)
 
     def decode(self, data: Buffer) -> object:
         """Decode exactly one value that must fill ``data`` completely."""
@@ -101,6 +102,32 @@ class ValueDecoder:
             raise RemoteProtocolError(f"malformed value: {exc}") from None
         except (RecursionError, MemoryError):
             raise RemoteProtocolError("value too deep or too large to decode") from None
+
+    def decode_call(self, view: memoryview, pos: int, end: int) -> tuple[object, object, object]:
+        """The three values of a request's body at ``view[pos:end]``: its target, its
+        arguments and its flattened keywords (as ``decode_values(view, pos, end, 3)``; they
+        must fill it).
+
+        A body seen lately whose target is a BACKREF and whose arguments and keywords are
+        scalars (a method called again with the same arguments) is not decoded again: its
+        values are kept, by the body's bytes, and only the target is looked up anew (the
+        ``unbox_backref`` hook, so a released target is refused as before).
+        """
+        body = None
+        if end - pos <= _MAX_CALL_KEPT and view[pos] == BACKREF:
+            body = bytes(view[pos:end])
+            kept = self._calls.get(body)
+            if kept is not None:
+                return self._unbox_backref(kept[0]), kept[1], kept[2]
+        (target, args, flat), stop = self.decode_values(view, pos, end, 3)
+        if stop != end:
+            raise trailing_bytes(end - stop)
+        if body is not None and type(args) is tuple and type(flat) is tuple and _scalars(args) and _scalars(flat):
+            calls = self._calls
+            if len(calls) >= _CALLS_KEPT:
+                calls.clear()
+            calls[body] = (_U64.unpack_from(view, pos + 1)[0], args, flat)
+        return target, args, flat
 
     # -- readers: view[pos - 1] was the tag; each returns (value, position after it) ----
 
@@ -346,6 +373,19 @@ class ValueDecoder:
             return self._unbox_backref(_U64.unpack_from(view, pos)[0]), stop
         except Exception as exc:
             raise _HookFailed(exc) from exc
+
+
+#: Request bodies kept by ``decode_call``: how many, and how long each may be (bytes).
+_CALLS_KEPT: Final = 32
+_MAX_CALL_KEPT: Final = 128
+_SCALAR_TYPES: Final = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def _scalars(values: tuple[object, ...]) -> bool:
+    for value in values:
+        if type(value) not in _SCALAR_TYPES:
+            return False
+    return True
 
 
 _Reader = Callable[[ValueDecoder, memoryview, int, int, int], tuple[object, int]]

@@ -291,9 +291,7 @@ def request_fields(payload: memoryview, seq: int, flags: int, decoder: ValueDeco
         # (a plain value as target would let the peer run safe special methods on values of
         # its choosing, with operands of its choosing: str.format reading attributes, "x" * 10**9)
         raise RemoteProtocolError("a request's target must be a reference (BACKREF, REF or REF_TYPED), not a plain value")
-    (target, args, flat), pos = decoder.decode_values(payload, pos, end, 3)
-    if pos != end:  # (every request passes here: no call when it ends where it should)
-        _expect_end(pos, end)
+    target, args, flat = decoder.decode_call(payload, pos, end)
     if type(args) is not tuple or type(flat) is not tuple or len(flat) % 2:
         raise RemoteProtocolError("malformed request arguments")
     kwargs: dict[str, object] = {}
