@@ -30,6 +30,7 @@ from ._errors import (
 )
 from ._events import CallContext, Cancel, Close, ErrorReply, Event, Hello, Op, Ping, Pong, Preface, Release, Reply, Request
 from ._frames import CONTEXT_VERSION, HEADER_SIZE, MAGIC, MAX_VERSION, MIN_VERSION, PREFACE_SIZE, FrameFlags, FrameType
+from ._shared import SharedCache
 from ._states import State
 
 #: True when this package was installed from the mypyc-compiled wheel, False for pure Python.
@@ -50,6 +51,7 @@ __all__ = [
     "Connection",
     "HANDSHAKE_FRAME_LIMIT",
     "ProtocolConfig",
+    "SharedCache",
     "State",
     # events
     "CallContext",

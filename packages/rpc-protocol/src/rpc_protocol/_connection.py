@@ -24,6 +24,7 @@ from ._frames import (
     CONTEXT_VERSION, HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, PREFACE_SIZE, FrameFlags, FrameType, Header, pack_preface, parse_header, parse_preface,
 )
 from ._messages import decode_payload, decode_release, decode_request, encode_frame
+from ._shared import SharedCache
 from ._states import RECV, SEND, TRANSITIONS, State
 
 __all__ = ["Connection", "ProtocolConfig"]
@@ -97,6 +98,9 @@ class Connection(CallPath):
     ``box``, ``unbox`` and ``unbox_backref`` are the value codec's hooks (see
     :class:`ValueEncoder` and :class:`ValueDecoder`): the service layer uses them to turn
     objects into references and references into proxies (or back into its own objects).
+    ``shared``, a :class:`SharedCache` made for ``config`` (or an equal config), is what
+    this connection shares with the others made with it (the Hellos they decoded, the type
+    descriptors they encoded).
     """
 
     def __init__(
@@ -106,15 +110,19 @@ class Connection(CallPath):
         box: BoxHook | None = None,
         unbox: UnboxHook | None = None,
         unbox_backref: Callable[[int], object] | None = None,
+        shared: SharedCache | None = None,
     ) -> None:
+        if shared is not None and shared.config is not config and shared.config != config:
+            raise ValueError("a SharedCache serves the connections of the config it was made for")
         self.config = config
+        self._shared = shared
         self.state = State.START
         self.version: int | None = None
         self.peer_hello: Hello | None = None
         self._our_range: tuple[int, int] | None = None
         self._peer_range: tuple[int, int] | None = None
-        self._encoder = ValueEncoder(box, config.limits)
-        self._by_value_encoder = ValueEncoder(box, config.limits, containers_by_value=True)
+        self._encoder = ValueEncoder(box, config.limits, shared=shared)
+        self._by_value_encoder = ValueEncoder(box, config.limits, containers_by_value=True, shared=shared)
         self._decoder = ValueDecoder(unbox, config.limits, unbox_backref)
         self._buffer = bytearray()
         self._header: Header | None = None
@@ -295,7 +303,7 @@ class Connection(CallPath):
         try:
             with memoryview(payload) as whole, whole[: header.length] as view:
                 state = self._admit(header)
-                event = decode_payload(header, view, self._decoder)
+                event = decode_payload(header, view, self._decoder, self._shared)
         except ProtocolError as exc:
             raise self._fail(exc)
         except BaseException:
@@ -418,7 +426,7 @@ class Connection(CallPath):
                     return end
                 break
             state = self._admit(header)  # state and sequence checks come before decoding
-            event = decode_payload(header, view[pos + HEADER_SIZE : stop], self._decoder)
+            event = decode_payload(header, view[pos + HEADER_SIZE : stop], self._decoder, self._shared)
             self._header = None
             pos = stop
             self._commit(event, state)

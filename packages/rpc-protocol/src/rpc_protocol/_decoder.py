@@ -103,6 +103,19 @@ class ValueDecoder:
         except (RecursionError, MemoryError):
             raise RemoteProtocolError("value too deep or too large to decode") from None
 
+    @property
+    def limits(self) -> CodecLimits:
+        return self._limits
+
+    def unboxed(self, ref: object) -> object:
+        """What decoding ``ref`` (a :class:`Ref`, a :class:`BackRef` or a plain value, as a
+        decoder with no hooks returns it) gives: the hooks' object, or the value itself."""
+        if type(ref) is Ref:
+            return self._unbox(ref)
+        if type(ref) is BackRef:
+            return self._unbox_backref(ref.oid)
+        return ref
+
     def decode_call(self, view: memoryview, pos: int, end: int) -> tuple[object, object, object]:
         """The three values of a request's body at ``view[pos:end]``: its target, its
         arguments and its flattened keywords (as ``decode_values(view, pos, end, 3)``; they

@@ -9,7 +9,7 @@ handed over as buffers of their own, not copied. It never imports pickle or perf
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, Final
+from typing import TYPE_CHECKING, Any, Callable, Final
 
 from ._codec import (
     BACKREF, BIGINT, BYTES8, BYTES32, COMPLEX, DEFAULT_LIMITS, DICT, ELLIPSIS, FALSE, FLOAT, FROZENSET,
@@ -17,6 +17,9 @@ from ._codec import (
     TUPLE32, BackRef, BoxHook, Buffer, CodecLimits, Ref,
 )
 from ._errors import EncodeError
+
+if TYPE_CHECKING:
+    from ._shared import SharedCache
 
 __all__ = ["ValueEncoder"]
 
@@ -45,7 +48,7 @@ class ValueEncoder:
     ``list``/``dict``/``set`` objects are copied instead of boxed.
     """
 
-    __slots__ = ("_box", "_limits", "_writers", "_buf", "_parts")
+    __slots__ = ("_box", "_limits", "_writers", "_buf", "_parts", "_shared")
 
     def __init__(
         self,
@@ -53,6 +56,7 @@ class ValueEncoder:
         limits: CodecLimits = DEFAULT_LIMITS,
         *,
         containers_by_value: bool = False,
+        shared: SharedCache | None = None,
     ) -> None:
         # (returning object, not a reference: a hook that breaks its contract is our EncodeError, compiled or not)
         self._box: Callable[[object], object] = box or _no_box
@@ -60,6 +64,8 @@ class ValueEncoder:
         self._buf = bytearray()
         self._parts: list[Buffer] = []
         self._writers: dict[type, _Writer] = _BY_VALUE_WRITERS if containers_by_value else _WRITERS
+        # type descriptors encoded by any encoder sharing it (with these limits: its config's)
+        self._shared = shared if shared is not None and (shared.config.limits is limits or shared.config.limits == limits) else None
 
     def encode(self, value: object) -> list[Buffer]:
         """Return ``value`` encoded as buffers meant to be written back to back."""
@@ -229,8 +235,22 @@ class ValueEncoder:
         except struct.error:
             raise EncodeError("reference or type id out of range") from None
         self._buf += header
-        if value.info is not None:
-            self.write(value.info, self._enter(1, depth))
+        info = value.info
+        if info is None:
+            return
+        depth = self._enter(1, depth)
+        shared = self._shared
+        if shared is None:
+            self.write(info, depth)
+            return
+        kept = shared.descriptor(info, depth)
+        if kept is not None:  # (the bytes this same object encoded to, at this depth or deeper)
+            self._buf += kept
+            return
+        buf, parts, start = self._buf, len(self._parts), len(self._buf)
+        self.write(info, depth)
+        if self._buf is buf and len(self._parts) == parts:  # (all in this buffer: no large bytes)
+            shared.keep_descriptor(info, depth, bytes(buf[start:]))
 
     def _backref(self, value: BackRef, depth: int) -> None:
         try:

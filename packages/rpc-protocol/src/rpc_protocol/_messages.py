@@ -18,11 +18,12 @@ from ._encoder import ValueEncoder
 from ._errors import EncodeError, RemoteProtocolError
 from ._events import CallContext, Cancel, Close, ErrorReply, Event, Hello, Op, Ping, Pong, Release, Reply, Request
 from ._frames import HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, FrameFlags, FrameType, Header
+from ._shared import MAX_HELLO_KEPT, SharedCache
 
 __all__ = [
     "BUDGET_BLOCK", "HAS_BUDGET",
     "encode_frame", "encode_request", "encode_reply", "flat_kwargs", "seal_frame",
-    "decode_payload", "decode_release", "decode_request", "request_fields", "RequestFields",
+    "decode_hello", "decode_payload", "decode_release", "decode_request", "request_fields", "RequestFields",
 ]
 
 _U32 = struct.Struct("<I")
@@ -226,8 +227,9 @@ def seal_frame(encoder: ValueEncoder, buf: bytearray, kind: int, flags: int, seq
     return parts
 
 
-def decode_payload(header: Header, payload: memoryview, decoder: ValueDecoder) -> Event:
-    """Turn a validated header and its complete payload into an event."""
+def decode_payload(header: Header, payload: memoryview, decoder: ValueDecoder, shared: SharedCache | None = None) -> Event:
+    """Turn a validated header and its complete payload into an event (``shared``: see
+    :func:`decode_hello`)."""
     kind = header.kind
     if kind is FrameType.REQUEST:
         return decode_request(payload, header.seq, header.flags, decoder)
@@ -243,13 +245,7 @@ def decode_payload(header: Header, payload: memoryview, decoder: ValueDecoder) -
             raise RemoteProtocolError("malformed error reply")
         return ErrorReply(header.seq, *fields)
     if kind is FrameType.HELLO:
-        fields = decoder.decode(payload)
-        if type(fields) is not tuple or len(fields) != 4:
-            raise RemoteProtocolError("malformed hello")
-        capabilities, services, max_frame_size, root = fields
-        if not (_strings(capabilities) and _strings(services) and type(max_frame_size) is int and max_frame_size >= MIN_FRAME_LIMIT):
-            raise RemoteProtocolError("malformed hello")
-        return Hello(services, frozenset(capabilities), max_frame_size, root)
+        return decode_hello(payload, decoder, shared)
     if kind is FrameType.RELEASE:
         return decode_release(payload)
     if kind is FrameType.PING:
@@ -263,6 +259,34 @@ def decode_payload(header: Header, payload: memoryview, decoder: ValueDecoder) -
         return Close(str(payload, "utf-8", "surrogatepass"))
     except UnicodeDecodeError:
         raise RemoteProtocolError("close reason is not UTF-8") from None
+
+
+def decode_hello(payload: memoryview, decoder: ValueDecoder, shared: SharedCache | None = None) -> Hello:
+    """The Hello in a HELLO frame's payload. With ``shared``, a payload decoded before (by
+    any connection sharing it) is not decoded and checked again: only its root is unboxed,
+    by ``decoder``'s hook, as decoding it would."""
+    if shared is None or len(payload) > MAX_HELLO_KEPT:
+        return _hello(decoder.decode(payload))
+    key = bytes(payload)
+    kept = shared.hello(key)
+    if kept is None:
+        try:
+            fresh = _hello(ValueDecoder(limits=decoder.limits).decode(key))  # (references left as they are)
+        except RemoteProtocolError:
+            fresh = None
+        if fresh is None or not shared.keep_hello(key, fresh):
+            return _hello(decoder.decode(payload))  # (says what is wrong, if anything)
+        kept = fresh
+    return Hello(kept.services, kept.capabilities, kept.max_frame_size, decoder.unboxed(kept.root))
+
+
+def _hello(fields: object) -> Hello:
+    if type(fields) is not tuple or len(fields) != 4:
+        raise RemoteProtocolError("malformed hello")
+    capabilities, services, max_frame_size, root = fields
+    if not (_strings(capabilities) and _strings(services) and type(max_frame_size) is int and max_frame_size >= MIN_FRAME_LIMIT):
+        raise RemoteProtocolError("malformed hello")
+    return Hello(services, frozenset(capabilities), max_frame_size, root)
 
 
 def decode_request(payload: memoryview, seq: int, flags: int, decoder: ValueDecoder) -> Request:

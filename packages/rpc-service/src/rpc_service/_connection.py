@@ -55,18 +55,17 @@ _reset_call: Final = CURRENT.reset
 def protocol_for(config: Config, boxer: Boxer) -> wire.Connection:
     """The sans-I/O protocol connection for ``config``'s limits, boxing through ``boxer``
     (shared by the threaded and the asyncio drivers)."""
-    return wire.Connection(
-        _protocol_config(config.max_frame_size, config.max_pending_requests, config.max_depth),
-        box=boxer.box,
-        unbox=boxer.unbox,
-        unbox_backref=boxer.local,
-    )
+    shared = _shared_cache(config.max_frame_size, config.max_pending_requests, config.max_depth)
+    return wire.Connection(shared.config, box=boxer.box, unbox=boxer.unbox, unbox_backref=boxer.local, shared=shared)
 
 
 @lru_cache(maxsize=64)
-def _protocol_config(max_frame_size: int, max_pending: int, max_depth: int) -> wire.ProtocolConfig:
-    """One (frozen) protocol config for each set of limits: made once, not per connection."""
-    return wire.ProtocolConfig(max_frame_size=max_frame_size, max_pending=max_pending, limits=wire.CodecLimits(max_depth=max_depth))
+def _shared_cache(max_frame_size: int, max_pending: int, max_depth: int) -> wire.SharedCache:
+    """One (frozen) protocol config for each set of limits, made once rather than per
+    connection, with what the connections made with it share (the Hellos they decoded, the
+    type descriptors they encoded: ``rpc_protocol.SharedCache``)."""
+    config = wire.ProtocolConfig(max_frame_size=max_frame_size, max_pending=max_pending, limits=wire.CodecLimits(max_depth=max_depth))
+    return wire.SharedCache(config)
 
 
 def shares_version(peer: wire.Preface) -> bool:

@@ -251,6 +251,9 @@ def descriptor_members(info: object) -> int:
     return len(info[2]) + len(info[3])
 
 
+_KNOWN_KEPT: Final = 64  # descriptor objects _ProxyClasses knows by identity
+
+
 class _ProxyClasses:
     """The proxy classes in use, shared by equal descriptors across connections.
 
@@ -264,6 +267,10 @@ class _ProxyClasses:
         self._build = build
         self._lock = threading.Lock()
         self._classes: weakref.WeakValueDictionary[tuple[Any, ...], type[Proxy]] = weakref.WeakValueDictionary()
+        # id(descriptor) -> (the descriptor, its class) for the descriptors last made a class
+        # of: the same object again (a Hello every connection decodes alike is one object:
+        # rpc_protocol.SharedCache) needs no check and no hashing
+        self._known: dict[int, tuple[object, weakref.ref[type[Proxy]]]] = {}
 
     def make(self, info: object) -> type[Proxy]:
         """The proxy class for one remote type, from its descriptor (checked and bounded).
@@ -271,6 +278,11 @@ class _ProxyClasses:
         Its shape is checked first (strings only: hashing it for the cache lookup runs no
         code of the peer's), its names only when the cache has no equal descriptor, which
         passed that check when it was put there (every connection describes its root)."""
+        known = self._known.get(id(info))
+        if known is not None and known[0] is info:
+            cls = known[1]()
+            if cls is not None:
+                return cls
         _check_shape(info)
         assert type(info) is tuple
         try:
@@ -280,6 +292,9 @@ class _ProxyClasses:
                     if not _valid_names(info):
                         raise ValueError
                     cls = self._classes[info] = self._build(info)
+                if len(self._known) >= _KNOWN_KEPT:
+                    self._known.clear()
+                self._known[id(info)] = (info, weakref.ref(cls))
                 return cls
         except (TypeError, ValueError):  # unhashable, or a name type() refuses (a NUL in it): a peer's doing
             raise RemoteProtocolError(f"malformed type descriptor {_shown(info)}") from None

@@ -1,0 +1,87 @@
+"""What connections made alike may share: the Hellos they decoded, the type descriptors they encoded.
+
+Owns :class:`SharedCache`. Every connection to one server receives the same Hello (the same
+services, the same root described the same way), and every client of one kind sends the same
+one; the type descriptors a side sends are the same on each of its connections. Decoding and
+checking those bytes, and encoding those descriptors, once rather than once per connection
+is a large part of what setting a connection up costs. The cache is made and owned by the
+caller, who passes it to each :class:`Connection` made with the same config; this package
+keeps no state of its own. It holds immutable values only (strings, numbers, tuples of them),
+a bounded number of them, and nothing of any connection: the root of a Hello is still
+unboxed by each connection's own hook.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from ._codec import Ref
+
+if TYPE_CHECKING:
+    from ._connection import ProtocolConfig
+    from ._events import Hello
+
+__all__ = ["SharedCache"]
+
+#: Hello payloads kept: how many, and how long each may be (bytes).
+_HELLOS_KEPT: Final = 64
+MAX_HELLO_KEPT: Final = 4096
+#: Encoded type descriptors kept.
+_DESCRIPTORS_KEPT: Final = 256
+
+
+class SharedCache:
+    """A cache for the connections made with ``config`` (``Connection(config, shared=...)``).
+
+    Threads may share one: each use is one lookup or one store in a dict, of values that are
+    never changed. When one of its tables is full it is emptied and fills again.
+    """
+
+    __slots__ = ("config", "_hellos", "_descriptors")
+
+    def __init__(self, config: ProtocolConfig) -> None:
+        self.config = config
+        # a Hello's payload -> the Hello it decodes to, its root a Ref (not unboxed)
+        self._hellos: dict[bytes, Hello] = {}
+        # id(descriptor) -> (the descriptor, kept alive so its id is not reused; the nesting
+        # depth it was encoded at; its encoding)
+        self._descriptors: dict[int, tuple[object, int, bytes]] = {}
+
+    def __repr__(self) -> str:
+        return f"<rpc_protocol.SharedCache hellos={len(self._hellos)} descriptors={len(self._descriptors)}>"
+
+    def hello(self, payload: bytes) -> Hello | None:
+        return self._hellos.get(payload)
+
+    def keep_hello(self, payload: bytes, hello: Hello) -> bool:
+        """Keep ``hello``, decoded from ``payload`` with its references left as they are,
+        if its root is a reference (not a connection's own object) with a plain descriptor."""
+        if len(payload) > MAX_HELLO_KEPT or type(hello.root) is not Ref or not _plain(hello.root.info):
+            return False
+        hellos = self._hellos
+        if len(hellos) >= _HELLOS_KEPT:
+            hellos.clear()
+        hellos[payload] = hello
+        return True
+
+    def descriptor(self, info: object, depth: int) -> bytes | None:
+        """The encoding of the type descriptor ``info`` (this very object) at nesting
+        ``depth``, if it was encoded at that depth or a deeper one (so within the limits)."""
+        kept = self._descriptors.get(id(info))
+        return kept[2] if kept is not None and kept[0] is info and depth <= kept[1] else None
+
+    def keep_descriptor(self, info: object, depth: int, encoded: bytes) -> None:
+        """Keep ``encoded``, what the type descriptor ``info`` encoded to at nesting ``depth``."""
+        descriptors = self._descriptors
+        if len(descriptors) >= _DESCRIPTORS_KEPT:
+            descriptors.clear()
+        descriptors[id(info)] = (info, depth, encoded)
+
+
+def _plain(value: object) -> bool:
+    """Whether ``value`` holds strings, numbers, None and tuples of them only (no reference,
+    nothing mutable): what a type descriptor is made of."""
+    if type(value) is tuple:
+        return all(_plain(item) for item in value)
+    kind = type(value)
+    return kind is str or kind is int or kind is float or kind is bool or value is None

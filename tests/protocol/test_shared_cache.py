@@ -1,0 +1,149 @@
+"""``SharedCache``: what connections made with one config share (decoded Hellos, encoded descriptors).
+
+Nothing a peer or the caller can observe may change with a cache: every Hello decodes as a
+connection without one decodes it, its root unboxed by each connection's own hook; every
+frame is encoded to the same bytes; what one connection refuses, another refuses too; and the
+cache stays bounded whatever peers send.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rpc_protocol as p
+from tests.protocol.helpers import handshake, same_event, texts, values, wire
+
+CONFIG = p.ProtocolConfig()
+_names = st.lists(st.text(max_size=8), max_size=4).map(tuple)
+_plain_infos = st.recursive(st.text(max_size=6) | st.integers() | st.none(), lambda kids: st.lists(kids, max_size=4).map(tuple), max_leaves=12)
+_roots = st.builds(p.Ref, st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1), _plain_infos) | values(with_refs=True, max_leaves=4)
+
+
+def _received_hello(hello: p.Hello, receiver: p.Connection) -> p.Hello:
+    """``hello`` sent by a fresh connection, as ``receiver`` decodes it."""
+    sender = p.Connection(box=lambda obj: p.Ref(1, 1, ("m", "C", ("f",), (), "")))
+    handshake(sender, receiver, hello_a=hello)
+    assert receiver.peer_hello is not None
+    return receiver.peer_hello
+
+
+@settings(max_examples=200, deadline=None)
+@given(services=_names, capabilities=st.frozensets(st.text(max_size=5), max_size=3), root=_roots, again=st.integers(1, 3))
+def test_a_hello_decodes_as_without_the_cache(services: tuple[str, ...], capabilities: frozenset[str], root: object, again: int) -> None:
+    """The same Hello received by several connections sharing a cache (the first decodes
+    it, the others find it kept) is the Hello a connection without a cache receives."""
+    shared = p.SharedCache(CONFIG)
+    hello = p.Hello(services, capabilities, root=root)
+    expected = _received_hello(hello, p.Connection(CONFIG))
+    for _ in range(again):
+        assert same_event(_received_hello(hello, p.Connection(CONFIG, shared=shared)), expected)
+
+
+def test_the_root_is_unboxed_by_each_connection() -> None:
+    """A kept Hello keeps the peer's reference, never an object of a connection: each
+    connection's own hook makes its root."""
+    shared = p.SharedCache(CONFIG)
+    roots = []
+    for _ in range(3):
+        made: list[p.Ref] = []
+
+        def unbox(ref: p.Ref | p.BackRef, made: list[p.Ref] = made) -> object:
+            assert isinstance(ref, p.Ref)
+            made.append(ref)
+            return object()
+
+        receiver = p.Connection(CONFIG, unbox=unbox, shared=shared)
+        roots.append(_received_hello(p.Hello(("S",), root=object()), receiver).root)
+        assert made == [p.Ref(1, 1, ("m", "C", ("f",), (), ""))]
+    assert len({id(root) for root in roots}) == 3
+
+
+def test_a_descriptor_holding_references_is_decoded_as_always() -> None:
+    """A Hello whose root descriptor holds references is not kept: each connection decodes
+    it, its hook called for every reference in it, as without a cache."""
+    shared = p.SharedCache(CONFIG)
+    for _ in range(2):
+        made: list[object] = []
+        receiver = p.Connection(CONFIG, unbox=lambda ref, made=made: made.append(ref) or ref, shared=shared)  # type: ignore[misc]  # (append returns None)
+        sender = p.Connection(box=lambda obj: p.Ref(1, 1, ("m", p.Ref(5, 2), "x")))
+        handshake(sender, receiver, hello_a=p.Hello(root=object()))
+        assert made == [p.Ref(5, 2), p.Ref(1, 1, ("m", p.Ref(5, 2), "x"))]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [(), ((), (), 65536), ((), ("S", 1), 65536, None), ((), (), 10, None), (("c",), (), "65536", None), [(), (), 65536, None]],
+    ids=["empty", "three", "service-not-str", "frame-limit-too-small", "limit-not-int", "list"],
+)
+def test_a_malformed_hello_is_refused_alike(fields: object) -> None:
+    """The connection that would keep it says what is wrong, as one without a cache says."""
+    payload = wire(p.ValueEncoder(containers_by_value=True).encode(fields))
+    frame = bytes((1, 0, 0, 0, 0, 0, 0, 0)) + len(payload).to_bytes(4, "little") + payload  # docs/protocol.md §3: HELLO
+    messages = []
+    for conn in (p.Connection(CONFIG), p.Connection(CONFIG, shared=p.SharedCache(CONFIG))):
+        conn.receive_data(wire(p.Connection().send(p.Preface())))
+        with pytest.raises(p.RemoteProtocolError) as caught:
+            conn.receive_data(frame)
+        messages.append(str(caught.value))
+        assert conn.state is p.State.FAILED
+    assert messages[0] == messages[1]
+
+
+def test_a_cache_serves_its_own_config_only() -> None:
+    with pytest.raises(ValueError, match="config"):
+        p.Connection(p.ProtocolConfig(max_pending=5), shared=p.SharedCache(CONFIG))
+    p.Connection(p.ProtocolConfig(), shared=p.SharedCache(CONFIG))  # an equal config is fine
+
+
+# -- encoding --------------------------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(info=_plain_infos, name=texts, args=st.lists(st.integers(), max_size=3))
+def test_frames_describing_a_type_are_the_bytes_of_a_connection_without_the_cache(info: object, name: str, args: list[int]) -> None:
+    """The same descriptor object described on several connections sharing a cache (the
+    first encodes it, the others copy its bytes): the frames of connections without one."""
+    shared = p.SharedCache(CONFIG)
+    descriptor = (info, name)
+
+    def frames(conn: p.Connection) -> bytes:
+        peer = p.Connection()
+        handshake(conn, peer, hello_a=p.Hello(root=object()))
+        return wire(conn.send_request(1, p.Op.CALL, p.BackRef(0), (object(), *args)))
+
+    def box(obj: object) -> p.Ref:
+        return p.Ref(1, 1, descriptor)
+
+    expected = frames(p.Connection(CONFIG, box=box))
+    for _ in range(3):
+        assert frames(p.Connection(CONFIG, box=box, shared=shared)) == expected
+
+
+def test_a_kept_descriptor_still_counts_against_the_depth_limit() -> None:
+    """Encoded once near the top of a value, the descriptor is not copied where it would
+    nest past ``max_depth``: that frame is refused as without the cache."""
+    config = p.ProtocolConfig(limits=p.CodecLimits(max_depth=8))
+    shared = p.SharedCache(config)
+    descriptor = ("m", "C", (("deep",),), (), "")
+    encoder = p.ValueEncoder(lambda obj: p.Ref(1, 1, descriptor), config.limits, shared=shared)
+    encoder.encode((object(),))  # kept, encoded at depth 2
+    nested: object = object()
+    for _ in range(5):  # (the descriptor's innermost tuple then sits at depth 8)
+        nested = (nested,)
+    with pytest.raises(p.EncodeError, match="nested deeper"):
+        p.ValueEncoder(lambda obj: p.Ref(1, 1, descriptor), config.limits).encode(nested)
+    with pytest.raises(p.EncodeError, match="nested deeper"):
+        encoder.encode(nested)
+
+
+def test_what_is_kept_stays_bounded() -> None:
+    """Peers sending ever new Hellos, a side describing ever new types: the cache keeps a
+    bounded number of each (semi-private: its tables are not in the API)."""
+    shared = p.SharedCache(CONFIG)
+    for n in range(300):
+        _received_hello(p.Hello((f"S{n}",), root=object()), p.Connection(CONFIG, shared=shared))
+        info = ("m", f"C{n}", (), (), "")
+        p.ValueEncoder(lambda obj, info=info: p.Ref(1, 1, info), shared=shared).encode(object())  # type: ignore[misc]  # (a default binds info)
+        assert len(shared._hellos) <= 64 and len(shared._descriptors) <= 256
