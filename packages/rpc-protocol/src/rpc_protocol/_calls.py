@@ -326,13 +326,13 @@ class CallPath:
         pos = 0
         while end - pos >= HEADER_SIZE:
             frame_kind, flags, reserved, frame_seq, length = HEADER.unpack_from(data, pos)
+            if frame_kind != kind and frame_kind != _RELEASE:  # (no admission check needed to say no)
+                return -1
             stop = pos + HEADER_SIZE + length
             if stop > end or not self._admits(frame_kind, flags, reserved, frame_seq, length):
                 return -1
             if frame_kind == kind:
                 return pos if stop == end and (seq < 0 or frame_seq == seq) else -1
-            if frame_kind != _RELEASE:
-                return -1
             pos = stop
         return -1
 
