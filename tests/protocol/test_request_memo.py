@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -145,3 +146,41 @@ def test_what_is_kept_stays_bounded() -> None:
     long_args = ("m", "x" * 200)
     receiver.receive_data(wire(sender.send(p.Request(500, p.Op.CALLATTR, p.BackRef(0), long_args))))
     assert all(len(body) <= 128 for body in receiver._decoder._calls)
+
+
+def test_a_call_whose_arguments_are_references_is_decoded_each_time() -> None:
+    """Regression (review of the change that added the memo): arguments that the hooks
+    turned into scalars (a lent str, a handle) were kept with the body, so a later request
+    skipped the hooks: an argument the peer had released was still delivered. A body is
+    kept only when its target was its one reference."""
+    lent: dict[int, object] = {7: object(), 8: "a lent str"}
+    calls: list[object] = []
+
+    def local(oid: int) -> object:
+        calls.append(oid)
+        try:
+            return lent[oid]
+        except KeyError:
+            raise p.RemoteProtocolError(f"object #{oid} is not lent") from None
+
+    def unbox(ref: p.Ref | p.BackRef) -> object:
+        calls.append(ref)
+        return 12345  # (a hook may make a scalar of a reference)
+
+    sender = p.Connection()
+    receiver = p.Connection(unbox=unbox, unbox_backref=local)
+    handshake(sender, receiver)
+    for seq in (1, 2):
+        calls.clear()
+        data = wire(sender.send(p.Request(seq, p.Op.CALLATTR, p.BackRef(7), ("m", p.BackRef(8), p.Ref(9, 1)))))
+        fields = receiver.take_request(data) if seq == 2 else None
+        if fields is None:
+            [request] = receiver.receive_data(data)
+            assert isinstance(request, p.Request) and request.args == ("m", "a lent str", 12345)
+        else:
+            assert fields[0][3] == ("m", "a lent str", 12345)
+        assert calls == [7, 8, p.Ref(9, 1)]
+        receiver.send_reply(seq, None)
+    del lent[8]  # released
+    with pytest.raises(p.RemoteProtocolError, match="not lent"):
+        receiver.receive_data(wire(sender.send(p.Request(3, p.Op.CALLATTR, p.BackRef(7), ("m", p.BackRef(8), p.Ref(9, 1))))))

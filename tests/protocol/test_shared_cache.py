@@ -146,4 +146,34 @@ def test_what_is_kept_stays_bounded() -> None:
         _received_hello(p.Hello((f"S{n}",), root=object()), p.Connection(CONFIG, shared=shared))
         info = ("m", f"C{n}", (), (), "")
         p.ValueEncoder(lambda obj, info=info: p.Ref(1, 1, info), shared=shared).encode(object())  # type: ignore[misc]  # (a default binds info)
-        assert len(shared._hellos) <= 64 and len(shared._descriptors) <= 256
+        assert len(shared._hellos) <= 16 and len(shared._descriptors) <= 256
+
+
+@pytest.mark.parametrize("kind", ["lent-object", "list", "backref"])
+def test_a_descriptor_that_is_not_plain_is_encoded_anew_by_each_connection(kind: str) -> None:
+    """Regression (review of the change that added the cache): a descriptor holding an
+    object the box hook lends, a mutable list or a reference was kept, so another
+    connection sent the first one's object ids (its own box hook never called) and a list
+    changed since went out stale. Only plain descriptors are kept."""
+    helper = object()
+    inner: object = {"lent-object": helper, "list": ["x"], "backref": p.BackRef(3)}[kind]
+    descriptor = ("m", "C", inner)
+    shared = p.SharedCache(CONFIG)
+    for oid in (100, 200):
+        lent: list[object] = []
+
+        def box(obj: object, oid: int = oid, lent: list[object] = lent) -> p.Ref:
+            if obj is helper:
+                lent.append(obj)
+                return p.Ref(oid, 9)
+            return p.Ref(1, 1, descriptor)
+
+        with_cache = wire(p.ValueEncoder(box, CONFIG.limits, containers_by_value=True, shared=shared).encode(object()))
+        assert lent == ([helper] if kind == "lent-object" else [])
+        without = wire(p.ValueEncoder(box, CONFIG.limits, containers_by_value=True).encode(object()))
+        assert with_cache == without
+    if kind == "list":
+        assert isinstance(inner, list)
+        inner.append("changed")
+        encoded = wire(p.ValueEncoder(lambda obj: p.Ref(1, 1, descriptor), CONFIG.limits, containers_by_value=True, shared=shared).encode(object()))
+        assert "changed" in str(p.ValueDecoder().decode(encoded))

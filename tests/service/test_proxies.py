@@ -7,8 +7,10 @@ Every test goes through ``connect_to`` and so runs over TCP and over the in-proc
 
 from __future__ import annotations
 
+import gc
 import struct
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Sequence
 
 import pytest
@@ -469,6 +471,31 @@ def test_equal_remote_types_share_a_proxy_class_across_connections(connect_to: C
     assert first._rpc_conn is first_conn and second._rpc_conn is second_conn
     second_conn.close()
     assert first.get_size() == 1
+
+
+def test_a_peers_descriptor_is_not_kept_once_its_proxy_classes_are_gone() -> None:
+    """Regression (review of the identity table of proxy classes): the descriptor objects a
+    peer sent were kept, up to 64 of them (each up to ~1 MiB), after every class made of them
+    and every connection was gone. What the cache keeps follows what is in use.
+    (Semi-private: the table is not in the API.)"""
+    from rpc_service._proxy import _CLASSES
+
+    method = f"only_here_{threading.get_ident()}"
+    service = type("OnlyHere", (Service,), {f"exposed_{method}": lambda self: 1})
+
+    def kept() -> bool:
+        return any(method in str(info) for info, _ in list(_CLASSES._known.values()))
+
+    conn = rpc_service.connect_thread(remote_service=service)
+    assert getattr(conn.root, method)() == 1
+    assert kept()  # known while its class is in use
+    conn.close()
+    del conn
+    deadline = time.monotonic() + 5
+    while kept() and time.monotonic() < deadline:  # (the serving side lets go of its connection on its thread)
+        gc.collect()
+        time.sleep(0.05)
+    assert not kept()
 
 
 # -- one round trip -------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ class ValueDecoder:
     commonest reference, the target of every request, then needs no BackRef object).
     """
 
-    __slots__ = ("_unbox", "_unbox_backref", "_limits", "_readers", "_hashed", "_budget", "_budget_base", "_budget_factor", "_calls")
+    __slots__ = ("_unbox", "_unbox_backref", "_limits", "_readers", "_hashed", "_budget", "_budget_base", "_budget_factor", "_calls", "_refs")
 
     def __init__(
         self, unbox: UnboxHook | None = None, limits: CodecLimits = DEFAULT_LIMITS, unbox_backref: Callable[[int], object] | None = None
@@ -72,6 +72,7 @@ class ValueDecoder:
         self._budget_base = limits.decode_budget_base
         self._budget_factor = limits.decode_budget_factor
         self._calls: dict[bytes, tuple[int, tuple[object, ...], tuple[object, ...]]] = {}  # (decode_call)
+        self._refs = 0  # references given to the hooks (decode_call: the target's alone)
 
     def decode(self, data: Buffer) -> object:
         """Decode exactly one value that must fill ``data`` completely."""
@@ -122,9 +123,9 @@ class ValueDecoder:
         must fill it).
 
         A body seen lately whose target is a BACKREF and whose arguments and keywords are
-        scalars (a method called again with the same arguments) is not decoded again: its
-        values are kept, by the body's bytes, and only the target is looked up anew (the
-        ``unbox_backref`` hook, so a released target is refused as before).
+        scalars, none of them a reference (a method called again with the same arguments),
+        is not decoded again: its values are kept, by the body's bytes, and only the target is
+        looked up anew (the ``unbox_backref`` hook, so a released target is refused as before).
         """
         body = None
         if end - pos <= _MAX_CALL_KEPT and view[pos] == BACKREF:
@@ -132,10 +133,11 @@ class ValueDecoder:
             kept = self._calls.get(body)
             if kept is not None:
                 return self._unbox_backref(kept[0]), kept[1], kept[2]
+        self._refs = 0
         (target, args, flat), stop = self.decode_values(view, pos, end, 3)
         if stop != end:
             raise trailing_bytes(end - stop)
-        if body is not None and type(args) is tuple and type(flat) is tuple and _scalars(args) and _scalars(flat):
+        if body is not None and self._refs == 1 and type(args) is tuple and type(flat) is tuple and _scalars(args) and _scalars(flat):
             calls = self._calls
             if len(calls) >= _CALLS_KEPT:
                 calls.clear()
@@ -282,6 +284,7 @@ class ValueDecoder:
             elif tag == BACKREF:
                 if pos + 9 > end:
                     raise RemoteProtocolError("value truncated")
+                self._refs += 1
                 try:  # (_unboxed, inlined)
                     append(self._unbox_backref(_U64.unpack_from(view, pos + 1)[0]))
                 except Exception as exc:
@@ -351,6 +354,7 @@ class ValueDecoder:
         return slice(items[0], items[1], items[2]), pos
 
     def _unboxed(self, ref: Ref | BackRef) -> object:
+        self._refs += 1
         try:
             return self._unbox(ref)
         except Exception as exc:
@@ -382,6 +386,7 @@ class ValueDecoder:
 
     def _backref(self, view: memoryview, pos: int, end: int, depth: int) -> tuple[object, int]:
         stop = _need(pos, 8, end)
+        self._refs += 1
         try:
             return self._unbox_backref(_U64.unpack_from(view, pos)[0]), stop
         except Exception as exc:

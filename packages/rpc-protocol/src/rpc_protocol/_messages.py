@@ -265,13 +265,14 @@ def decode_hello(payload: memoryview, decoder: ValueDecoder, shared: SharedCache
     """The Hello in a HELLO frame's payload. With ``shared``, a payload decoded before (by
     any connection sharing it) is not decoded and checked again: only its root is unboxed,
     by ``decoder``'s hook, as decoding it would."""
-    if shared is None or len(payload) > MAX_HELLO_KEPT:
+    limits = decoder.limits
+    if shared is None or len(payload) > MAX_HELLO_KEPT or (shared.config.limits is not limits and shared.config.limits != limits):
         return _hello(decoder.decode(payload))
     key = bytes(payload)
     kept = shared.hello(key)
     if kept is None:
         try:
-            fresh = _hello(ValueDecoder(limits=decoder.limits).decode(key))  # (references left as they are)
+            fresh = _hello(ValueDecoder(limits=limits).decode(key))  # (references left as they are)
         except RemoteProtocolError:
             fresh = None
         if fresh is None or not shared.keep_hello(key, fresh):

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["SharedCache"]
 
 #: Hello payloads kept: how many, and how long each may be (bytes).
-_HELLOS_KEPT: Final = 64
-MAX_HELLO_KEPT: Final = 4096
+_HELLOS_KEPT: Final = 16
+MAX_HELLO_KEPT: Final = 2048
 #: Encoded type descriptors kept.
 _DESCRIPTORS_KEPT: Final = 256
 
@@ -71,7 +71,10 @@ class SharedCache:
         return kept[2] if kept is not None and kept[0] is info and depth <= kept[1] else None
 
     def keep_descriptor(self, info: object, depth: int, encoded: bytes) -> None:
-        """Keep ``encoded``, what the type descriptor ``info`` encoded to at nesting ``depth``."""
+        """Keep ``encoded``, what the type descriptor ``info`` encoded to at nesting ``depth``,
+        if it is plain (a descriptor holding a reference or a mutable value encodes anew)."""
+        if not _plain(info):
+            return
         descriptors = self._descriptors
         if len(descriptors) >= _DESCRIPTORS_KEPT:
             descriptors.clear()

@@ -268,8 +268,8 @@ class _ProxyClasses:
         self._lock = threading.Lock()
         self._classes: weakref.WeakValueDictionary[tuple[Any, ...], type[Proxy]] = weakref.WeakValueDictionary()
         # id(descriptor) -> (the descriptor, its class) for the descriptors last made a class
-        # of: the same object again (a Hello every connection decodes alike is one object:
-        # rpc_protocol.SharedCache) needs no check and no hashing
+        # of, while the class lives: the same object again (a Hello every connection decodes
+        # alike is one object: rpc_protocol.SharedCache) needs no check and no hashing
         self._known: dict[int, tuple[object, weakref.ref[type[Proxy]]]] = {}
 
     def make(self, info: object) -> type[Proxy]:
@@ -292,12 +292,24 @@ class _ProxyClasses:
                     if not _valid_names(info):
                         raise ValueError
                     cls = self._classes[info] = self._build(info)
-                if len(self._known) >= _KNOWN_KEPT:
-                    self._known.clear()
-                self._known[id(info)] = (info, weakref.ref(cls))
+                self._know(info, cls)
                 return cls
         except (TypeError, ValueError):  # unhashable, or a name type() refuses (a NUL in it): a peer's doing
             raise RemoteProtocolError(f"malformed type descriptor {_shown(info)}") from None
+
+    def _know(self, info: object, cls: type[Proxy]) -> None:
+        """Know ``info`` by identity while its class lives (under ``_lock``)."""
+        known = self._known
+        if len(known) >= _KNOWN_KEPT:
+            known.clear()
+        key = id(info)
+
+        def forget(ref: weakref.ref[type[Proxy]], known: dict[int, tuple[object, weakref.ref[type[Proxy]]]] = known) -> None:
+            entry = known.get(key)
+            if entry is not None and entry[1] is ref:
+                known.pop(key, None)  # (the class is gone: so goes the descriptor it held)
+
+        known[key] = (info, weakref.ref(cls, forget))
 
     def __len__(self) -> int:
         return len(self._classes)
