@@ -106,6 +106,7 @@ class ValueDecoder:
 
     @property
     def limits(self) -> CodecLimits:
+        """The limits this decoder enforces."""
         return self._limits
 
     def unboxed(self, ref: object) -> object:
