@@ -1,11 +1,11 @@
 """Request bodies decoded once: a call repeated with the same arguments (``decode_call``).
 
 A connection keeps the decoded arguments of the last few request bodies whose target is a
-BACKREF and whose arguments are scalars, keyed by the body's bytes, so the same call again
-is not decoded again. These tests check that nothing a peer could observe changes: every
-request, repeated or not, gives the event a fresh connection gives; the target is looked up
-anew each time (a released object is refused as before); no mutable value is shared between
-two requests; and what is kept stays bounded.
+BACKREF, their only reference, and whose arguments are scalars, keyed by the body's bytes, so
+the same call again is not decoded again. These tests check that nothing a peer could observe
+changes: every request, repeated or not, gives the event a fresh connection gives; the target
+(and any other reference) is looked up anew each time (a released object is refused as
+before); no mutable value is shared between two requests; and what is kept stays bounded.
 """
 
 from __future__ import annotations
