@@ -593,3 +593,51 @@ def test_random_mixes_of_calls_callbacks_and_async_calls_on_shared_threads(plans
         assert conn.stats.calls_pending == 0
     finally:
         conn.close()
+
+
+class _Lender(Service):
+    def exposed_thing(self) -> object:
+        return object()  # (a reference: the caller's unbox hook makes its proxy)
+
+
+@pytest.mark.parametrize("path", ["fast", "general"])
+def test_a_connection_whose_unbox_hook_failed_is_closed(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """Regression: an unbox hook raising something other than RemoteProtocolError while a
+    reply was decoded failed the protocol (where the next frame starts is lost) but left the
+    connection open: ``closed`` False, on_disconnect never run, every later call "closed".
+    The caller gets the hook's exception and the connection is closed, as for bad bytes.
+    (The hook is patched: no peer's bytes make rpc_service's own hook raise this way.)"""
+    from rpc_service import _boxing
+
+    real_unbox = _boxing.Boxer.unbox
+    armed = threading.Event()
+    caller = threading.get_ident()
+
+    def unbox(self: Any, ref: Any) -> object:
+        if armed.is_set() and threading.get_ident() == caller:
+            raise ValueError("a bug in the unbox hook")
+        return real_unbox(self, ref)
+
+    monkeypatch.setattr(_boxing.Boxer, "unbox", unbox)  # (before connecting: the protocol keeps the bound hook)
+    disconnected = threading.Event()
+
+    class Client(Service):
+        def on_disconnect(self, conn: Connection) -> None:
+            disconnected.set()
+
+    server = ThreadedServer(_Lender, hostname="127.0.0.1", port=0)
+    server.start_in_thread()
+    try:
+        conn = rpc_service.connect("127.0.0.1", server.port, service=Client, config={"sync_request_timeout": 10})
+        armed.set()
+        with pytest.raises(ValueError, match="a bug in the unbox hook"):
+            if path == "fast":
+                conn.root.thing()
+            else:
+                rpc_service.async_(conn.root.thing)().wait()  # (a slot and the general reader)
+        assert conn.closed and conn.lifecycle is Lifecycle.CLOSED
+        assert disconnected.wait(5)
+        with pytest.raises(rpc_service.ConnectionClosedError):
+            conn.root.thing()
+    finally:
+        server.close()

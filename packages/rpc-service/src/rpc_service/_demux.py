@@ -494,6 +494,9 @@ class Demux:
         except RemoteProtocolError as exc:
             self._broken(exc)
             raise
+        except BaseException:
+            self._lost_position()
+            raise
         self._deliver(events, count)
 
     def _received(self, count: int) -> None:
@@ -508,6 +511,7 @@ class Demux:
             raise
         except BaseException:
             self._lock.release()
+            self._lost_position()
             raise
         self._deliver(events, count)
 
@@ -601,6 +605,13 @@ class Demux:
         """The peer broke the protocol (what was read, no lock held): say so, and close."""
         self._protocol_broken(exc)
         self._shutdown(notify=self._life is not _HANDSHAKE)
+
+    def _lost_position(self) -> None:
+        """Decoding what was read raised something else (no lock held): an unbox hook failed,
+        and the protocol, which no longer knows where the next frame starts, failed with it.
+        Close, as for bad bytes (the exception is the caller's to see)."""
+        if self._proto.state is _FAILED:
+            self._shutdown(notify=self._life is not _HANDSHAKE)
 
     def _handshake_event(self, deadline: float) -> Event:
         """During the handshake (one thread, nothing else pumping): the next event, read

@@ -319,3 +319,5 @@ def _failed(conn: Connection, exc: BaseException) -> None:
     _give_back(conn)
     if isinstance(exc, RemoteProtocolError):
         conn._broken(exc)
+    else:
+        conn._lost_position()
