@@ -65,7 +65,7 @@ class ValueEncoder:
         self._parts: list[Buffer] = []
         self._writers: dict[type, _Writer] = _BY_VALUE_WRITERS if containers_by_value else _WRITERS
         # type descriptors encoded by any encoder sharing it (with these limits: its config's)
-        self._shared = shared if shared is not None and (shared.config.limits is limits or shared.config.limits == limits) else None
+        self._shared = shared if shared is not None and shared.serves(limits) else None
 
     def encode(self, value: object) -> list[Buffer]:
         """Return ``value`` encoded as buffers meant to be written back to back."""

@@ -266,7 +266,7 @@ def decode_hello(payload: memoryview, decoder: ValueDecoder, shared: SharedCache
     any connection sharing it) is not decoded and checked again: only its root is unboxed,
     by ``decoder``'s hook, as decoding it would."""
     limits = decoder.limits
-    if shared is None or len(payload) > MAX_HELLO_KEPT or (shared.config.limits is not limits and shared.config.limits != limits):
+    if shared is None or len(payload) > MAX_HELLO_KEPT or not shared.serves(limits):
         return _hello(decoder.decode(payload))
     key = bytes(payload)
     kept = shared.hello(key)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from ._codec import Ref
+from ._codec import CodecLimits, Ref
 
 if TYPE_CHECKING:
     from ._connection import ProtocolConfig
@@ -50,7 +50,13 @@ class SharedCache:
     def __repr__(self) -> str:
         return f"<rpc_protocol.SharedCache hellos={len(self._hellos)} descriptors={len(self._descriptors)}>"
 
+    def serves(self, limits: CodecLimits) -> bool:
+        """Whether what it keeps was decoded and encoded under ``limits`` (its config's)."""
+        own = self.config.limits
+        return own is limits or own == limits
+
     def hello(self, payload: bytes) -> Hello | None:
+        """The Hello kept for ``payload`` (its root a reference, not unboxed), or None."""
         return self._hellos.get(payload)
 
     def keep_hello(self, payload: bytes, hello: Hello) -> bool:

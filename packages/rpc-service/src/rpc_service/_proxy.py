@@ -304,7 +304,7 @@ class _ProxyClasses:
             known.clear()
         key = id(info)
 
-        def forget(ref: weakref.ref[type[Proxy]], known: dict[int, tuple[object, weakref.ref[type[Proxy]]]] = known) -> None:
+        def forget(ref: weakref.ref[type[Proxy]]) -> None:
             entry = known.get(key)
             if entry is not None and entry[1] is ref:
                 known.pop(key, None)  # (the class is gone: so goes the descriptor it held)
