@@ -87,6 +87,18 @@ def forged(event: p.Event) -> list[p.Buffer]:
 # -- strict equality -------------------------------------------------------------------
 
 
+#: What ``Connection.take_request`` returns the fields of a request as: seq, op, target, args,
+#: kwargs, by_value, then its call context's budget and traceparent (both None without one).
+TakenFields = tuple[int, p.Op, object, tuple[object, ...], dict[str, object], bool, "int | None", "str | None"]
+
+
+def taken_request(fields: TakenFields) -> p.Request:
+    """The Request event with the fields ``Connection.take_request`` took."""
+    seq, op, target, args, kwargs, by_value, budget, traceparent = fields
+    context = None if budget is None and traceparent is None else p.CallContext(budget, traceparent)
+    return p.Request(seq, op, target, args, kwargs, by_value, context)
+
+
 def _float_bits(value: float) -> bytes:
     return struct.pack("<d", value)
 

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rpc_protocol as p
-from tests.protocol.helpers import pair, same, same_event, values, wire
+from tests.protocol.helpers import pair, same, same_event, taken_request, values, wire
 from tests.protocol.test_call_context import contexts, v1_pair
 
 _HEADER = struct.Struct("<BBHII")  # docs/protocol.md §3
@@ -315,7 +315,7 @@ def test_take_request_accepts_exactly_what_receive_data_accepts(data: bytes) -> 
     result = _take_against_general(lambda conn: conn.take_request(data), data)
     if result is not None:
         fast, slow, fields, last = result
-        assert same_event(p.Request(*fields), last)
+        assert same_event(taken_request(fields), last)
         for conn in (fast, slow):  # now waiting for our answer: the same on both
             conn.send_reply(fields[0], None)
         _check_same(fast, slow)

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rpc_protocol as p
-from tests.protocol.helpers import handshake, pair, same_event, values, wire
+from tests.protocol.helpers import handshake, pair, same_event, taken_request, values, wire
 from tests.protocol.test_call_context import contexts
 
 _args = st.lists(values(with_refs=False, max_leaves=4), max_size=3).map(tuple)
@@ -44,7 +44,7 @@ def test_repeated_calls_decode_as_a_fresh_connection_decodes_them(
         if take:
             fields = receiver.take_request(data)
             assert fields is not None
-            got = p.Request(*fields[0])
+            got = taken_request(fields[0])
         else:
             [got] = receiver.receive_data(data)  # type: ignore[assignment]  # one Request
         fresh_sender, fresh = pair()

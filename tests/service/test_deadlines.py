@@ -496,3 +496,44 @@ def test_a_call_waiting_when_this_side_closes_says_so(chain: tuple[ChainService,
         assert pending.ready
     finally:
         closer.join(5)
+
+
+class _Answers(rpc_service.Service):
+    @rpc_service.by_value
+    def exposed_table(self) -> dict[str, Any]:
+        return {"rows": [[1, 2], [3, 4]], "left": rpc_service.remaining()}
+
+    def exposed_by_reference(self) -> list[int]:
+        return [1, 2]
+
+    @rpc_service.by_value
+    def exposed_deep(self, depth: int) -> list[Any]:
+        value: list[Any] = []
+        for _ in range(depth):
+            value = [value]
+        return value
+
+    def exposed_fail(self) -> None:
+        raise KeyError("no such row")
+
+
+def test_a_call_under_a_deadline_is_answered_as_one_without() -> None:
+    """What a handler serving a call that carried a deadline returns or raises reaches the
+    caller as it does without one (those calls are answered on a path of their own): a result
+    marked by value arrives as a copy, an unmarked list by reference, one too deep to encode
+    as the error saying so, an exception as itself; the connection keeps serving."""
+    with ThreadedServer(_Answers, protocol_config={"max_depth": 16}) as server:
+        server.start_in_thread()
+        with rpc_service.connect("127.0.0.1", server.port, config={"tracing": False}) as conn:
+            for _ in range(2):  # (the second time with every prefix and memo warm)
+                with rpc_service.deadline(30):
+                    table = conn.root.table()
+                    assert type(table) is dict and table["rows"] == [[1, 2], [3, 4]]
+                    assert 0 < table["left"] <= 30
+                    assert rpc_service.is_proxy(conn.root.by_reference())
+                    with pytest.raises(ValueError, match="max_depth"):
+                        conn.root.deep(40)
+                    with pytest.raises(KeyError, match="no such row"):
+                        conn.root.fail()
+                    assert conn.root.deep(3) == [[[[]]]]
+            assert conn.root.deep(2) == [[[]]] and conn.stats.calls_pending == 0

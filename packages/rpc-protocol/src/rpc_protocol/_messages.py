@@ -40,7 +40,7 @@ _U64 = struct.Struct("<Q")
 BUDGET_BLOCK: Final = struct.Struct("<BQ")  # the block of a context with a budget only
 _TRACE = struct.Struct("<16s8sB")  # trace-id, parent-id, trace-flags (W3C traceparent version 00)
 _NO_ID: Final = bytes(16)
-_new_tuple: Final = tuple.__new__  # makes a CallContext without its Python-level __new__ (per call)
+_unpack_u64: Final = _U64.unpack_from
 
 
 def encode_frame(event: Event, encoder: ValueEncoder, max_frame_size: int) -> list[Buffer]:
@@ -162,8 +162,9 @@ def _pack_traceparent(text: str) -> bytes:
     return _TRACE.pack(trace_id, parent_id, flags[0])
 
 
-def _decode_context(payload: memoryview, pos: int, end: int) -> tuple[CallContext, int]:
-    """The call context block at ``payload[pos:]`` and the position after it."""
+def _decode_context(payload: memoryview, pos: int, end: int) -> tuple[int | None, str | None, int]:
+    """The call context block at ``payload[pos:]``: its budget and traceparent (one or
+    both set), and the position after it."""
     if pos >= end:
         raise RemoteProtocolError("call context truncated")
     present = payload[pos]
@@ -185,7 +186,7 @@ def _decode_context(payload: memoryview, pos: int, end: int) -> tuple[CallContex
             raise RemoteProtocolError("call context with an all-zero trace or parent id")
         traceparent = f"00-{trace_id.hex()}-{parent_id.hex()}-{flags:02x}"
         pos += _TRACE.size
-    return CallContext(budget, traceparent), pos
+    return budget, traceparent, pos
 
 
 def encode_reply(encoder: ValueEncoder, seq: int, value: object, max_frame_size: int) -> list[Buffer]:
@@ -292,26 +293,30 @@ def _hello(fields: object) -> Hello:
 
 def decode_request(payload: memoryview, seq: int, flags: int, decoder: ValueDecoder) -> Request:
     """The Request in a REQUEST frame's payload (header fields ``seq`` and ``flags``)."""
-    return Request(*request_fields(payload, seq, flags, decoder))
+    seq, op, target, args, kwargs, by_value, budget, traceparent = request_fields(payload, seq, flags, decoder)
+    context = None if budget is None and traceparent is None else CallContext(budget, traceparent)
+    return Request(seq, op, target, args, kwargs, by_value, context)
 
 
-# A Request's fields, in the event's order: seq, op, target, args, kwargs, by_value, context
-RequestFields = tuple[int, Op, object, tuple[object, ...], dict[str, object], bool, CallContext | None]
+# A Request's fields: seq, op, target, args, kwargs, by_value, then its call context's
+# (budget_us, traceparent: both None without one), not made into a CallContext (per call)
+RequestFields = tuple[int, Op, object, tuple[object, ...], dict[str, object], bool, int | None, str | None]
 
 
 def request_fields(payload: memoryview, seq: int, flags: int, decoder: ValueDecoder) -> RequestFields:
-    """The fields of the Request in a REQUEST frame's payload, in the event's order."""
+    """The fields of the Request in a REQUEST frame's payload (see :data:`RequestFields`)."""
     end = len(payload)
     op = _OPS[payload[0]] if end else None
     if op is None:
         raise RemoteProtocolError(f"unknown request operation {payload[0] if end else None}")
-    context: CallContext | None = None
+    budget: int | None = None
+    traceparent: str | None = None
     pos = 1
     if flags & _CONTEXT:
         if end >= 10 and payload[1] == HAS_BUDGET:  # (the common case: a deadline only)
-            context, pos = _new_tuple(CallContext, (_U64.unpack_from(payload, 2)[0], None)), 10
+            budget, pos = _unpack_u64(payload, 2)[0], 10
         else:
-            context, pos = _decode_context(payload, 1, end)
+            budget, traceparent, pos = _decode_context(payload, 1, end)
     if pos >= end or (payload[pos] != BACKREF and payload[pos] != REF and payload[pos] != REF_TYPED):
         # (a plain value as target would let the peer run safe special methods on values of
         # its choosing, with operands of its choosing: str.format reading attributes, "x" * 10**9)
@@ -325,7 +330,7 @@ def request_fields(payload: memoryview, seq: int, flags: int, decoder: ValueDeco
         if not all(type(key) is str for key in keys):
             raise RemoteProtocolError("keyword argument names must be strings")
         kwargs = dict(zip(keys, flat[1::2]))
-    return seq, op, target, args, kwargs, bool(flags & _BY_VALUE), context
+    return seq, op, target, args, kwargs, bool(flags & _BY_VALUE), budget, traceparent
 
 
 def decode_release(payload: memoryview) -> Release:

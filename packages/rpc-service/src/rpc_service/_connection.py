@@ -22,7 +22,6 @@ from rpc_protocol import Event, Op, RemoteProtocolError
 
 from ._async import AsyncResult
 from ._boxing import Boxer
-from ._by_value import ByValue
 from ._config import Config, ConfigArg, make_config
 from ._context import CURRENT, expired_error, tracer_for
 from ._context_calls import ContextCalls
@@ -394,13 +393,7 @@ class Connection(ContextCalls, Demux):
                 return
             self._send(self._proto.send, describe_exception(seq, exc, self._config))
             return
-        try:
-            if type(value) is ByValue:  # a result its service marked as plain data (_by_value)
-                self._send(self._proto.send_reply, seq, value.value, True)
-            else:
-                self._send_reply(seq, value)
-        except wire.EncodeError as exc:
-            self._send(self._proto.send, describe_exception(seq, exc, self._config))
+        self._send_reply(seq, value)
 
     # -- handshake and shutdown --------------------------------------------------------
 

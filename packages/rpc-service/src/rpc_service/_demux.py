@@ -35,6 +35,8 @@ from rpc_protocol import Event, RemoteProtocolError
 
 from ._async import AsyncResult
 from ._boxing import release_frames
+from ._by_value import ByValue
+from ._dispatch import describe_exception
 from ._errors import ConnectionClosedError
 from ._idle import read_into
 from ._stack import refused_or_moved
@@ -250,22 +252,31 @@ class Demux:
             self._write(buffers)
 
     def _send_reply(self, seq: int, value: object) -> None:
-        """``_send(self._proto.send_reply, seq, value)``, with ``_encode``'s work inlined for a
-        reply that owes no releases (every request served ends here)."""
-        with self._write_lock:
-            with self._lock:
-                boxer = self._boxer
-                if boxer.releases_owed:
-                    buffers = self._encode(self._proto.send_reply, seq, value)
-                else:
-                    try:
-                        buffers = self._proto.send_reply(seq, value)
-                    except BaseException as exc:
-                        self._not_encoded(exc)
-                        raise
-                    if boxer._lent_now or boxer._typed_now:
-                        boxer.commit()
-            self._write(buffers)
+        """Answer request ``seq`` with what its handler returned (every request served on this
+        driver ends here): ``_send(self._proto.send_reply, seq, value)``, with ``_encode``'s
+        work inlined for a reply that owes no releases; a value its service marked as plain
+        data (:class:`ByValue`) goes by value; one that cannot be encoded is answered with
+        the EncodeError instead."""
+        by_value = False
+        if type(value) is ByValue:
+            value, by_value = value.value, True
+        try:
+            with self._write_lock:
+                with self._lock:
+                    boxer = self._boxer
+                    if boxer.releases_owed:
+                        buffers = self._encode(self._proto.send_reply, seq, value, by_value)
+                    else:
+                        try:
+                            buffers = self._proto.send_reply(seq, value, by_value)
+                        except BaseException as exc:
+                            self._not_encoded(exc)
+                            raise
+                        if boxer._lent_now or boxer._typed_now:
+                            boxer.commit()
+                self._write(buffers)
+        except wire.EncodeError as exc:
+            self._send(self._proto.send, describe_exception(seq, exc, self._config))
 
     def _write(self, buffers: list[wire.Buffer]) -> None:
         """Write an encoded frame (under ``_write_lock``, taken before it was encoded)."""

@@ -296,10 +296,12 @@ def _serve_taken(conn: Connection, count: int, taken: tuple[Any, Any]) -> None:
         conn._wake_one()  # someone reads while this thread serves
     conn._lock.release()
     del dropped  # the last references: finalisers run outside the lock
-    seq, op, target, args, kwargs, _, context = fields
+    seq, op, target, args, kwargs, _, budget, traceparent = fields
     del fields, taken
-    if context is not None:
-        conn._serve_in_context(seq, op, target, args, kwargs, context)
+    if budget is not None:  # (a call context: a deadline, maybe a trace)
+        conn._serve_arrived(seq, op, target, args, kwargs, budget, traceparent)
+    elif traceparent is not None:
+        conn._serve_in_context(seq, op, target, args, kwargs, CallContext(None, traceparent))
     elif _current_call() is None:
         conn._serve_call(seq, op, target, args, kwargs)
     else:  # a thread waiting on a call under a call context: the callback is not under it
