@@ -115,7 +115,7 @@ class deadline:  # noqa: N801  # a context manager named as a function, like con
             if seconds != seconds:
                 raise ValueError(f"deadline() needs a number of seconds, not {seconds!r}")  # NaN
             seconds = MAX_SECONDS if seconds > 0 else -MAX_SECONDS  # (infinities and huge ints too)
-        self._seconds = float(seconds)
+        self._seconds = seconds  # (an int stays one: added to a float at __enter__)
 
     def __enter__(self) -> deadline:
         end = _monotonic() + self._seconds
