@@ -269,22 +269,24 @@ class CallPath:
             pos = self._frames_before(data, _REPLY, seq)
             if pos <= 0:
                 return None
-        with memoryview(data) as view:
-            try:
-                released = self._released(view, pos) if pos else ()
-                end = len(view)
-                if end == pos + HEADER_SIZE + 1 and view[pos + HEADER_SIZE] == NONE:
-                    value = None  # the commonest answer (as send_reply has it): nothing to decode
-                else:  # (decode's work, on the whole view: one call fewer per reply)
-                    (value,), stop = self._decoder.decode_values(view, pos + HEADER_SIZE, end, 1)
-                    if stop != end:
-                        raise trailing_bytes(end - stop)
-            except ProtocolError as exc:
-                raise self._fail(exc)
-            except BaseException:
-                # raised by the unbox hook: the stream position is lost along with this call
-                self._fail(LocalProtocolError("an exception in the unbox hook left the stream unreadable"))
-                raise
+        view = memoryview(data)  # (released in `finally`: a with-statement costs two bound methods)
+        try:
+            released = self._released(view, pos) if pos else ()
+            end = len(view)
+            if end == pos + HEADER_SIZE + 1 and view[pos + HEADER_SIZE] == NONE:
+                value = None  # the commonest answer (as send_reply has it): nothing to decode
+            else:  # (decode's work, on the whole view: one call fewer per reply)
+                (value,), stop = self._decoder.decode_values(view, pos + HEADER_SIZE, end, 1)
+                if stop != end:
+                    raise trailing_bytes(end - stop)
+        except ProtocolError as exc:
+            raise self._fail(exc)
+        except BaseException:
+            # raised by the unbox hook: the stream position is lost along with this call
+            self._fail(LocalProtocolError("an exception in the unbox hook left the stream unreadable"))
+            raise
+        finally:
+            view.release()
         self._pending_out.pop(seq, None)
         return value, released
 
@@ -305,15 +307,17 @@ class CallPath:
             if pos < 0:
                 return None
             _, flags, _, seq, _ = HEADER.unpack_from(data, pos)
-        with memoryview(data) as view:
-            try:
-                released = self._released(view, pos) if pos else ()
-                fields = request_fields(view[pos + HEADER_SIZE :], seq, flags, self._decoder)
-            except ProtocolError as exc:
-                raise self._fail(exc)
-            except BaseException:
-                self._fail(LocalProtocolError("an exception in the unbox hook left the stream unreadable"))
-                raise
+        view = memoryview(data)  # (released in `finally`, as in take_reply)
+        try:
+            released = self._released(view, pos) if pos else ()
+            fields = request_fields(view[pos + HEADER_SIZE :], seq, flags, self._decoder)
+        except ProtocolError as exc:
+            raise self._fail(exc)
+        except BaseException:
+            self._fail(LocalProtocolError("an exception in the unbox hook left the stream unreadable"))
+            raise
+        finally:
+            view.release()
         self._pending_in[seq] = fields[5]
         return fields, released
 

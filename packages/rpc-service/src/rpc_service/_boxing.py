@@ -68,7 +68,9 @@ class Boxer:
     def box(self, obj: object) -> Ref | BackRef:
         if isinstance(obj, Proxy) and obj._rpc_conn is self._conn:
             return obj._rpc_ref
-        with self._lock:
+        lock = self._lock  # (acquire/release: a with-statement makes two bound methods per lend)
+        lock.acquire()
+        try:
             oid = self._oid_of.get(id(obj))
             if oid is None:
                 if len(self._objects) >= self._max_lent:
@@ -92,6 +94,8 @@ class Boxer:
                 return Ref(oid, type_id)
             type_id = self._type_ids[cls] = len(self._type_ids) + 1
             self._typed_now.append(cls)
+        finally:
+            lock.release()
         return Ref(oid, type_id, self._exposure.describe(cls))
 
     def commit(self) -> None:
@@ -118,7 +122,9 @@ class Boxer:
     def release(self, oid: int, count: int) -> object:
         """The peer dropped ``count`` references to object ``oid``; returns the object when
         this was its last reference (so the caller decides where it is finalised), else None."""
-        with self._lock:
+        lock = self._lock  # (acquire/release: as in box)
+        lock.acquire()
+        try:
             entry = self._objects.get(oid)
             if entry is None:
                 return None
@@ -128,6 +134,8 @@ class Boxer:
                 del self._oid_of[id(entry[0])]
                 return entry[0]
             return None
+        finally:
+            lock.release()
 
     @property
     def lent(self) -> int:

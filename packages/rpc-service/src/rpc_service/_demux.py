@@ -260,23 +260,33 @@ class Demux:
         by_value = False
         if type(value) is ByValue:
             value, by_value = value.value, True
+        write_lock = self._write_lock  # (acquire/release rather than with-statements: a
+        lock = self._lock  # with-statement makes a bound method of each lock's __enter__ and __exit__)
+        write_lock.acquire()
         try:
-            with self._write_lock:
-                with self._lock:
-                    boxer = self._boxer
-                    if boxer.releases_owed:
-                        buffers = self._encode(self._proto.send_reply, seq, value, by_value)
-                    else:
-                        try:
-                            buffers = self._proto.send_reply(seq, value, by_value)
-                        except BaseException as exc:
-                            self._not_encoded(exc)
-                            raise
-                        if boxer._lent_now or boxer._typed_now:
-                            boxer.commit()
-                self._write(buffers)
+            lock.acquire()
+            try:
+                boxer = self._boxer
+                if boxer.releases_owed:
+                    buffers = self._encode(self._proto.send_reply, seq, value, by_value)
+                else:
+                    try:
+                        buffers = self._proto.send_reply(seq, value, by_value)
+                    except BaseException as exc:
+                        self._not_encoded(exc)
+                        raise
+                    if boxer._lent_now or boxer._typed_now:
+                        boxer.commit()
+            finally:
+                lock.release()
+            self._write(buffers)
         except wire.EncodeError as exc:
-            self._send(self._proto.send, describe_exception(seq, exc, self._config))
+            failed = exc  # (answered once the lock is released: _send takes it)
+        else:
+            return
+        finally:
+            write_lock.release()
+        self._send(self._proto.send, describe_exception(seq, failed, self._config))
 
     def _write(self, buffers: list[wire.Buffer]) -> None:
         """Write an encoded frame (under ``_write_lock``, taken before it was encoded)."""
