@@ -246,10 +246,18 @@ class Demux:
 
     def _send(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> None:
         """Encode a frame (see :meth:`_encode`) and write it, in encoding order."""
-        with self._write_lock:
-            with self._lock:
+        write_lock = self._write_lock  # (acquire/release: see _send_reply)
+        lock = self._lock
+        write_lock.acquire()
+        try:
+            lock.acquire()
+            try:
                 buffers = self._encode(encode, *fields)
+            finally:
+                lock.release()
             self._write(buffers)
+        finally:
+            write_lock.release()
 
     def _send_reply(self, seq: int, value: object) -> None:
         """Answer request ``seq`` with what its handler returned (every request served on this
@@ -306,9 +314,13 @@ class Demux:
             raise self._not_open()
         slot = AsyncResult(self)  # type: ignore[arg-type]  # a Demux is always a Connection
         limit = self._config.max_pending_requests if request else -1
+        write_lock = self._write_lock  # (acquire/release: see _send_reply)
+        lock = self._lock
         while True:
-            with self._write_lock:
-                with self._lock:
+            write_lock.acquire()
+            try:
+                lock.acquire()
+                try:
                     if self._life is not _OPEN:
                         raise self._not_open()
                     room = limit < 0 or self._proto.requests_in_flight < limit
@@ -321,6 +333,8 @@ class Demux:
                             self._slots.pop(seq, None)
                             raise
                         self._calls_sent += 1
+                finally:
+                    lock.release()
                 if room:
                     try:  # (the same write as in _send, inlined: the path of every call)
                         self._stream.write(buffers)
@@ -329,6 +343,8 @@ class Demux:
                         raise
                     self._bytes_sent += len(buffers[0]) if len(buffers) == 1 else sum(map(len, buffers))
                     return slot
+            finally:
+                write_lock.release()
             self._wait_for_room()
 
     def _wait_for_room(self) -> None:
