@@ -3,9 +3,9 @@
 
 The full run (``bench/run.py``) compares the ``rpc`` and ``rpc-deadline`` columns, each from its
 own connection and server, minutes apart: on a noisy host that cannot separate a few percent.
-This script times the three ways of calling on one connection, in short alternating blocks, and
-reports each block's time relative to the plain block next to it (the median and quartiles of
-those ratios), so that drift of the host cancels out:
+This script times the three ways of calling on one connection, in short alternating blocks
+(each way first in turn), and reports each block's time relative to the plain block of the same
+round (the median and quartiles of those ratios), so that drift of the host cancels out:
 
 - ``plain``: no call context;
 - ``carried``: every call made inside one ``deadline(3600)`` (each request carries its budget, the
@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blocks", type=int, default=50, help="blocks of each way (default 50)")
     parser.add_argument("--calls", type=int, default=800, help="calls per block (default 800)")
     args = parser.parse_args(argv)
+    if args.blocks < 1 or args.calls < 1:
+        parser.error("--blocks and --calls must be at least 1")
     server_cpus, client_cpus = cpu_plan("same")
     with ServerProcess(rpc.__name__, 16, server_cpus) as server, pinned(client_cpus):
         client = rpc.connect(server.port)
@@ -67,10 +69,11 @@ def main(argv: list[str] | None = None) -> int:
             for run in ways.values():  # warm up
                 run(args.calls)
             times: dict[str, list[float]] = {name: [] for name in ways}
-            for _ in range(args.blocks):
-                for name, run in ways.items():
+            order = list(ways)
+            for block in range(args.blocks):
+                for name in order[block % 3 :] + order[: block % 3]:  # (each way first in turn)
                     start = time.perf_counter()
-                    run(args.calls)
+                    ways[name](args.calls)
                     times[name].append((time.perf_counter() - start) / args.calls * 1e6)
         finally:
             client.close()

@@ -293,7 +293,8 @@ class CallPath:
     def take_request(self, data: Buffer) -> tuple[RequestFields, Released] | None:
         """``receive_data(data)`` when ``data`` holds exactly one request of the peer's,
         after zero or more RELEASE frames, and nothing is buffered: the request's fields
-        (its call context among them) and the releases' entries. None (nothing consumed,
+        (``RequestFields``: its call context as a budget and a traceparent) and the
+        releases' entries. None (nothing consumed,
         nothing changed) otherwise."""
         if self._buffer or self._header is not None or self._filled >= 0 or len(data) < HEADER_SIZE:
             return None

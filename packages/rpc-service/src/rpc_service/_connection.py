@@ -22,6 +22,7 @@ from rpc_protocol import Event, Op, RemoteProtocolError
 
 from ._async import AsyncResult
 from ._boxing import Boxer
+from ._by_value import ByValue
 from ._config import Config, ConfigArg, make_config
 from ._context import CURRENT, expired_error, tracer_for
 from ._context_calls import ContextCalls
@@ -394,6 +395,43 @@ class Connection(ContextCalls, Demux):
             self._send(self._proto.send, describe_exception(seq, exc, self._config))
             return
         self._send_reply(seq, value)
+
+    def _send_reply(self, seq: int, value: object) -> None:
+        """Answer request ``seq`` with what its handler returned (every request served on this
+        driver ends here): ``_send(self._proto.send_reply, seq, value)``, with ``_encode``'s
+        work inlined for a reply that owes no releases; a value its service marked as plain
+        data (:class:`ByValue`) goes by value; one that cannot be encoded is answered with
+        the EncodeError instead."""
+        by_value = False
+        if type(value) is ByValue:
+            value, by_value = value.value, True
+        write_lock = self._write_lock  # (acquire/release rather than with-statements: a
+        lock = self._lock  # with-statement makes a bound method of each lock's __enter__ and __exit__)
+        write_lock.acquire()
+        try:
+            lock.acquire()
+            try:
+                boxer = self._boxer
+                if boxer.releases_owed:
+                    buffers = self._encode(self._proto.send_reply, seq, value, by_value)
+                else:
+                    try:
+                        buffers = self._proto.send_reply(seq, value, by_value)
+                    except BaseException as exc:
+                        self._not_encoded(exc)
+                        raise
+                    if boxer._lent_now or boxer._typed_now:
+                        boxer.commit()
+            finally:
+                lock.release()
+            self._write(buffers)
+        except wire.EncodeError as exc:  # (answered once the lock is released: _send takes it)
+            error = describe_exception(seq, exc, self._config)
+        else:
+            return
+        finally:
+            write_lock.release()
+        self._send(self._proto.send, error)
 
     # -- handshake and shutdown --------------------------------------------------------
 

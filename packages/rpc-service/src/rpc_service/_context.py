@@ -67,7 +67,9 @@ class Served(CallState):
     """The state a handler serving a request of the peer's runs under (one object per
     request served with a call context): the caller's deadline and traceparent, whether the
     peer cancelled it, and (threaded driver) the connection to read a CANCEL from when
-    nobody else reads. Its ``served`` is None (it would be itself: :func:`serving`)."""
+    nobody else reads. Its ``served`` is None (it would be itself: :func:`serving`).
+    ``ContextCalls._serve_arrived`` makes one without ``__init__`` (per call): a new slot
+    must be set there too."""
 
     __slots__ = ("cancelled", "conn", "span")
 
@@ -115,7 +117,7 @@ class deadline:  # noqa: N801  # a context manager named as a function, like con
             if seconds != seconds:
                 raise ValueError(f"deadline() needs a number of seconds, not {seconds!r}")  # NaN
             seconds = MAX_SECONDS if seconds > 0 else -MAX_SECONDS  # (infinities and huge ints too)
-        self._seconds = seconds  # (an int stays one: added to a float at __enter__)
+        self._seconds = seconds if kind is float or kind is int else float(seconds)  # (no call for the common cases)
 
     def __enter__(self) -> deadline:
         end = _monotonic() + self._seconds

@@ -201,21 +201,9 @@ class ContextCalls:
     ) -> None:
         """Serve a request (these fields) that carried a call context (or any, when
         tracing): the handler runs under it, and a CANCEL for it sets ``cancelled()``."""
-        budget = None if context is None or context.traceparent is not None else context.budget_us
         queued = self._served.get(seq) if self._served else None  # (left there: a CANCEL may come any time)
-        if queued is not None:  # made when it was queued (_queued_in_context)
-            served = queued
-            expired = served.deadline is not None and served.deadline <= _monotonic()
-        elif budget is not None:  # a deadline only (serving_state inlined, and Served(end, None, self)
-            served = _new_object(Served)  # without its __init__ frame)
-            served.deadline = _monotonic() + budget / 1_000_000
-            served.served = served.traceparent = served.span = None
-            served.cancelled = False
-            served.conn = self
-            expired = not budget
-        else:
-            served = serving_state(context, self)
-            expired = served.deadline is not None and served.deadline <= _monotonic()
+        served = queued if queued is not None else serving_state(context, self)  # (queued: made then, _queued_in_context)
+        expired = served.deadline is not None and served.deadline <= _monotonic()
         scope = None if self._tracer is None else self._tracer.server_span(self, op, args, context, served)
         token = _set_current(served)
         self._served[seq] = served  # (one dict operation: atomic; read under _lock by _cancel_received)

@@ -35,8 +35,6 @@ from rpc_protocol import Event, RemoteProtocolError
 
 from ._async import AsyncResult
 from ._boxing import release_frames
-from ._by_value import ByValue
-from ._dispatch import describe_exception
 from ._errors import ConnectionClosedError
 from ._idle import read_into
 from ._stack import refused_or_moved
@@ -246,7 +244,7 @@ class Demux:
 
     def _send(self, encode: Callable[..., list[wire.Buffer]], *fields: Any) -> None:
         """Encode a frame (see :meth:`_encode`) and write it, in encoding order."""
-        write_lock = self._write_lock  # (acquire/release: see _send_reply)
+        write_lock = self._write_lock  # (acquire/release: see Connection._send_reply)
         lock = self._lock
         write_lock.acquire()
         try:
@@ -258,43 +256,6 @@ class Demux:
             self._write(buffers)
         finally:
             write_lock.release()
-
-    def _send_reply(self, seq: int, value: object) -> None:
-        """Answer request ``seq`` with what its handler returned (every request served on this
-        driver ends here): ``_send(self._proto.send_reply, seq, value)``, with ``_encode``'s
-        work inlined for a reply that owes no releases; a value its service marked as plain
-        data (:class:`ByValue`) goes by value; one that cannot be encoded is answered with
-        the EncodeError instead."""
-        by_value = False
-        if type(value) is ByValue:
-            value, by_value = value.value, True
-        write_lock = self._write_lock  # (acquire/release rather than with-statements: a
-        lock = self._lock  # with-statement makes a bound method of each lock's __enter__ and __exit__)
-        write_lock.acquire()
-        try:
-            lock.acquire()
-            try:
-                boxer = self._boxer
-                if boxer.releases_owed:
-                    buffers = self._encode(self._proto.send_reply, seq, value, by_value)
-                else:
-                    try:
-                        buffers = self._proto.send_reply(seq, value, by_value)
-                    except BaseException as exc:
-                        self._not_encoded(exc)
-                        raise
-                    if boxer._lent_now or boxer._typed_now:
-                        boxer.commit()
-            finally:
-                lock.release()
-            self._write(buffers)
-        except wire.EncodeError as exc:
-            failed = exc  # (answered once the lock is released: _send takes it)
-        else:
-            return
-        finally:
-            write_lock.release()
-        self._send(self._proto.send, describe_exception(seq, failed, self._config))
 
     def _write(self, buffers: list[wire.Buffer]) -> None:
         """Write an encoded frame (under ``_write_lock``, taken before it was encoded)."""
@@ -314,7 +275,7 @@ class Demux:
             raise self._not_open()
         slot = AsyncResult(self)  # type: ignore[arg-type]  # a Demux is always a Connection
         limit = self._config.max_pending_requests if request else -1
-        write_lock = self._write_lock  # (acquire/release: see _send_reply)
+        write_lock = self._write_lock  # (acquire/release: see Connection._send_reply)
         lock = self._lock
         while True:
             write_lock.acquire()
