@@ -279,12 +279,8 @@ class CallPath:
                 (value,), stop = self._decoder.decode_values(view, pos + HEADER_SIZE, end, 1)
                 if stop != end:
                     raise trailing_bytes(end - stop)
-        except ProtocolError as exc:
-            raise self._fail(exc)
-        except BaseException:
-            # raised by the unbox hook: the stream position is lost along with this call
-            self._fail(LocalProtocolError("an exception in the unbox hook left the stream unreadable"))
-            raise
+        except BaseException as exc:
+            raise self._taking_failed(exc)
         finally:
             view.release()
         self._pending_out.pop(seq, None)
@@ -312,15 +308,22 @@ class CallPath:
         try:
             released = self._released(view, pos) if pos else ()
             fields = request_fields(view[pos + HEADER_SIZE :], seq, flags, self._decoder)
-        except ProtocolError as exc:
-            raise self._fail(exc)
-        except BaseException:
-            self._fail(LocalProtocolError("an exception in the unbox hook left the stream unreadable"))
-            raise
+        except BaseException as exc:
+            raise self._taking_failed(exc)
         finally:
             view.release()
         self._pending_in[seq] = fields[5]
         return fields, released
+
+    def _taking_failed(self, exc: BaseException) -> BaseException:
+        """What ``take_reply``/``take_request`` raise when decoding what they took raised
+        ``exc``: the connection fails either way (bad bytes: as ``receive_data`` fails; an
+        exception of the unbox hook: the stream position is lost along with the call, and
+        the hook's exception goes on)."""
+        if isinstance(exc, ProtocolError):
+            return self._fail(exc)
+        self._fail(LocalProtocolError("an exception in the unbox hook left the stream unreadable"))
+        return exc
 
     def _frames_before(self, data: Buffer, kind: int, seq: int) -> int:
         """Where the last frame of ``data`` starts when ``data`` is exactly RELEASE frames
