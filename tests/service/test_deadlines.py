@@ -537,3 +537,55 @@ def test_a_call_under_a_deadline_is_answered_as_one_without() -> None:
                         conn.root.fail()
                     assert conn.root.deep(3) == [[[[]]]]
             assert conn.root.deep(2) == [[[]]] and conn.stats.calls_pending == 0
+
+
+class _CancelProbe(rpc_service.Service):
+    """Its server-side connection's fast-path handler start is held back (``taken``, ``go``)."""
+
+    def __init__(self) -> None:
+        self.taken = threading.Event()
+        self.go = threading.Event()
+        self.seen: list[bool] = []
+
+    def on_connect(self, conn: rpc_service.Connection) -> None:
+        serve_arrived = conn._serve_arrived  # (the fast path's handler start, once the lock is given back)
+
+        def held_back(*args: Any) -> None:
+            self.taken.set()
+            self.go.wait(10)
+            serve_arrived(*args)
+
+        setattr(conn, "_serve_arrived", held_back)  # noqa: B010  # (the window the race needs, made wide)
+        self.conn = conn
+
+    def exposed_work(self) -> None:
+        self.seen.append(rpc_service.cancelled())
+
+
+def test_a_cancel_read_before_the_handler_starts_is_not_lost() -> None:
+    """Regression: a request taken on the fast path was registered for CANCEL only when its
+    handler started, after the lock was given back; a CANCEL another thread read in between
+    was dropped, and the handler never learnt it was cancelled (its own deadline far off)."""
+    service = _CancelProbe()
+    conn = rpc_service.connect_thread(config={"sync_request_timeout": 0.2, "tracing": False}, remote_service=service)
+    try:
+        def call() -> None:
+            with contextlib.suppress(rpc_service.AsyncResultTimeout), rpc_service.deadline(30):
+                conn.root.work()  # gives up after 0.2 s and sends CANCEL
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        assert service.taken.wait(10)  # taken on the fast path, its handler held back
+        caller.join(10)
+        assert not caller.is_alive()  # the CANCEL is out
+        service.conn.serve(2)  # this thread reads it (the serving thread is held back)
+        service.go.set()
+        for _ in range(100):
+            if service.seen:
+                break
+            time.sleep(0.02)
+        assert service.seen == [True]
+        assert conn.root.work() is None  # and the connection keeps serving
+    finally:
+        service.go.set()
+        conn.close()

@@ -68,7 +68,7 @@ class Served(CallState):
     request served with a call context): the caller's deadline and traceparent, whether the
     peer cancelled it, and (threaded driver) the connection to read a CANCEL from when
     nobody else reads. Its ``served`` is None (it would be itself: :func:`serving`).
-    ``ContextCalls._serve_arrived`` makes one without ``__init__`` (per call): a new slot
+    ``ContextCalls._arrived`` makes one without ``__init__`` (per call): a new slot
     must be set there too."""
 
     __slots__ = ("cancelled", "conn", "span")

@@ -163,37 +163,39 @@ class ContextCalls:
         """``_serve_request`` with tracing on: every request gets a SERVER span."""
         self._serve_in_context(request.seq, request.op, request.target, request.args, request.kwargs, request.context)
 
-    def _serve_arrived(
-        self, seq: int, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], budget: int, traceparent: str | None
-    ) -> None:
-        """``_serve_in_context`` for a request served as it arrived (the fast path's: never
-        queued, the connection does not trace) whose call context had a budget, the common
-        case first: a deadline only, not yet passed (with a trace, or none left: the general way)."""
-        if not budget or traceparent is not None:
-            self._serve_in_context(seq, op, target, args, kwargs, wire.CallContext(budget, traceparent))
-            return
-        served = _new_object(Served)  # (Served(end, None, self) without its __init__ frame)
-        served.deadline = _monotonic() + budget / 1_000_000
-        served.served = served.traceparent = served.span = None
-        served.cancelled = False
-        served.conn = self
+    def _arrived(self, seq: int, budget: int | None, traceparent: str | None) -> Served:
+        """The state request ``seq``, which arrived with a call context (a budget, a
+        traceparent or both), is served under: made and registered for CANCEL as the fast
+        path takes it (under ``_lock``, as ``_queued_in_context`` does a queued request's)."""
+        if budget and traceparent is None:  # a deadline only (Served(end, None, self) without its __init__ frame)
+            served = _new_object(Served)
+            served.deadline = _monotonic() + budget / 1_000_000
+            served.served = served.traceparent = served.span = None
+            served.cancelled = False
+            served.conn = self
+        else:
+            served = serving_state(wire.CallContext(budget, traceparent), self)
+        self._served[seq] = served  # (read under _lock by _cancel_received)
+        return served
+
+    def _serve_arrived(self, seq: int, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], served: Served) -> None:
+        """``_serve_in_context`` for a request the fast path took with a deadline only, not yet
+        passed (the connection does not trace), under ``served`` (registered by ``_arrived``)."""
         token = _set_current(served)
-        pending = self._served
-        pending[seq] = served  # (one dict operation: atomic; read under _lock by _cancel_received)
         try:
             value = HANDLERS[op](self._dispatcher, target, args, kwargs)  # (as _serve_call runs it)
             if type(value) is CoroutineType:
                 self._check_not_async(op, target, args, value)
         except BaseException as exc:  # the handler's, for the caller (as in _serve_call)
             _reset_current(token)
-            pending.pop(seq, None)
+            self._served.pop(seq, None)
             if must_propagate(exc):
                 raise
             if not self.closed:
                 self._send(self._proto.send, describe_exception(seq, exc, self._config))
             return
         _reset_current(token)
-        pending.pop(seq, None)
+        self._served.pop(seq, None)
         self._send_reply(seq, value)  # (a cancelled request is answered too: the peer drops the answer)
 
     def _serve_in_context(

@@ -292,20 +292,24 @@ def _serve_taken(conn: Connection, count: int, taken: tuple[Any, Any]) -> None:
     dropped: list[object] = []
     if released:
         conn._release(released, dropped)
+    seq, op, target, args, kwargs, _, budget, traceparent = fields
+    del fields, taken
+    # A call context's state is made and registered now, under the lock (as for a queued
+    # request): a CANCEL another thread reads before the handler starts finds it.
+    served = None if budget is None and traceparent is None else conn._arrived(seq, budget, traceparent)
     if conn._waiting:
         conn._wake_one()  # someone reads while this thread serves
     conn._lock.release()
     del dropped  # the last references: finalisers run outside the lock
-    seq, op, target, args, kwargs, _, budget, traceparent = fields
-    del fields, taken
-    if budget is not None:  # (a call context: a deadline, maybe a trace)
-        conn._serve_arrived(seq, op, target, args, kwargs, budget, traceparent)
-    elif traceparent is not None:
-        conn._serve_in_context(seq, op, target, args, kwargs, CallContext(None, traceparent))
-    elif _current_call() is None:
-        conn._serve_call(seq, op, target, args, kwargs)
-    else:  # a thread waiting on a call under a call context: the callback is not under it
-        conn._serve_outside_context(seq, op, target, args, kwargs)
+    if served is None:
+        if _current_call() is None:
+            conn._serve_call(seq, op, target, args, kwargs)
+        else:  # a thread waiting on a call under a call context: the callback is not under it
+            conn._serve_outside_context(seq, op, target, args, kwargs)
+    elif budget and traceparent is None:  # (the common case: a deadline only, not yet passed)
+        conn._serve_arrived(seq, op, target, args, kwargs, served)
+    else:  # (found registered, as a queued request's)
+        conn._serve_in_context(seq, op, target, args, kwargs, None)
 
 
 def _give_back(conn: Connection) -> None:
