@@ -68,7 +68,7 @@ class Served(CallState):
     request served with a call context): the caller's deadline and traceparent, whether the
     peer cancelled it, and (threaded driver) the connection to read a CANCEL from when
     nobody else reads. Its ``served`` is None (it would be itself: :func:`serving`).
-    ``ContextCalls._arrived`` makes one without ``__init__`` (per call): a new slot
+    The fast path (``_fastpath._serve_taken``) makes one without ``__init__`` (per call): a new slot
     must be set there too."""
 
     __slots__ = ("cancelled", "conn", "span")

@@ -37,7 +37,6 @@ _monotonic: Final = time.monotonic
 _current: Final = CURRENT.get
 _set_current: Final = CURRENT.set
 _reset_current: Final = CURRENT.reset
-_new_object: Final = object.__new__
 
 
 class ContextCalls:
@@ -166,21 +165,14 @@ class ContextCalls:
     def _arrived(self, seq: int, budget: int | None, traceparent: str | None) -> Served:
         """The state request ``seq``, which arrived with a call context (a budget, a
         traceparent or both), is served under: made and registered for CANCEL as the fast
-        path takes it (under ``_lock``, as ``_queued_in_context`` does a queued request's)."""
-        if budget and traceparent is None:  # a deadline only (Served(end, None, self) without its __init__ frame)
-            served = _new_object(Served)
-            served.deadline = _monotonic() + budget / 1_000_000
-            served.served = served.traceparent = served.span = None
-            served.cancelled = False
-            served.conn = self
-        else:
-            served = serving_state(wire.CallContext(budget, traceparent), self)
-        self._served[seq] = served  # (read under _lock by _cancel_received)
+        path takes it (under ``_lock``, as ``_queued_in_context`` does a queued request's;
+        the fast path makes a deadline's alone, inlined)."""
+        served = self._served[seq] = serving_state(wire.CallContext(budget, traceparent), self)
         return served
 
     def _serve_arrived(self, seq: int, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], served: Served) -> None:
         """``_serve_in_context`` for a request the fast path took with a deadline only, not yet
-        passed (the connection does not trace), under ``served`` (registered by ``_arrived``)."""
+        passed (the connection does not trace), under ``served`` (registered as it was taken)."""
         token = _set_current(served)
         try:
             value = HANDLERS[op](self._dispatcher, target, args, kwargs)  # (as _serve_call runs it)

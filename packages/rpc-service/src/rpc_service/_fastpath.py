@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 from rpc_protocol import CallContext, Op, RemoteProtocolError
 
 from ._async import AsyncResult
-from ._context import CURRENT, MAX_SECONDS, expired_error
+from ._context import CURRENT, MAX_SECONDS, Served, expired_error
 from ._demux import _NESTING_CHECKED_FROM, Lifecycle
 from ._errors import ConnectionClosedError
 from ._idle import read_into
@@ -41,6 +41,7 @@ _CALL: Final = Op.CALL
 _monotonic: Final = time.monotonic
 _current_call: Final = CURRENT.get  # None: no call context
 _new_tuple: Final = tuple.__new__
+_new_object: Final = object.__new__
 _MAX_BUDGET: Final = int(MAX_SECONDS * 1_000_000)
 #: A callback is served on the fast path only this shallow (``_pump`` checks deeper ones).
 _INLINE_NESTING: Final = _NESTING_CHECKED_FROM
@@ -296,7 +297,16 @@ def _serve_taken(conn: Connection, count: int, taken: tuple[Any, Any]) -> None:
     del fields, taken
     # A call context's state is made and registered now, under the lock (as for a queued
     # request): a CANCEL another thread reads before the handler starts finds it.
-    served = None if budget is None and traceparent is None else conn._arrived(seq, budget, traceparent)
+    served: Served | None = None
+    if budget and traceparent is None:  # a deadline only: Served(end, None, conn) without its __init__ frame
+        served = _new_object(Served)
+        served.deadline = _monotonic() + budget / 1_000_000
+        served.served = served.traceparent = served.span = None
+        served.cancelled = False
+        served.conn = conn
+        conn._served[seq] = served  # (read under _lock by _cancel_received)
+    elif budget is not None or traceparent is not None:
+        served = conn._arrived(seq, budget, traceparent)
     if conn._waiting:
         conn._wake_one()  # someone reads while this thread serves
     conn._lock.release()
