@@ -567,11 +567,13 @@ def test_a_cancel_read_before_the_handler_starts_is_not_lost() -> None:
     handler started, after the lock was given back; a CANCEL another thread read in between
     was dropped, and the handler never learnt it was cancelled (its own deadline far off)."""
     service = _CancelProbe()
-    conn = rpc_service.connect_thread(config={"sync_request_timeout": 0.2, "tracing": False}, remote_service=service)
+    conn = rpc_service.connect_thread(
+        config={"sync_request_timeout": 1.0, "tracing": False}, remote_service=service, remote_config={"tracing": False}
+    )
     try:
         def call() -> None:
             with contextlib.suppress(rpc_service.AsyncResultTimeout), rpc_service.deadline(30):
-                conn.root.work()  # gives up after 0.2 s and sends CANCEL
+                conn.root.work()  # gives up after 1 s and sends CANCEL (the request was taken long before)
 
         caller = threading.Thread(target=call)
         caller.start()

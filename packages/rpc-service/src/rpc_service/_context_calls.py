@@ -196,7 +196,7 @@ class ContextCalls:
         """Serve a request (these fields) that carried a call context (or any, when
         tracing): the handler runs under it, and a CANCEL for it sets ``cancelled()``."""
         queued = self._served.get(seq) if self._served else None  # (left there: a CANCEL may come any time)
-        served = queued if queued is not None else serving_state(context, self)  # (queued: made then, _queued_in_context)
+        served = queued if queued is not None else serving_state(context, self)  # (queued or taken: made then, _queued_in_context, _fastpath)
         expired = served.deadline is not None and served.deadline <= _monotonic()
         scope = None if self._tracer is None else self._tracer.server_span(self, op, args, context, served)
         token = _set_current(served)

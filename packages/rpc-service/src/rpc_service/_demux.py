@@ -203,7 +203,7 @@ class Demux:
             slots, self._slots = self._slots, {}
             waiting, self._waiting = self._waiting, {}
             self._inbox.clear()
-            self._served.clear()  # (queued requests' states; a handler still running pops its own)
+            self._served.clear()  # (states of requests queued or taken; a handler still running pops its own)
             error = ConnectionClosedError("the connection closed before the reply arrived")
             for slot in slots.values():
                 slot._value, slot._is_error, slot._ready = error, True, True

@@ -318,8 +318,8 @@ def _serve_taken(conn: Connection, count: int, taken: tuple[Any, Any]) -> None:
             conn._serve_outside_context(seq, op, target, args, kwargs)
     elif budget and traceparent is None:  # (the common case: a deadline only, not yet passed)
         conn._serve_arrived(seq, op, target, args, kwargs, served)
-    else:  # (found registered, as a queued request's)
-        conn._serve_in_context(seq, op, target, args, kwargs, None)
+    else:  # (its state is found registered, as a queued request's; the context too, should a close clear it)
+        conn._serve_in_context(seq, op, target, args, kwargs, CallContext(budget, traceparent))
 
 
 def _give_back(conn: Connection) -> None:
