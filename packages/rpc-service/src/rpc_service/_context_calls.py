@@ -153,22 +153,16 @@ class ContextCalls:
         if served is not None:
             served.cancelled = True
 
-    def _queued_in_context(self, request: wire.Request) -> None:
-        """Its state is made now (under ``_lock``): its deadline counts from its arrival, not
-        from when a thread gets to it, and a CANCEL meanwhile is not lost."""
-        self._served[request.seq] = serving_state(request.context, self)
+    def _context_arrived(self, seq: int, context: wire.CallContext) -> None:
+        """Request ``seq`` arrived with ``context`` and is queued, or taken by the fast path:
+        its state is made and registered now (under ``_lock``), so that its deadline counts
+        from its arrival, not from when a thread gets to it, and a CANCEL meanwhile is not
+        lost (the fast path makes a deadline's alone itself, inlined)."""
+        self._served[seq] = serving_state(context, self)
 
     def _traced_serve(self, request: wire.Request) -> None:
         """``_serve_request`` with tracing on: every request gets a SERVER span."""
         self._serve_in_context(request.seq, request.op, request.target, request.args, request.kwargs, request.context)
-
-    def _arrived(self, seq: int, budget: int | None, traceparent: str | None) -> Served:
-        """The state request ``seq``, which arrived with a call context (a budget, a
-        traceparent or both), is served under: made and registered for CANCEL as the fast
-        path takes it (under ``_lock``, as ``_queued_in_context`` does a queued request's;
-        the fast path makes a deadline's alone, inlined)."""
-        served = self._served[seq] = serving_state(wire.CallContext(budget, traceparent), self)
-        return served
 
     def _serve_arrived(self, seq: int, op: Op, target: object, args: tuple[Any, ...], kwargs: dict[str, Any], served: Served) -> None:
         """``_serve_in_context`` for a request the fast path took with a deadline only, not yet
@@ -196,7 +190,7 @@ class ContextCalls:
         """Serve a request (these fields) that carried a call context (or any, when
         tracing): the handler runs under it, and a CANCEL for it sets ``cancelled()``."""
         queued = self._served.get(seq) if self._served else None  # (left there: a CANCEL may come any time)
-        served = queued if queued is not None else serving_state(context, self)  # (queued or taken: made then, _queued_in_context, _fastpath)
+        served = queued if queued is not None else serving_state(context, self)  # (queued or taken: made then, _context_arrived)
         expired = served.deadline is not None and served.deadline <= _monotonic()
         scope = None if self._tracer is None else self._tracer.server_span(self, op, args, context, served)
         token = _set_current(served)

@@ -152,8 +152,8 @@ class Demux:
         """The peer cancelled its request ``seq`` (under ``_lock``, while reading)."""
         raise NotImplementedError
 
-    def _queued_in_context(self, request: wire.Request) -> None:
-        """A request that carried a call context is queued, to be served later (under ``_lock``)."""
+    def _context_arrived(self, seq: int, context: wire.CallContext) -> None:
+        """Request ``seq`` carried ``context`` and is queued, to be served later (under ``_lock``)."""
         raise NotImplementedError
 
     def _run_callback(self, callback: Callable[[AsyncResult], object], result: AsyncResult) -> None:
@@ -547,7 +547,7 @@ class Demux:
                 continue
             else:
                 if type(event) is _REQUEST and event.context is not None:
-                    self._queued_in_context(event)
+                    self._context_arrived(event.seq, event.context)
                 self._inbox.append(event)
                 continue
             if slot is not None and slot._callbacks:

@@ -298,6 +298,7 @@ def _serve_taken(conn: Connection, count: int, taken: tuple[Any, Any]) -> None:
     # A call context's state is made and registered now, under the lock (as for a queued
     # request): a CANCEL another thread reads before the handler starts finds it.
     served: Served | None = None
+    context: CallContext | None = None
     if budget and traceparent is None:  # a deadline only: Served(end, None, conn) without its __init__ frame
         served = _new_object(Served)
         served.deadline = _monotonic() + budget / 1_000_000
@@ -305,21 +306,21 @@ def _serve_taken(conn: Connection, count: int, taken: tuple[Any, Any]) -> None:
         served.cancelled = False
         served.conn = conn
         conn._served[seq] = served  # (read under _lock by _cancel_received)
-    elif budget is not None or traceparent is not None:
-        served = conn._arrived(seq, budget, traceparent)
+    elif budget is not None or traceparent is not None:  # (rarer: a trace, or no time left)
+        context = CallContext(budget, traceparent)
+        conn._context_arrived(seq, context)
     if conn._waiting:
         conn._wake_one()  # someone reads while this thread serves
     conn._lock.release()
     del dropped  # the last references: finalisers run outside the lock
-    if served is None:
-        if _current_call() is None:
-            conn._serve_call(seq, op, target, args, kwargs)
-        else:  # a thread waiting on a call under a call context: the callback is not under it
-            conn._serve_outside_context(seq, op, target, args, kwargs)
-    elif budget and traceparent is None:  # (the common case: a deadline only, not yet passed)
+    if served is not None:
         conn._serve_arrived(seq, op, target, args, kwargs, served)
-    else:  # (its state is found registered, as a queued request's; the context too, should a close clear it)
-        conn._serve_in_context(seq, op, target, args, kwargs, CallContext(budget, traceparent))
+    elif context is not None:  # (its state is found registered, as a queued request's)
+        conn._serve_in_context(seq, op, target, args, kwargs, context)
+    elif _current_call() is None:
+        conn._serve_call(seq, op, target, args, kwargs)
+    else:  # a thread waiting on a call under a call context: the callback is not under it
+        conn._serve_outside_context(seq, op, target, args, kwargs)
 
 
 def _give_back(conn: Connection) -> None:
