@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rpc_protocol as p
-from tests.protocol.helpers import handshake, same_event, texts, values, wire
+from rpc_protocol._frames import MIN_FRAME_LIMIT
+from tests.protocol.helpers import handshake, pair, same_event, texts, values, wire
 
 CONFIG = p.ProtocolConfig()
 _names = st.lists(st.text(max_size=8), max_size=4).map(tuple)
@@ -177,3 +178,122 @@ def test_a_descriptor_that_is_not_plain_is_encoded_anew_by_each_connection(kind:
         inner.append("changed")
         encoded = wire(p.ValueEncoder(lambda obj: p.Ref(1, 1, descriptor), CONFIG.limits, containers_by_value=True, shared=shared).encode(object()))
         assert "changed" in str(p.ValueDecoder().decode(encoded))
+
+
+# -- the Hello a side sends, a call's prefixes -----------------------------------------
+
+
+def _sent_hello(conn: p.Connection, hello: p.Hello, peer_limit: int | None = None) -> bytes:
+    """What ``conn`` sends as its Hello, after the prefaces (and the peer's Hello, announcing
+    ``peer_limit``, when given: as the accepting side sends its own)."""
+    peer = p.Connection(p.ProtocolConfig(max_frame_size=peer_limit or CONFIG.max_frame_size))
+    conn.receive_data(wire(peer.send(p.Preface())))
+    preface = wire(conn.send(p.Preface()))
+    assert preface == wire(p.Connection().send(p.Preface()))
+    if peer_limit is not None:
+        conn.receive_data(wire(peer.send(p.Hello())))
+    return wire(conn.send(hello))
+
+
+@settings(max_examples=200, deadline=None)
+@given(services=_names, capabilities=st.frozensets(st.text(max_size=5), max_size=3), info=_plain_infos, again=st.integers(1, 3))
+def test_a_hello_sent_is_the_frame_of_a_connection_without_the_cache(
+    services: tuple[str, ...], capabilities: frozenset[str], info: object, again: int
+) -> None:
+    """Several connections sharing a cache send one Hello (the first encodes it, the others
+    copy its bytes): the bytes a connection without one sends, the root lent by each
+    connection's own box hook."""
+    root = object()
+
+    def sent(shared: p.SharedCache | None) -> tuple[bytes, list[object]]:
+        lent: list[object] = []
+
+        def box(obj: object) -> p.Ref:
+            lent.append(obj)
+            return p.Ref(1, 1, ("m", "C", info))
+
+        return _sent_hello(p.Connection(CONFIG, box=box, shared=shared), p.Hello(services, capabilities, root=root)), lent
+
+    expected = sent(None)
+    assert expected[1] == [root]
+    shared = p.SharedCache(CONFIG)
+    for _ in range(again):
+        assert sent(shared) == expected
+
+
+@pytest.mark.parametrize("root", ["a-value", "another-reference", "not-plain"])
+def test_a_hello_whose_root_boxes_otherwise_is_encoded_anew(root: str) -> None:
+    """A root that travels by value, a root another connection lends under another id, a
+    descriptor holding a reference: each connection's Hello is the bytes it encodes itself."""
+    shared = p.SharedCache(CONFIG)
+    for oid in (1, 2):
+        value: object = 5 if root == "a-value" else object()
+        info: object = ("m", p.BackRef(oid)) if root == "not-plain" else ("m", "C")
+
+        def box(obj: object, oid: int = oid if root == "another-reference" else 1, info: object = info) -> p.Ref:
+            return p.Ref(oid, 1, info)
+
+        hello = p.Hello(("S",), root=value)
+        with_cache = _sent_hello(p.Connection(CONFIG, box=box, shared=shared), hello)
+        assert with_cache == _sent_hello(p.Connection(CONFIG, box=box), hello)
+
+
+def test_a_kept_hello_over_the_peers_limit_is_refused_as_without_the_cache() -> None:
+    """A Hello kept when sent to a peer with the default limit, then sent to one that
+    announced the smallest limit first (the accepting side's order): refused, as a
+    connection without the cache refuses it."""
+    shared = p.SharedCache(CONFIG)
+    hello = p.Hello(tuple(f"service-{n:04}" for n in range(200)), root=object())
+
+    def box(obj: object) -> p.Ref:
+        return p.Ref(1, 1, ("m", "C"))
+
+    _sent_hello(p.Connection(CONFIG, box=box, shared=shared), hello)
+    for conn in (p.Connection(CONFIG, box=box), p.Connection(CONFIG, box=box, shared=shared)):
+        with pytest.raises(p.EncodeError, match="exceeds the peer's limit"):
+            _sent_hello(conn, hello, peer_limit=MIN_FRAME_LIMIT)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    oid=st.integers(0, 2**64 - 1),
+    name=st.none() | st.text(max_size=300),
+    args=st.lists(st.integers(), max_size=3).map(tuple),
+    budget=st.none() | st.integers(0, 2**64 - 1),
+    limits=st.lists(st.sampled_from([MIN_FRAME_LIMIT, CONFIG.max_frame_size]), min_size=1, max_size=3),
+)
+def test_first_calls_on_connections_sharing_a_cache_are_the_bytes_without_it(
+    oid: int, name: str | None, args: tuple[int, ...], budget: int | None, limits: list[int]
+) -> None:
+    """The first call of a method on each of several connections sharing a cache (the first
+    encodes its prefix, the others copy it), to peers announcing different frame limits:
+    the bytes of the general path, or its refusal."""
+    shared = p.SharedCache(CONFIG)
+    target = p.BackRef(oid)
+    op, op_args = (p.Op.CALL, args) if name is None else (p.Op.CALLATTR, (name, *args))
+    context = None if budget is None else p.CallContext(budget)
+    for limit in limits:
+        peer_config = p.ProtocolConfig(max_frame_size=limit)
+        fast, _ = pair(CONFIG, peer_config)
+        fast._shared = shared  # (pair makes its connections without one)
+        slow, _ = pair(CONFIG, peer_config)
+        try:
+            expected = wire(slow.send_request(1, op, target, op_args, None, False, context))
+        except p.EncodeError:
+            with pytest.raises(p.EncodeError):
+                fast.send_call(1, target, name, args, None, budget)
+            continue
+        assert wire(fast.send_call(1, target, name, args, None, budget)) == expected
+
+
+def test_kept_hellos_and_prefixes_stay_bounded() -> None:
+    """A side sending ever new Hellos and calling ever new methods keeps a bounded number of
+    each (semi-private, as above)."""
+    shared = p.SharedCache(CONFIG)
+    for n in range(1100):
+        conn, _ = pair()
+        conn._shared = shared
+        conn.send_call(1, p.BackRef(n), "method", (), None)
+        if n < 40:
+            _sent_hello(p.Connection(CONFIG, box=lambda obj: p.Ref(1, 1, ("m", "C")), shared=shared), p.Hello((f"S{n}",), root=object()))
+        assert len(shared._hello_frames) <= 16 and len(shared._prefixes) <= 1024

@@ -198,3 +198,31 @@ def test_a_config_dict_is_checked_each_time_whatever_was_built_before() -> None:
     hook_b: list[Any] = []
     assert make_config({"before_closed": hook_a.append}).before_closed == hook_a.append
     assert make_config({"before_closed": hook_b.append}).before_closed == hook_b.append
+
+
+def test_a_config_dict_seen_before_gives_the_config_it_made() -> None:
+    """The same dict again is found without being checked anew (the config is immutable);
+    a dict with an unknown key or a value of the wrong kind is refused every time."""
+    first = make_config({"sync_request_timeout": 120, "max_depth": 9})
+    assert make_config({"sync_request_timeout": 120, "max_depth": 9}) is first
+    assert make_config({"max_depth": 9, "sync_request_timeout": 120}) == first  # (another order)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="unknown config keys"):
+            make_config({"max_depth": 9, "no_such_key": 1})
+        with pytest.raises(ValueError, match="max_depth"):
+            make_config({"sync_request_timeout": 120, "max_depth": True})  # (equal to 1, not a count)
+
+
+def test_what_a_name_resolves_to_follows_each_connections_settings(connect_to: ConnectTo) -> None:
+    """Connections with the same exposure settings share what names resolved to; one with
+    other settings resolves them its own way, whichever came first."""
+    for _ in range(2):
+        assert connect_to(BoxService).root.box().size() == 3  # exposed_size, resolved once
+        conn = connect_to(BoxService, {"allow_exposed_attrs": False, "allow_public_attrs": True})
+        box = conn.root.make_box()
+        with pytest.raises(AttributeError):
+            box.size()
+        assert box.exposed_size() == 3
+        renamed = connect_to(BoxService, {"exposed_prefix": "remote_"})
+        with pytest.raises(AttributeError):
+            renamed.root.box()

@@ -9,10 +9,12 @@ it has threads.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -839,3 +841,74 @@ def test_server_calls_back_into_the_client(server_class: ServerClass, run: Calla
     with connect(server, service=ReflectService) as conn:
         assert conn.root.call_back("ping") == ("reflected", "ping")
         assert conn.root.call_back(2) == ("reflected", 2)
+
+
+# -- socket options an accepted socket inherits ----------------------------------------------
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux passes a listener's options on to the sockets it accepts")
+
+
+def _seconds(sock: socket.socket, option: int) -> float:
+    whole, micros = struct.unpack("@ll", sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("@ll")))
+    return float(whole + micros / 1e6)
+
+
+class ShortWritesService(CounterService):
+    """Asks for its own write timeout, whatever the server's config says."""
+
+    def connection_config(self, config: rpc_service.Config) -> rpc_service.Config:
+        return dataclasses.replace(config, write_timeout=3.0)
+
+
+@linux_only
+@pytest.mark.parametrize(("service", "expected"), [(CounterService, 7.5), (ShortWritesService, 3.0)])
+def test_an_accepted_socket_has_the_write_timeout_and_no_delay(
+    service: type[Service], expected: float, run: Callable[[Server], Server]
+) -> None:
+    """Set once on the listener and inherited (none set per connection), unless the
+    service's own config asks for another write timeout, which is then set."""
+    server = run(ThreadedServer(service, protocol_config={"write_timeout": 7.5}))
+    with connect(server) as conn:
+        assert conn.root.increment() == 1
+        (client,) = server.clients
+        sock = sock_of(client)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert _seconds(sock, socket.SO_SNDTIMEO) == pytest.approx(expected, abs=0.01)
+        assert sock.gettimeout() is None  # blocking, the kernel bounding its reads
+
+
+@pytest.mark.parametrize("server_class", IN_PROCESS_SERVERS + [OneShotServer])
+def test_a_server_accepts_after_a_quiet_spell(server_class: ServerClass, run: Callable[[Server], Server], caplog: pytest.LogCaptureFixture) -> None:
+    """The listener's read timeout (passed on to accepted sockets) also ends accept() every
+    so often while no client comes: the accept loop goes round again, silently."""
+    caplog.set_level(logging.DEBUG, logger="rpc_service")
+    server = run(server_class(CounterService))
+    time.sleep(0.5)  # (several of the listener's 0.15 s timeouts)
+    with connect(server) as conn:
+        assert conn.root.increment() == 1
+    assert not [record for record in caplog.records if "accept()" in record.getMessage() or record.levelno >= logging.WARNING]
+
+
+@linux_only
+def test_an_authenticated_socket_reads_without_the_listeners_timeout(run: Callable[[Server], Server]) -> None:
+    """Regression: an authenticator (and the socket it hands back, blocking) expects a
+    socket with no read timeout of the kernel's; the one inherited from the listener is
+    undone first. This one waits longer than that timeout for the client's token."""
+    waited: list[float] = []
+
+    def slow_token(sock: socket.socket) -> tuple[socket.socket, Any]:
+        sock.settimeout(None)  # (blocking: only SO_RCVTIMEO could end the read early)
+        started = time.monotonic()
+        token = sock.recv(5)
+        waited.append(time.monotonic() - started)
+        return sock, token.decode()
+
+    server = run(ThreadedServer(CounterService, authenticator=slow_token))
+    sock = socket.create_connection((server.host, server.port), timeout=5)
+    time.sleep(0.4)
+    sock.sendall(b"token")
+    with rpc_service.connect_stream(rpc_service.SocketStream(sock)) as conn:
+        assert conn.root.credentials() == "token"
+        time.sleep(0.4)  # (the served socket idle longer than that timeout too)
+        assert conn.root.credentials() == "token"
+    assert waited and waited[0] >= 0.3

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from typing import Any
 
 import pytest
@@ -62,6 +63,17 @@ def test_server_only_tls(pki: Pki, serve: Serve) -> None:
         assert isinstance(conn.credentials, PeerIdentity)  # the client knows whom it reached
         assert conn.credentials.fingerprint_sha256 == pki.server.identity.fingerprint_sha256
         assert "TLSStream" in repr(conn)
+
+
+def test_a_tls_connection_idle_a_while_still_serves(pki: Pki, serve: Serve) -> None:
+    """The server's listener passes a read timeout of 0.15 s on to the sockets it accepts
+    (rpc_service), undone before the authenticator runs: a TLS client quiet for longer is
+    still served."""
+    server = serve(rpc_tls.TLSAuthenticator(pki.server.key, pki.server.cert))
+    with connect(pki, server.port, client=None) as conn:
+        assert conn.root.echo("first") == "first"
+        time.sleep(0.5)
+        assert conn.root.echo("after a pause") == "after a pause"
 
 
 @VERSIONS

@@ -31,6 +31,7 @@ from ._messages import (
     request_fields,
     seal_frame,
 )
+from ._shared import SharedCache
 from ._states import State
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class CallPath:
     carries_context: bool  # the settled version has call contexts and CANCEL (2 and up)
     # (oid, name, number of arguments) -> the frames of such a call (_call_prefixes)
     _prefixes: dict[tuple[int, str | None, int], CallPrefixes]
+    _shared: SharedCache | None
 
     def _admits(self, kind: int, flags: int, reserved: int, seq: int, length: int) -> bool:
         """The admission check of the frames calls are made of, from their raw header fields.
@@ -171,7 +173,7 @@ class CallPath:
         key = (target.oid, name, len(args))
         cached = self._prefixes.get(key)
         if cached is None:
-            cached = self._call_prefixes(target, name, len(args))
+            cached = self._shared_prefixes(target, name, len(args))
             if cached is None:  # not cacheable (the general path says why, if it fails)
                 return self._send_call_general(seq, target, name, args, kwargs, budget_us)
             if len(self._prefixes) >= _MAX_PREFIXES:
@@ -215,6 +217,20 @@ class CallPath:
         if name is None:
             return self.send_request(seq, _CALL, target, args, kwargs, False, context)
         return self.send_request(seq, _CALLATTR, target, (name, *args), kwargs, False, context)
+
+    def _shared_prefixes(self, target: BackRef, name: str | None, count: int) -> CallPrefixes | None:
+        """:meth:`_call_prefixes`, encoded once for all the connections sharing a cache (the
+        bytes depend on nothing else: the limits are the shared config's)."""
+        shared = self._shared
+        if shared is None:
+            return self._call_prefixes(target, name, count)
+        key = (target.oid, name, count, self._peer_frame_limit())
+        cached = shared.call_prefixes(key)
+        if cached is None:
+            cached = self._call_prefixes(target, name, count)
+            if cached is not None:
+                shared.keep_call_prefixes(key, cached)
+        return cached
 
     def _call_prefixes(self, target: BackRef, name: str | None, count: int) -> CallPrefixes | None:
         """The encoded frames of a call with ``count`` arguments, headers left blank: up

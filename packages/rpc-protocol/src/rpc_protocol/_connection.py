@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Final
 
 from ._calls import CallPath, CallPrefixes
-from ._codec import DEFAULT_LIMITS, BoxHook, Buffer, CodecLimits, UnboxHook
+from ._codec import DEFAULT_LIMITS, BoxHook, Buffer, CodecLimits, Ref, UnboxHook
 from ._decoder import ValueDecoder
 from ._encoder import ValueEncoder
 from ._errors import HandshakeError, LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -191,7 +191,9 @@ class Connection(CallPath):
             if self._pending_in[event.seq]:
                 encoder = self._by_value_encoder
         elif type(event) is Hello:
-            event = Hello(event.services, event.capabilities, self.config.max_frame_size, event.root)
+            buffers = self._hello_frame(event)
+            self.state = state
+            return buffers
         buffers = encode_frame(event, encoder, self._peer_frame_limit())
         if type(event) is Request:
             self._pending_out[event.seq] = None
@@ -200,6 +202,29 @@ class Connection(CallPath):
         elif type(event) is Ping:
             self._pings[event.seq] = None
         self.state = state
+        return buffers
+
+    def _hello_frame(self, event: Hello) -> list[Buffer]:
+        """The HELLO frame of ``event``, announcing our ``max_frame_size``. Its root is
+        boxed on every connection; with a shared cache the frame is encoded once for a root
+        that boxes to the same reference (a fresh connection's first, with one descriptor)."""
+        encoder = self._encoder
+        limit = self._peer_frame_limit()
+        ref = encoder.reference(event.root)
+        hello = Hello(event.services, event.capabilities, self.config.max_frame_size, ref)
+        shared = self._shared
+        if shared is None or type(ref) is not Ref or ref.info is None:
+            return encode_frame(hello, encoder, limit)
+        key = (hello.services, hello.capabilities, hello.max_frame_size, ref.oid, ref.type_id, id(ref.info))
+        try:
+            frame = shared.hello_frame(key, ref.info)
+        except TypeError:  # (unhashable services: the encoder says what is wrong)
+            return encode_frame(hello, encoder, limit)
+        if frame is not None and len(frame) - HEADER_SIZE <= limit:
+            return [frame]
+        buffers = encode_frame(hello, encoder, limit)
+        if len(buffers) == 1:
+            shared.keep_hello_frame(key, ref.info, bytes(buffers[0]))
         return buffers
 
     def _peer_frame_limit(self) -> int:

@@ -89,6 +89,15 @@ class ValueEncoder:
         else:
             writer(self, value, depth)
 
+    def reference(self, value: object) -> object:
+        """``value`` as :meth:`write` sees it: the box hook's reference (the value is lent)
+        when it has no writer of its own, else the value itself."""
+        try:
+            writer = self._writers.get(type(value))
+        except TypeError:  # (unhashable class: boxed, as write does)
+            writer = None
+        return value if writer is not None else self._box(value)
+
     def _write_boxed(self, value: object, depth: int) -> None:
         boxed = self._box(value)
         if type(boxed) is Ref:

@@ -1,10 +1,13 @@
-"""What connections made alike may share: the Hellos they decoded, the type descriptors they encoded.
+"""What connections made alike may share: the Hellos they decoded and sent, the type
+descriptors and call prefixes they encoded.
 
 Owns :class:`SharedCache`. Every connection to one server receives the same Hello (the same
 services, the same root described the same way), and every client of one kind sends the same
 one; the type descriptors a side sends are the same on each of its connections. Decoding and
 checking those bytes, and encoding those descriptors, once rather than once per connection
-is a large part of what setting a connection up costs. The cache is made and owned by the
+is a large part of what setting a connection up costs; so is encoding the Hello a side sends
+(the same bytes on each of its connections) and the first call of each method (the same
+prefix on each connection whose peer numbers its objects alike). The cache is made and owned by the
 caller, who passes it to each :class:`Connection` made with the same config; this package
 keeps no state of its own. It holds immutable values only (strings, numbers, tuples of them),
 a bounded number of them, and nothing of any connection: the root of a Hello is still
@@ -28,6 +31,10 @@ _HELLOS_KEPT: Final = 16
 MAX_HELLO_KEPT: Final = 2048
 #: Encoded type descriptors kept.
 _DESCRIPTORS_KEPT: Final = 256
+#: Encoded Hello frames kept (a side sends one or a few kinds).
+_HELLO_FRAMES_KEPT: Final = 16
+#: Call prefixes kept (see ``_calls.CallPrefixes``).
+_PREFIXES_KEPT: Final = 1024
 
 
 class SharedCache:
@@ -37,7 +44,7 @@ class SharedCache:
     never changed. When one of its tables is full it is emptied and fills again.
     """
 
-    __slots__ = ("config", "_hellos", "_descriptors")
+    __slots__ = ("config", "_hellos", "_descriptors", "_hello_frames", "_prefixes")
 
     def __init__(self, config: ProtocolConfig) -> None:
         self.config = config
@@ -46,6 +53,11 @@ class SharedCache:
         # id(descriptor) -> (the descriptor, kept alive so its id is not reused; the nesting
         # depth it was encoded at; its encoding)
         self._descriptors: dict[int, tuple[object, int, bytes]] = {}
+        # (services, capabilities, max_frame_size, the root's oid and type id, id of its
+        # descriptor) -> (the descriptor, kept alive so its id is not reused; the HELLO frame)
+        self._hello_frames: dict[tuple[object, ...], tuple[object, bytes]] = {}
+        # (oid, method name, argument count, the peer's frame limit) -> a call's prefixes
+        self._prefixes: dict[tuple[int, str | None, int, int], tuple[bytes, bytes, bytes, bytes | None]] = {}
 
     def __repr__(self) -> str:
         return f"<rpc_protocol.SharedCache hellos={len(self._hellos)} descriptors={len(self._descriptors)}>"
@@ -69,6 +81,30 @@ class SharedCache:
             hellos.clear()
         hellos[payload] = hello
         return True
+
+    def hello_frame(self, key: tuple[object, ...], info: object) -> bytes | None:
+        """The HELLO frame kept for ``key`` (which names ``info``, this very object, by id)."""
+        kept = self._hello_frames.get(key)
+        return kept[1] if kept is not None and kept[0] is info else None
+
+    def keep_hello_frame(self, key: tuple[object, ...], info: object, frame: bytes) -> None:
+        """Keep ``frame``, the HELLO frame ``key`` (with ``info``, a plain descriptor) encodes to."""
+        if not _plain(info):
+            return
+        frames = self._hello_frames
+        if len(frames) >= _HELLO_FRAMES_KEPT:
+            frames.clear()
+        frames[key] = (info, frame)
+
+    def call_prefixes(self, key: tuple[int, str | None, int, int]) -> tuple[bytes, bytes, bytes, bytes | None] | None:
+        """The prefixes of a call kept for ``key`` (oid, name, argument count, peer's frame limit)."""
+        return self._prefixes.get(key)
+
+    def keep_call_prefixes(self, key: tuple[int, str | None, int, int], prefixes: tuple[bytes, bytes, bytes, bytes | None]) -> None:
+        prefixes_kept = self._prefixes
+        if len(prefixes_kept) >= _PREFIXES_KEPT:
+            prefixes_kept.clear()
+        prefixes_kept[key] = prefixes
 
     def descriptor(self, info: object, depth: int) -> bytes | None:
         """The encoding of the type descriptor ``info`` (this very object) at nesting

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Mapping, Union
+from typing import Any, Callable, Final, Iterable, Mapping, Union
 
 __all__ = ["Config", "ConfigArg", "make_config"]
 
@@ -144,14 +144,33 @@ def make_config(value: ConfigArg = None, **overrides: Any) -> Config:
     elif isinstance(value, Config):
         config = value
     else:
-        unknown = set(value) - _KEYS
-        if unknown:
-            raise ValueError(f"unknown config keys {sorted(unknown)}; valid keys are {sorted(_KEYS)}")
         try:  # (each value's type in the key: 1 and True are equal, and not equally valid)
-            config = _built(tuple((key, type(item), item) for key, item in sorted(value.items())))
+            key = (tuple(value.items()), tuple(map(type, value.values())))
+            config = _BY_ITEMS[key]
+        except KeyError:
+            config = _from_mapping(value)
+            if len(_BY_ITEMS) >= _BY_ITEMS_KEPT:
+                _BY_ITEMS.clear()
+            _BY_ITEMS[key] = config
         except TypeError:  # an unhashable value: built each time
-            config = Config(**value)
+            config = _from_mapping(value)
     return replace(config, **overrides) if overrides else config
+
+
+def _from_mapping(value: Mapping[str, Any]) -> Config:
+    unknown = set(value) - _KEYS
+    if unknown:
+        raise ValueError(f"unknown config keys {sorted(unknown)}; valid keys are {sorted(_KEYS)}")
+    try:
+        return _built(tuple((key, type(item), item) for key, item in sorted(value.items())))
+    except TypeError:  # an unhashable value: built each time
+        return Config(**value)
+
+
+# A mapping's items, in its order, with their types -> the Config it makes: the first look
+# (a connect with the same dict literal finds it without sorting or checking its keys again)
+_BY_ITEMS: Final[dict[tuple[tuple[Any, ...], tuple[type, ...]], Config]] = {}
+_BY_ITEMS_KEPT: Final = 64
 
 
 @lru_cache(maxsize=64)

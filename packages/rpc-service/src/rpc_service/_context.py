@@ -237,15 +237,17 @@ def tracer_for(config: Config) -> Any:
     on each new one); without the package ``_otel`` is never imported. ``tracing=True`` requires the package (the global provider,
     even the API's default one), ``False`` turns tracing off.
     """
-    if config.tracing is False or (config.tracing is None and not _otel_installed()):
+    tracing = config.tracing
+    if tracing is False or (tracing is None and not _otel_installed()):
         return None
     try:
         otel = _otel_module()
     except ImportError as exc:
         raise ValueError("tracing=True needs opentelemetry-api: install rpc-service[otel]") from exc
-    if config.tracing is None and config.tracer_provider is None and not otel.provider_configured():
+    provider = config.tracer_provider
+    if tracing is None and provider is None and not otel.provider_configured():
         return None
-    return otel.Tracer(config.tracer_provider)
+    return otel.Tracer(provider)
 
 
 @lru_cache(maxsize=1)

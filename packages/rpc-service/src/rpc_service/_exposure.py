@@ -159,7 +159,11 @@ def _resolve_forwarded(name: str) -> str:
     return name
 
 
-_MAX_PREFIXED: Final = 1024  # resolutions kept per connection (then the cache starts over)
+_MAX_PREFIXED: Final = 1024  # resolutions kept per exposure settings (then the cache starts over)
+# exposure settings -> the resolutions made under them (Exposure._prefixed): what a name
+# resolves to depends on the object's type and these settings only, so every connection
+# with the same settings shares them (a new connection's first calls find them resolved)
+_RESOLVED: Final[dict[tuple[object, ...], dict[tuple[type, str], tuple[str, object]]]] = {}
 
 # The descriptors made so far: class -> exposure settings -> descriptor (held weakly: a
 # class that goes away takes its descriptors along).
@@ -167,24 +171,41 @@ _DESCRIBED: Final[weakref.WeakKeyDictionary[type, dict[tuple[object, ...], Descr
 _DESCRIBED_LOCK: Final = threading.Lock()
 
 
+_PROXY_TYPE: Final[list[type]] = []  # [Proxy], once imported (_proxy imports this module)
+
+
+def _proxy_type() -> type:
+    """``Proxy``, imported on the first connection (an import statement in ``Exposure``
+    itself cost each connection ~4 us)."""
+    from ._proxy import Proxy
+
+    if not _PROXY_TYPE:
+        _PROXY_TYPE.append(Proxy)
+    return Proxy
+
+
 class Exposure:
     """The exposure rules of one connection's config."""
 
-    __slots__ = ("_config", "_prefix", "_proxy_type", "_safe", "_exposed", "_prefixed")
+    __slots__ = ("_config", "_prefix", "_proxy_type", "_safe", "_exposed", "_settings", "_prefixed")
 
     def __init__(self, config: Config) -> None:
-        from ._proxy import Proxy  # (_proxy imports this module)
-
         self._config = config
         self._prefix = config.exposed_prefix
-        self._proxy_type = Proxy
+        self._proxy_type = _PROXY_TYPE[0] if _PROXY_TYPE else _proxy_type()
         # RPyC's allow_safe_attrs / allow_exposed_attrs: False turns that class of names off
         self._safe = config.allow_safe_attrs or config.allow_all_attrs
         self._exposed = config.allow_exposed_attrs
         # (type, name) -> (prefix + name, the class's attribute): what resolve found in the
         # class dicts for instances of that type (the commonest call, resolved once), used
-        # while the class still has that very attribute (else resolved again)
-        self._prefixed: dict[tuple[type, str], tuple[str, object]] = {}
+        # while the class still has that very attribute (else resolved again); shared by the
+        # connections with these settings (_RESOLVED)
+        # what resolve and describe depend on
+        self._settings = settings = (self._prefix, self._exposed, self._safe, config.allow_all_attrs, config.allow_public_attrs)
+        prefixed = _RESOLVED.get(settings)
+        if prefixed is None:
+            prefixed = _RESOLVED.setdefault(settings, {})
+        self._prefixed = prefixed
 
     def resolve(self, obj: object, name: object) -> str:
         """The real attribute name behind the remote ``name``, or AttributeError."""
@@ -263,8 +284,7 @@ class Exposure:
         """
         if issubclass(cls, self._proxy_type):
             return _describe_proxy_class(cls)
-        config = self._config
-        key = (self._prefix, self._exposed, self._safe, config.allow_all_attrs, config.allow_public_attrs)
+        key = self._settings
         try:
             return _DESCRIBED[cls][key]
         except KeyError:

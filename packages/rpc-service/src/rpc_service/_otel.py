@@ -13,6 +13,7 @@ nothing itself and knows nothing of the wire beyond the traceparent text.
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from typing import Any
@@ -30,10 +31,17 @@ from ._context import Served
 __all__ = ["Tracer"]
 
 _SYSTEM = "rpc"
+_UNKNOWN = object()
+_PROVIDER_NAMED = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ  # (the API loads the provider it names)
 
 
 def provider_configured() -> bool:
     """Whether a real tracer provider is set globally (not the API's default stand-in)."""
+    # (asked on every new connection: while the API's global is unset and the environment
+    # named no provider when this module was imported, the answer is no without the API's
+    # own calls; os.environ's `in` raises and catches a KeyError per look)
+    if not _PROVIDER_NAMED and getattr(trace, "_TRACER_PROVIDER", _UNKNOWN) is None:
+        return False
     return not isinstance(trace.get_tracer_provider(), (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 

@@ -25,7 +25,7 @@ from ._connection import Connection
 from ._errors import ConnectionClosedError, ConnectionRejectedError
 from ._hooks import Authenticator, Registrar, check_hooks
 from ._service import Service, ServiceArg, check_service, instantiate
-from ._streams import SocketStream, Stream, check_port
+from ._streams import Inherited, SocketStream, Stream, check_port, prepare_listener, reset_read_timeout
 
 __all__ = ["Server", "OneShotServer"]
 
@@ -108,8 +108,11 @@ class Server:
             raise type(exc)(exc.errno, exc.strerror, where) from exc
         self.host: str = ""
         self.port: int = 0
+        # the options each accepted socket inherits (Linux, TCP): none is set per connection
+        self._inherited: Inherited | None = None
         if socket_path is None:
             self.host, self.port = self.listener.getsockname()[:2]
+            self._inherited = prepare_listener(self.listener, self.protocol_config.write_timeout)
         self._active = False
         self._serving = threading.Event()  # start() is running (see start_in_thread)
         self._started = False  # start() or start_in_thread() was called (once only)
@@ -241,6 +244,8 @@ class Server:
         while self._active:
             try:
                 sock, address = self.listener.accept()
+            except BlockingIOError:
+                continue  # the listener's SO_RCVTIMEO (prepare_listener): no client meanwhile
             except OSError as exc:
                 if self._active and not self._closed.is_set():
                     if exc.errno in _OUT_OF_RESOURCES:  # fails again at once until some are freed: don't spin
@@ -323,6 +328,8 @@ class Server:
         try:
             credentials = None
             if self.authenticator is not None:
+                if self._inherited is not None:  # (the authenticator's reads, then its channel's, are unbounded)
+                    reset_read_timeout(sock)
                 sock.settimeout(config.handshake_timeout)  # the authenticator's deadline
                 channel, credentials = self.authenticator(sock)
                 if isinstance(channel, socket.socket):
@@ -332,7 +339,9 @@ class Server:
                     # a ready stream manages its own descriptor: don't touch `sock`, which
                     # may share its open file description (and so its blocking mode)
                     stream = channel
-            conn = Connection(instantiate(self.service, accepting=True), stream or SocketStream(sock), config, credentials=credentials)
+            if stream is None:  # (an authenticated socket's SO_RCVTIMEO was reset: nothing known)
+                stream = SocketStream(sock, inherited=self._inherited if self.authenticator is None else None)
+            conn = Connection(instantiate(self.service, accepting=True), stream, config, credentials=credentials)
             conn._handshake(accepting=True)
         except ConnectionRejectedError as exc:  # on_connect (or the service's constructor) raised: logged at ERROR
             self.logger.error("rejected client %s: %s", address, exc, exc_info=exc.__cause__ or exc)
@@ -450,6 +459,8 @@ class OneShotServer(Server):
         while self._active:
             try:
                 sock, address = self.listener.accept()
+            except BlockingIOError:
+                continue  # (as in Server._accept_loop)
             except OSError:
                 return
             if not self._take_in(sock, address):

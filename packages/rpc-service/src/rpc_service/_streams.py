@@ -103,24 +103,91 @@ _KEPT_TIMEOUT: Final = 0.1
 _TIMEVAL: Final = struct.Struct("@ll")
 
 
-class SocketStream:
-    """A connected socket (TCP with TCP_NODELAY, unix, or a socketpair end)."""
+#: The SO_RCVTIMEO a listener passes on to the sockets it accepts (see :func:`prepare_listener`):
+#: what a server's serving loop keeps anyway (3/4 of ThreadedServer's 0.2 s PARK_AFTER).
+_LISTENER_READ_TIMEOUT: Final = 0.15
 
-    def __init__(self, sock: socket.socket) -> None:
-        sock.setblocking(True)
-        try:  # (asked of every stream rather than after its family and type: cheaper for TCP)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass  # not TCP (a unix socket)
+
+class Inherited:
+    """The options a TCP socket accepted from a listener :func:`prepare_listener` set up
+    already has (Linux copies a listener's options to the sockets it accepts): the socket is
+    blocking, has TCP_NODELAY, and the write timeout and SO_RCVTIMEO below."""
+
+    __slots__ = ("write_timeout", "read_timeout")
+
+    def __init__(self, write_timeout: float | None, read_timeout: float) -> None:
+        self.write_timeout = write_timeout
+        self.read_timeout = read_timeout
+
+
+def prepare_listener(listener: socket.socket, write_timeout: float | None) -> Inherited | None:
+    """Set on a blocking TCP ``listener`` the options each accepted socket would otherwise
+    set for itself (three system calls per connection saved); None where accepted sockets
+    do not inherit them (not Linux, not TCP) or the options cannot be set.
+
+    The listener's SO_RCVTIMEO also bounds its own ``accept()``, which then fails with
+    BlockingIOError every ``_LISTENER_READ_TIMEOUT`` seconds while no client comes: the
+    accept loop goes round again.
+    """
+    if not _KERNEL_TIMEOUTS or listener.family not in (socket.AF_INET, socket.AF_INET6) or listener.gettimeout() is not None:
+        return None
+    try:
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(write_timeout))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(_LISTENER_READ_TIMEOUT))
+    except OSError:
+        return None
+    return Inherited(write_timeout, _LISTENER_READ_TIMEOUT)
+
+
+def reset_read_timeout(sock: socket.socket) -> None:
+    """Undo the SO_RCVTIMEO a socket inherited from its listener (for code that does not
+    expect one: an authenticator, the TLS channel it returns)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(None))
+
+
+def _timeval(seconds: float | None) -> bytes:
+    """SO_SNDTIMEO/SO_RCVTIMEO's value for ``seconds`` (None: no timeout)."""
+    if seconds is None:
+        return _TIMEVAL.pack(0, 0)
+    whole = int(seconds)
+    return _TIMEVAL.pack(whole, max(int((seconds - whole) * 1e6), 0 if whole else 1))
+
+
+class SocketStream:
+    """A connected socket (TCP with TCP_NODELAY, unix, or a socketpair end).
+
+    ``inherited``: ``sock`` was accepted from a listener set up by :func:`prepare_listener`,
+    so it has those options already (none is set again).
+    """
+
+    def __init__(self, sock: socket.socket, *, inherited: Inherited | None = None) -> None:
+        self._armed: float | None = None  # the SO_RCVTIMEO set, None: none
+        self._write_timeout: float | None = None
+        self._write_timeout_set = False  # whether SO_SNDTIMEO is known to match _write_timeout
+        if inherited is None or sock.gettimeout() is not None:
+            sock.setblocking(True)
+            try:  # (asked of every stream rather than after its family and type: cheaper for TCP)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass  # not TCP (a unix socket)
+        else:
+            self._armed = inherited.read_timeout
+            self._write_timeout = inherited.write_timeout
+            self._write_timeout_set = True
         self.sock = sock
-        self._poller = _PollingReader(sock.fileno())
+        self._poller: _PollingReader | None = None  # made on the first wait that needs it
         self._pending: Callable[[], int] | None = getattr(sock, "pending", None)
         self._vectored = getattr(sock, "sendmsg", None) is not None  # (Windows has no sendmsg)
         self._kernel_timeouts = _KERNEL_TIMEOUTS and self._pending is None  # (TLS buffers bytes of its own)
-        self._armed: float | None = None  # the SO_RCVTIMEO set, None: none
-        self._write_timeout: float | None = None
         self._closed = False
         self._close_lock = threading.Lock()
+
+    def _wait_readable(self, timeout: float) -> None:
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = _PollingReader(self.sock.fileno())
+        poller.wait(timeout)
 
     def __repr__(self) -> str:
         try:
@@ -152,7 +219,7 @@ class SocketStream:
                                 raise TimeoutError("timed out waiting for data") from None
                 return self._recv_bounded(buffer, timeout)
             if timeout is not None and not (self._pending and self._pending()):  # TLS: decrypted bytes poll() can't see
-                self._poller.wait(timeout)
+                self._wait_readable(timeout)
             return self.sock.recv_into(buffer)
         except TimeoutError:
             raise
@@ -170,7 +237,7 @@ class SocketStream:
                 armed = self._armed
                 if armed is None or armed > timeout or (armed < timeout / 2 and armed < _KEPT_TIMEOUT):
                     if timeout < _MIN_KERNEL_TIMEOUT:
-                        self._poller.wait(timeout)
+                        self._wait_readable(timeout)
                         return self.sock.recv_into(buffer)
                     armed = self._armed = timeout * 0.75
                     seconds = int(armed)
@@ -187,15 +254,15 @@ class SocketStream:
         """Fail a write that makes no progress for ``seconds`` (None: wait forever), with
         :class:`ConnectionClosedError`: a peer that stops reading cannot block a writer
         forever. Kernel-enforced (SO_SNDTIMEO): it costs nothing per write."""
+        if self._write_timeout_set and seconds == self._write_timeout:
+            return  # (inherited from the listener)
         self._write_timeout = seconds
-        whole = micros = 0  # 0 s: no timeout
-        if seconds is not None:
-            whole = int(seconds)
-            micros = max(int((seconds - whole) * 1e6), 0 if whole else 1)
         try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _TIMEVAL.pack(whole, micros))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(seconds))
         except OSError:
-            pass  # not supported here: writes wait as long as they must
+            self._write_timeout_set = False  # not supported here: writes wait as long as they must
+        else:
+            self._write_timeout_set = True
 
     def write(self, buffers: Sequence[Buffer]) -> None:
         if self._closed:
