@@ -184,3 +184,28 @@ def test_a_call_whose_arguments_are_references_is_decoded_each_time() -> None:
     del lent[8]  # released
     with pytest.raises(p.RemoteProtocolError, match="not lent"):
         receiver.receive_data(wire(sender.send(p.Request(3, p.Op.CALLATTR, p.BackRef(7), ("m", p.BackRef(8), p.Ref(9, 1))))))
+
+
+def test_connections_sharing_a_cache_share_what_they_keep() -> None:
+    """Connections made with one SharedCache keep call bodies in it: a body one decoded is
+    not decoded again by another, whose own hook still looks its target up (its object,
+    not the first connection's); what is shared stays bounded."""
+    config = p.ProtocolConfig()
+    shared = p.SharedCache(config)
+    objects = [object(), object()]
+    receivers = []
+    for obj in objects:
+        sender = p.Connection(config)
+        receiver = p.Connection(config, unbox_backref=lambda oid, obj=obj: obj, shared=shared)  # type: ignore[misc]  # (a default binds obj)
+        handshake(sender, receiver)
+        [request] = receiver.receive_data(wire(sender.send(p.Request(1, p.Op.CALLATTR, p.BackRef(7), ("m", 1, "x")))))
+        assert isinstance(request, p.Request) and request.target is obj and request.args == ("m", 1, "x")
+        receivers.append((sender, receiver))
+    assert len(shared.calls) == 1
+    sender, receiver = receivers[0]
+    for seq in range(2, 1200):
+        receiver.receive_data(wire(sender.send(p.Request(seq, p.Op.CALLATTR, p.BackRef(0), ("m", seq)))))
+        receiver.send_reply(seq, None)
+        assert len(shared.calls) <= 1024
+    # a decoder with other limits decodes under them: it keeps its own
+    assert p.ValueDecoder(limits=p.CodecLimits(max_depth=8), shared=shared)._calls is not shared.calls

@@ -123,7 +123,7 @@ class Connection(CallPath):
         self._peer_range: tuple[int, int] | None = None
         self._encoder = ValueEncoder(box, config.limits, shared=shared)
         self._by_value_encoder = ValueEncoder(box, config.limits, containers_by_value=True, shared=shared)
-        self._decoder = ValueDecoder(unbox, config.limits, unbox_backref)
+        self._decoder = ValueDecoder(unbox, config.limits, unbox_backref, shared=shared)
         self._buffer = bytearray()
         self._header: Header | None = None
         self._payload: bytearray | mmap.mmap | None = None  # the large-payload buffer, reused

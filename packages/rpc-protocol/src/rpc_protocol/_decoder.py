@@ -19,6 +19,7 @@ from ._codec import (
     TUPLE32, BackRef, Buffer, CodecLimits, Ref, UnboxHook,
 )
 from ._errors import RemoteProtocolError
+from ._shared import SharedCache
 
 __all__ = ["ValueDecoder"]
 
@@ -58,10 +59,17 @@ class ValueDecoder:
     commonest reference, the target of every request, then needs no BackRef object).
     """
 
-    __slots__ = ("_unbox", "_unbox_backref", "_limits", "_readers", "_hashed", "_budget", "_budget_base", "_budget_factor", "_calls", "_refs")
+    __slots__ = (
+        "_unbox", "_unbox_backref", "_limits", "_readers", "_hashed", "_budget", "_budget_base", "_budget_factor", "_calls", "_calls_kept", "_refs"
+    )
 
     def __init__(
-        self, unbox: UnboxHook | None = None, limits: CodecLimits = DEFAULT_LIMITS, unbox_backref: Callable[[int], object] | None = None
+        self,
+        unbox: UnboxHook | None = None,
+        limits: CodecLimits = DEFAULT_LIMITS,
+        unbox_backref: Callable[[int], object] | None = None,
+        *,
+        shared: SharedCache | None = None,
     ) -> None:
         self._unbox = unbox or _identity
         self._unbox_backref = unbox_backref or self._backref_unboxed
@@ -71,7 +79,12 @@ class ValueDecoder:
         self._budget = 0  # bytes the containers of the value being decoded may still cost
         self._budget_base = limits.decode_budget_base
         self._budget_factor = limits.decode_budget_factor
-        self._calls: dict[bytes, tuple[int, tuple[object, ...], tuple[object, ...]]] = {}  # (decode_call)
+        # (decode_call) the bodies of calls seen lately: this decoder's own, or those of every
+        # decoder sharing ``shared`` (made with these limits: its config's)
+        if shared is not None and shared.serves(limits):
+            self._calls, self._calls_kept = shared.calls, _SHARED_CALLS_KEPT
+        else:
+            self._calls, self._calls_kept = {}, _CALLS_KEPT
         self._refs = 0  # references given to the hooks (decode_call: the target's alone)
 
     def decode(self, data: Buffer) -> object:
@@ -140,7 +153,7 @@ class ValueDecoder:
             raise trailing_bytes(end - stop)
         if body is not None and self._refs == 1 and type(args) is tuple and type(flat) is tuple and _scalars(args) and _scalars(flat):
             calls = self._calls
-            if len(calls) >= _CALLS_KEPT:
+            if len(calls) >= self._calls_kept:
                 calls.clear()
             calls[body] = (_U64.unpack_from(view, pos + 1)[0], args, flat)
         return target, args, flat
@@ -396,6 +409,7 @@ class ValueDecoder:
 
 #: Request bodies kept by ``decode_call``: how many, and how long each may be (bytes).
 _CALLS_KEPT: Final = 32
+_SHARED_CALLS_KEPT: Final = 1024  # (kept for every connection sharing a SharedCache)
 _MAX_CALL_KEPT: Final = 128
 _SCALAR_TYPES: Final = frozenset({str, int, float, bool, bytes, type(None)})
 

@@ -44,7 +44,7 @@ class SharedCache:
     never changed. When one of its tables is full it is emptied and fills again.
     """
 
-    __slots__ = ("config", "_hellos", "_descriptors", "_hello_frames", "_prefixes")
+    __slots__ = ("config", "_hellos", "_descriptors", "_hello_frames", "_prefixes", "calls")
 
     def __init__(self, config: ProtocolConfig) -> None:
         self.config = config
@@ -58,6 +58,9 @@ class SharedCache:
         self._hello_frames: dict[tuple[object, ...], tuple[object, bytes]] = {}
         # (oid, method name, argument count, the peer's frame limit) -> a call's prefixes
         self._prefixes: dict[tuple[int, str | None, int, int], tuple[bytes, bytes, bytes, bytes | None]] = {}
+        # a call's body -> its target's oid, its arguments and keywords (scalars only): the
+        # bodies the decoders sharing this cache saw lately (ValueDecoder.decode_call keeps them)
+        self.calls: dict[bytes, tuple[int, tuple[object, ...], tuple[object, ...]]] = {}
 
     def __repr__(self) -> str:
         return f"<rpc_protocol.SharedCache hellos={len(self._hellos)} descriptors={len(self._descriptors)}>"
