@@ -64,7 +64,6 @@ class CallPath:
     config: ProtocolConfig
     state: State
     _encoder: ValueEncoder
-    _by_value_encoder: ValueEncoder
     _decoder: ValueDecoder
     _buffer: bytearray
     _header: Header | None
@@ -98,6 +97,9 @@ class CallPath:
     # Connection's (real methods, not stubs under TYPE_CHECKING: mypyc compiles no class-level `if`)
 
     def send(self, event: Event) -> list[Buffer]:
+        raise NotImplementedError
+
+    def _by_value_encoder(self) -> ValueEncoder:
         raise NotImplementedError
 
     def _peer_frame_limit(self) -> int:
@@ -142,7 +144,7 @@ class CallPath:
             HEADER.pack_into(buf, 0, _REPLY, 0, 0, seq, 1)  # (seq came in a header: in range)
             buffers: list[Buffer] = [buf]
         else:
-            encoder = self._by_value_encoder if by_value or asked else self._encoder
+            encoder = self._by_value_encoder() if by_value or asked else self._encoder
             buffers = encode_reply(encoder, seq, value, self._peer_frame_limit())
         del self._pending_in[seq]  # a Reply leaves the state OPEN (TRANSITIONS)
         return buffers

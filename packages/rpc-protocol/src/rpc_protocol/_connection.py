@@ -122,7 +122,8 @@ class Connection(CallPath):
         self._our_range: tuple[int, int] | None = None
         self._peer_range: tuple[int, int] | None = None
         self._encoder = ValueEncoder(box, config.limits, shared=shared)
-        self._by_value_encoder = ValueEncoder(box, config.limits, containers_by_value=True, shared=shared)
+        self._box = box
+        self._values_encoder: ValueEncoder | None = None  # (by_value_encoder(): made on first use)
         self._decoder = ValueDecoder(unbox, config.limits, unbox_backref, shared=shared)
         self._buffer = bytearray()
         self._header: Header | None = None
@@ -189,7 +190,7 @@ class Connection(CallPath):
             if event.seq not in self._pending_in:
                 raise LocalProtocolError(f"no request #{event.seq} of the peer's is waiting for a reply")
             if self._pending_in[event.seq]:
-                encoder = self._by_value_encoder
+                encoder = self._by_value_encoder()
         elif type(event) is Hello:
             buffers = self._hello_frame(event)
             self.state = state
@@ -203,6 +204,14 @@ class Connection(CallPath):
             self._pings[event.seq] = None
         self.state = state
         return buffers
+
+    def _by_value_encoder(self) -> ValueEncoder:
+        """The encoder of replies asked for by value (lists, dicts and sets copied), made
+        on first use: most connections never need one."""
+        encoder = self._values_encoder
+        if encoder is None:
+            encoder = self._values_encoder = ValueEncoder(self._box, self.config.limits, containers_by_value=True, shared=self._shared)
+        return encoder
 
     def _hello_frame(self, event: Hello) -> list[Buffer]:
         """The HELLO frame of ``event``, announcing our ``max_frame_size``. Its root is
