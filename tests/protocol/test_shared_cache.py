@@ -297,3 +297,64 @@ def test_kept_hellos_and_prefixes_stay_bounded() -> None:
         if n < 40:
             _sent_hello(p.Connection(CONFIG, box=lambda obj: p.Ref(1, 1, ("m", "C")), shared=shared), p.Hello((f"S{n}",), root=object()))
         assert len(shared._hello_frames) <= 16 and len(shared._prefixes) <= 1024
+
+
+# -- a peer's preface and Hello read at once ------------------------------------------------
+
+_ranges = st.tuples(st.integers(1, 3), st.integers(0, 2)).map(lambda low_extra: (low_extra[0], low_extra[0] + low_extra[1]))
+
+
+def _receive_all(receiver: p.Connection, data: bytes) -> tuple[object, ...]:
+    """What receiving ``data`` in one read does: its events (or error), then the state."""
+    try:
+        outcome: object = receiver.receive_data(data)
+    except p.ProtocolError as exc:
+        outcome = (type(exc), str(exc))
+    hello = receiver.peer_hello
+    return outcome, receiver.state, receiver.version, repr(receiver.error), receiver.bytes_needed, hello and (hello.services, hello.capabilities, hello.max_frame_size)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    peer_range=_ranges,
+    our_range=st.none() | _ranges,
+    send_hello_first=st.booleans(),
+    services=_names,
+    info=_plain_infos | st.just(("m", p.BackRef(4))),
+    tail=st.sampled_from([b"", b"\x02\x00"]),
+    again=st.integers(1, 3),
+)
+def test_a_preface_and_hello_read_at_once_are_received_as_without_the_cache(
+    peer_range: tuple[int, int], our_range: tuple[int, int] | None, send_hello_first: bool, services: tuple[str, ...], info: object, tail: bytes, again: int
+) -> None:
+    """Several connections sharing a cache read the same preface and Hello in one read (the
+    first parses them, the others find them kept), whatever each had sent first (nothing,
+    its preface, with its Hello too) and whether the versions meet: the events, the state
+    and the failure of a connection without the cache; the root unboxed by each one's hook."""
+    sender = p.Connection(box=lambda obj: p.Ref(1, 1, ("m", "C", info)))
+    data = wire(sender.send(p.Preface(*peer_range))) + wire(sender.send(p.Hello(services, root=object()))) + tail
+
+    def received(shared: p.SharedCache | None) -> tuple[object, ...]:
+        unboxed: list[object] = []
+
+        def unbox(ref: p.Ref | p.BackRef) -> object:
+            unboxed.append(ref)
+            return len(unboxed)
+
+        receiver = p.Connection(CONFIG, unbox=unbox, shared=shared)
+        if our_range is not None:
+            receiver.send(p.Preface(*our_range))
+            if send_hello_first:
+                receiver.send(p.Hello())
+        outcome = _receive_all(receiver, data)
+        return outcome, tuple(unboxed)
+
+    expected = received(None)
+    shared = p.SharedCache(CONFIG)
+    for _ in range(again):
+        assert received(shared) == expected
+    events = expected[0]
+    assert isinstance(events, tuple)
+    events = events[0]
+    if not tail and info != ("m", p.BackRef(4)) and isinstance(events, list) and len(events) == 2:
+        assert len(shared._handshakes) == 1  # (kept, so the later ones took the shortcut: semi-private)

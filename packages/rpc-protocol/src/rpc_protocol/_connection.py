@@ -24,7 +24,7 @@ from ._frames import (
     CONTEXT_VERSION, HEADER, HEADER_SIZE, MAX_SEQ, MIN_FRAME_LIMIT, PREFACE_SIZE, FrameFlags, FrameType, Header, pack_preface, parse_header, parse_preface,
 )
 from ._messages import decode_payload, decode_release, decode_request, encode_frame
-from ._shared import SharedCache
+from ._shared import MAX_HELLO_KEPT, SharedCache
 from ._states import RECV, SEND, TRANSITIONS, State
 
 __all__ = ["Connection", "ProtocolConfig"]
@@ -36,6 +36,10 @@ HANDSHAKE_FRAME_LIMIT: Final = 256 * 1024
 # Payloads at least this long are gathered in a buffer of their own, which the I/O layer may
 # fill directly (payload_buffer); one up to _KEEP_LARGE bytes is kept for the next one.
 _LARGE_PAYLOAD: Final = 256 * 1024
+# A read holding a peer's preface and HELLO frame, looked up whole in the SharedCache: longer
+# than those two headers, at most as long as a Hello it keeps (see _parse)
+_HANDSHAKE_MIN: Final = PREFACE_SIZE + HEADER_SIZE
+_HANDSHAKE_KEPT: Final = PREFACE_SIZE + HEADER_SIZE + MAX_HELLO_KEPT
 _KEEP_LARGE: Final = 16 * 1024 * 1024
 _EVENT_OF: Final[dict[FrameType, type]] = {
     FrameType.HELLO: Hello,
@@ -411,6 +415,37 @@ class Connection(CallPath):
         return error
 
     def _parse(self, view: memoryview, events: list[Event]) -> int:
+        shared = self._shared
+        if shared is not None and self._peer_range is None and _HANDSHAKE_MIN < len(view) <= _HANDSHAKE_KEPT:
+            # The peer's preface and Hello in one read, as every peer sends them: bytes some
+            # connection sharing the cache received before need not be parsed again
+            data = bytes(view)
+            kept = shared.handshake(data)
+            if kept is not None:
+                self._take_handshake(kept, events)
+                return len(view)
+            pos = self._parse_from(view, events)
+            if pos == len(view) and len(events) == 2 and type(events[1]) is Hello and self._peer_range is not None:
+                shared.keep_handshake(data, self._peer_range)
+            return pos
+        return self._parse_from(view, events)
+
+    def _take_handshake(self, kept: tuple[tuple[int, int], Hello], events: list[Event]) -> None:
+        """Receive a kept preface and Hello (see _parse) as _parse_from receives them: the same
+        checks, the same events, the same state; the root unboxed by this connection's hook."""
+        peer_range, hello = kept
+        state = self._check(RECV, Preface)
+        self._peer_range = peer_range
+        if self._our_range is not None:
+            self._settle()
+        self.state = state
+        events.append(Preface(*peer_range))
+        state = self._check(RECV, Hello)
+        event = Hello(hello.services, hello.capabilities, hello.max_frame_size, self._decoder.unboxed(hello.root))
+        self._commit(event, state)
+        events.append(event)
+
+    def _parse_from(self, view: memoryview, events: list[Event]) -> int:
         pos = 0
         end = len(view)
         max_frame = self.config.max_frame_size

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from ._codec import CodecLimits, Ref
+from ._frames import HEADER_SIZE, PREFACE_SIZE
 
 if TYPE_CHECKING:
     from ._connection import ProtocolConfig
@@ -44,12 +45,15 @@ class SharedCache:
     never changed. When one of its tables is full it is emptied and fills again.
     """
 
-    __slots__ = ("config", "_hellos", "_descriptors", "_hello_frames", "_prefixes", "calls")
+    __slots__ = ("config", "_hellos", "_handshakes", "_descriptors", "_hello_frames", "_prefixes", "calls")
 
     def __init__(self, config: ProtocolConfig) -> None:
         self.config = config
         # a Hello's payload -> the Hello it decodes to, its root a Ref (not unboxed)
         self._hellos: dict[bytes, Hello] = {}
+        # a peer's preface and HELLO frame, read at once -> its version range and its Hello
+        # (as in _hellos): what a connection's first read usually holds
+        self._handshakes: dict[bytes, tuple[tuple[int, int], Hello]] = {}
         # id(descriptor) -> (the descriptor, kept alive so its id is not reused; the nesting
         # depth it was encoded at; its encoding)
         self._descriptors: dict[int, tuple[object, int, bytes]] = {}
@@ -84,6 +88,21 @@ class SharedCache:
             hellos.clear()
         hellos[payload] = hello
         return True
+
+    def handshake(self, data: bytes) -> tuple[tuple[int, int], Hello] | None:
+        """The version range and Hello kept for ``data``, a peer's preface then its HELLO frame."""
+        return self._handshakes.get(data)
+
+    def keep_handshake(self, data: bytes, peer_range: tuple[int, int]) -> None:
+        """Keep what ``data`` (a preface, then a HELLO frame whose payload is kept: see
+        :meth:`keep_hello`) was received as: ``peer_range``, and that Hello."""
+        hello = self._hellos.get(data[PREFACE_SIZE + HEADER_SIZE :])
+        if hello is None:
+            return
+        handshakes = self._handshakes
+        if len(handshakes) >= _HELLOS_KEPT:
+            handshakes.clear()
+        handshakes[data] = (peer_range, hello)
 
     def hello_frame(self, key: tuple[object, ...], info: object) -> bytes | None:
         """The HELLO frame kept for ``key`` (which names ``info``, this very object, by id)."""

@@ -108,6 +108,7 @@ class Server:
             raise type(exc)(exc.errno, exc.strerror, where) from exc
         self.host: str = ""
         self.port: int = 0
+        self._listener_kind = (int(self.listener.family), int(self.listener.type), self.listener.proto)  # (_accept_one)
         # the options each accepted socket inherits (Linux, TCP): none is set per connection
         self._inherited: Inherited | None = None
         if socket_path is None:
@@ -243,7 +244,7 @@ class Server:
     def _accept_loop(self) -> None:
         while self._active:
             try:
-                sock, address = self.listener.accept()
+                sock, address = self._accept_one()
             except BlockingIOError:
                 continue  # the listener's SO_RCVTIMEO (prepare_listener): no client meanwhile
             except OSError as exc:
@@ -264,6 +265,20 @@ class Server:
                 with self._lock:
                     self._pending.pop(sock, None)
                 _shutdown_socket(sock)
+
+    def _accept_one(self) -> tuple[socket.socket, Any]:
+        """``listener.accept()``, without its conversions of the listener's family and type
+        to enums on every call (~5 us a connection): the socket is made from the ints."""
+        listener = self.listener
+        accept = getattr(listener, "_accept", None)  # (CPython's socket.accept calls it, then makes the socket)
+        if accept is None:
+            return listener.accept()
+        fd, address = accept()
+        family, kind, proto = self._listener_kind
+        sock = socket.socket(family, kind, proto, fileno=fd)
+        if socket.getdefaulttimeout() is None and listener.gettimeout():  # (as accept() does)
+            sock.setblocking(True)
+        return sock, address
 
     def _take_in(self, sock: socket.socket, address: Any) -> bool:
         """Admit an accepted socket under ``max_connections`` (on the accept loop, so that
@@ -458,7 +473,7 @@ class OneShotServer(Server):
     def _accept_loop(self) -> None:
         while self._active:
             try:
-                sock, address = self.listener.accept()
+                sock, address = self._accept_one()
             except BlockingIOError:
                 continue  # (as in Server._accept_loop)
             except OSError:
