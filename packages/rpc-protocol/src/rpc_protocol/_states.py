@@ -21,6 +21,10 @@ Direction = Literal["send", "recv"]
 
 
 class State(Enum):
+    # (hashed by identity, as members compare: Enum's own __hash__ is a Python function,
+    # called for every state-table lookup)
+    __hash__ = object.__hash__
+
     START = "start"  # nothing sent or received
     PREFACE_SENT = "preface-sent"  # our preface is out, the peer's not yet in
     PREFACE_RECEIVED = "preface-received"  # the peer's preface is in, ours not yet out
