@@ -224,20 +224,22 @@ class Connection(CallPath):
         encoder = self._encoder
         limit = self._peer_frame_limit()
         ref = encoder.reference(event.root)
-        hello = Hello(event.services, event.capabilities, self.config.max_frame_size, ref)
+        max_frame_size = self.config.max_frame_size
         shared = self._shared
-        if shared is None or type(ref) is not Ref or ref.info is None:
-            return encode_frame(hello, encoder, limit)
-        key = (hello.services, hello.capabilities, hello.max_frame_size, ref.oid, ref.type_id, id(ref.info))
-        try:
-            frame = shared.hello_frame(key, ref.info)
-        except TypeError:  # (unhashable services: the encoder says what is wrong)
-            return encode_frame(hello, encoder, limit)
-        if frame is not None and len(frame) - HEADER_SIZE <= limit:
-            return [frame]
-        buffers = encode_frame(hello, encoder, limit)
-        if len(buffers) == 1:
-            shared.keep_hello_frame(key, ref.info, bytes(buffers[0]))
+        key: tuple[object, ...] | None = None
+        info: object = None
+        if shared is not None and type(ref) is Ref and ref.info is not None:
+            info = ref.info
+            key = (event.services, event.capabilities, max_frame_size, ref.oid, ref.type_id, id(info))
+            try:
+                frame = shared.hello_frame(key, info)
+            except TypeError:  # (unhashable services: the encoder says what is wrong)
+                frame = key = None
+            if frame is not None and len(frame) - HEADER_SIZE <= limit:
+                return [frame]
+        buffers = encode_frame(Hello(event.services, event.capabilities, max_frame_size, ref), encoder, limit)
+        if key is not None and shared is not None and len(buffers) == 1:
+            shared.keep_hello_frame(key, info, bytes(buffers[0]))
         return buffers
 
     def _peer_frame_limit(self) -> int:

@@ -47,6 +47,7 @@ _NO_KWARGS: Final[dict[str, Any]] = {}
 _MAX_REASON: Final = 500  # characters of a rejection reason sent to the peer
 _monotonic: Final = time.monotonic
 _current_call: Final = CURRENT.get  # None: no call context (the plain paths)
+_PREFACE: Final = wire.Preface()  # (immutable: one for every handshake)
 _ROOM_TURN: Final = 0.05  # seconds between looks while waiting for fewer requests in flight
 _set_call: Final = CURRENT.set
 _reset_call: Final = CURRENT.reset
@@ -457,7 +458,7 @@ class Connection(ContextCalls, Demux):
         ours = wire.Hello(services=self._service.get_service_aliases(), root=self._service)
         try:
             if not accepting:  # preface and Hello in one write: the peer's are not awaited first
-                self._send(lambda: [*proto.send(wire.Preface()), *proto.send(ours)])
+                self._send(lambda: [*proto.send(_PREFACE), *proto.send(ours)])
             hello = self._await_hello(deadline, accepting)
             self._root = hello.root
             if accepting:
@@ -488,11 +489,11 @@ class Connection(ContextCalls, Demux):
                 reason = reason[: _MAX_REASON - 3] + "..."
             proto = self._proto
             try:
-                self._send(lambda: [*proto.send(wire.Preface()), *proto.send(wire.Close(reason))])
+                self._send(lambda: [*proto.send(_PREFACE), *proto.send(wire.Close(reason))])
             except Exception:
                 pass  # the peer may be gone already
             raise ConnectionRejectedError(f"rejected the client: {reason}") from exc
-        self._send(lambda: [*self._proto.send(wire.Preface()), *self._proto.send(ours)])
+        self._send(lambda: [*self._proto.send(_PREFACE), *self._proto.send(ours)])
 
     def _await_hello(self, deadline: float, accepting: bool) -> wire.Hello:
         while True:
@@ -506,7 +507,7 @@ class Connection(ContextCalls, Demux):
             if type(event) is wire.Preface and accepting and not shares_version(event):
                 self._send(refusal_preface)
                 try:
-                    self._proto.send(wire.Preface())  # raises the HandshakeError naming both ranges
+                    self._proto.send(_PREFACE)  # raises the HandshakeError naming both ranges
                 except wire.HandshakeError as exc:
                     self._protocol_broken(exc)  # logged before the stream closes, as bad bytes read are
                     raise
