@@ -53,31 +53,37 @@ def encode_frame(event: Event, encoder: ValueEncoder, max_frame_size: int) -> li
         return encode_reply(encoder, event.seq, event.value, max_frame_size)
     if type(event) is Release:
         return encode_release(event.refs, max_frame_size)
+    # frames of bytes, no values: made without the encoder
+    if type(event) is Close:
+        return [_frame_of_bytes(FrameType.CLOSE, 0, event.reason.encode("utf-8", "surrogatepass"), max_frame_size)]
+    if type(event) is Cancel:
+        return [_frame_of_bytes(FrameType.CANCEL, event.seq, b"", max_frame_size)]
+    if type(event) is Ping or type(event) is Pong:
+        payload: object = event.payload
+        if not isinstance(payload, (bytes, bytearray, memoryview)):
+            raise EncodeError(f"a {type(event).__name__}'s payload must be bytes, not {type(payload).__name__}")
+        return [_frame_of_bytes(FrameType.PING if type(event) is Ping else FrameType.PONG, event.seq, payload, max_frame_size)]
     buf = bytearray(HEADER_SIZE)
-    seq = 0
     kind: FrameType
     encoder.start(buf)
     if type(event) is ErrorReply:
-        kind, seq = FrameType.ERROR, event.seq
+        kind = FrameType.ERROR
         encoder.write((event.exc_module, event.exc_type, event.args, event.traceback))
     elif type(event) is Hello:
         kind = FrameType.HELLO
         encoder.write((tuple(sorted(event.capabilities)), event.services, event.max_frame_size, event.root))
-    elif type(event) is Ping or type(event) is Pong:
-        kind, seq = (FrameType.PING if type(event) is Ping else FrameType.PONG), event.seq
-        payload: object = event.payload
-        if not isinstance(payload, (bytes, bytearray, memoryview)):
-            encoder.finish()
-            raise EncodeError(f"a {type(event).__name__}'s payload must be bytes, not {type(payload).__name__}")
-        buf += payload
-    elif type(event) is Close:
-        kind = FrameType.CLOSE
-        buf += event.reason.encode("utf-8", "surrogatepass")
-    elif type(event) is Cancel:
-        kind, seq = FrameType.CANCEL, event.seq
     else:
+        encoder.finish()
         raise EncodeError(f"{type(event).__name__} is not a frame event")
-    return seal_frame(encoder, buf, kind, 0, seq, max_frame_size)
+    return seal_frame(encoder, buf, kind, 0, event.seq if type(event) is ErrorReply else 0, max_frame_size)
+
+
+def _frame_of_bytes(kind: int, seq: int, payload: Buffer, max_frame_size: int) -> bytearray:
+    """The frame of ``kind`` whose payload is ``payload`` itself."""
+    buf = bytearray(HEADER_SIZE)
+    buf += payload
+    _seal(buf, kind, 0, seq, len(buf) - HEADER_SIZE, max_frame_size)
+    return buf
 
 
 def encode_request(
@@ -219,13 +225,17 @@ def seal_frame(encoder: ValueEncoder, buf: bytearray, kind: int, flags: int, seq
     """Finish the encoding that began with the header-sized ``buf``; fill the header in
     (``kind``: a :class:`FrameType`, passed as a plain int on the hot paths)."""
     parts = encoder.finish()
-    length = (len(buf) if len(parts) == 1 else sum(map(len, parts))) - HEADER_SIZE
+    _seal(buf, kind, flags, seq, (len(buf) if len(parts) == 1 else sum(map(len, parts))) - HEADER_SIZE, max_frame_size)
+    return parts
+
+
+def _seal(buf: bytearray, kind: int, flags: int, seq: int, length: int, max_frame_size: int) -> None:
+    """Check a frame's length and sequence number, then fill its header in."""
     if length > max_frame_size:
         raise EncodeError(f"{FrameType(kind).name} frame of {length} bytes exceeds the peer's limit of {max_frame_size}")
     if not 0 <= seq <= MAX_SEQ:
         raise EncodeError(f"sequence number {seq} out of range")
     HEADER.pack_into(buf, 0, kind, flags, 0, seq, length)
-    return parts
 
 
 def decode_payload(header: Header, payload: memoryview, decoder: ValueDecoder, shared: SharedCache | None = None) -> Event:

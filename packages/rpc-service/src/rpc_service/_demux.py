@@ -204,9 +204,10 @@ class Demux:
             waiting, self._waiting = self._waiting, {}
             self._inbox.clear()
             self._served.clear()  # (states of requests queued or taken; a handler still running pops its own)
-            error = ConnectionClosedError("the connection closed before the reply arrived")
-            for slot in slots.values():
-                slot._value, slot._is_error, slot._ready = error, True, True
+            if slots:
+                error = ConnectionClosedError("the connection closed before the reply arrived")
+                for slot in slots.values():
+                    slot._value, slot._is_error, slot._ready = error, True, True
             for wake in waiting:
                 wake.release()
         self._stream.close()
