@@ -290,13 +290,13 @@ def test_kept_hellos_and_prefixes_stay_bounded() -> None:
     """A side sending ever new Hellos and calling ever new methods keeps a bounded number of
     each (semi-private, as above)."""
     shared = p.SharedCache(CONFIG)
-    for n in range(1100):
+    for n in range(400):
         conn, _ = pair()
         conn._shared = shared
         conn.send_call(1, p.BackRef(n), "method", (), None)
         if n < 40:
             _sent_hello(p.Connection(CONFIG, box=lambda obj: p.Ref(1, 1, ("m", "C")), shared=shared), p.Hello((f"S{n}",), root=object()))
-        assert len(shared._hello_frames) <= 16 and len(shared._prefixes) <= 1024
+        assert len(shared._hello_frames) <= 16 and len(shared._prefixes) <= 256
 
 
 # -- a peer's preface and Hello read at once ------------------------------------------------

@@ -409,7 +409,7 @@ class ValueDecoder:
 
 #: Request bodies kept by ``decode_call``: how many, and how long each may be (bytes).
 _CALLS_KEPT: Final = 32
-_SHARED_CALLS_KEPT: Final = 1024  # (kept for every connection sharing a SharedCache)
+_SHARED_CALLS_KEPT: Final = 256  # (kept for every connection sharing a SharedCache)
 _MAX_CALL_KEPT: Final = 128
 _SCALAR_TYPES: Final = frozenset({str, int, float, bool, bytes, type(None)})
 

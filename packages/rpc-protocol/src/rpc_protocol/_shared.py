@@ -35,7 +35,7 @@ _DESCRIPTORS_KEPT: Final = 256
 #: Encoded Hello frames kept (a side sends one or a few kinds).
 _HELLO_FRAMES_KEPT: Final = 16
 #: Call prefixes kept (see ``_calls.CallPrefixes``).
-_PREFIXES_KEPT: Final = 1024
+_PREFIXES_KEPT: Final = 256
 
 
 class SharedCache:
