@@ -912,3 +912,19 @@ def test_an_authenticated_socket_reads_without_the_listeners_timeout(run: Callab
         time.sleep(0.4)  # (the served socket idle longer than that timeout too)
         assert conn.root.credentials() == "token"
     assert waited and waited[0] >= 0.3
+
+
+def test_a_default_socket_timeout_set_after_the_server_started_changes_nothing(run: Callable[[Server], Server]) -> None:
+    """Sockets accepted under ``socket.setdefaulttimeout()`` start with a timeout of Python's:
+    the server makes them blocking again (the kernel bounds their reads), as before."""
+    server = run(ThreadedServer(CounterService))
+    socket.setdefaulttimeout(5.0)
+    try:
+        with connect(server) as conn:
+            assert conn.root.increment() == 1
+            (client,) = server.clients
+            assert sock_of(client).gettimeout() is None
+            time.sleep(0.3)  # (longer than the read timeout the listener passes on)
+            assert conn.root.increment() == 2
+    finally:
+        socket.setdefaulttimeout(None)

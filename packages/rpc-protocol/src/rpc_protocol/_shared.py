@@ -1,17 +1,17 @@
-"""What connections made alike may share: the Hellos they decoded and sent, the type
-descriptors and call prefixes they encoded.
+"""What connections made alike may share: what setting a connection up and its first calls decode and encode.
 
-Owns :class:`SharedCache`. Every connection to one server receives the same Hello (the same
-services, the same root described the same way), and every client of one kind sends the same
-one; the type descriptors a side sends are the same on each of its connections. Decoding and
-checking those bytes, and encoding those descriptors, once rather than once per connection
-is a large part of what setting a connection up costs; so is encoding the Hello a side sends
-(the same bytes on each of its connections) and the first call of each method (the same
-prefix on each connection whose peer numbers its objects alike). The cache is made and owned by the
-caller, who passes it to each :class:`Connection` made with the same config; this package
-keeps no state of its own. It holds immutable values only (strings, numbers, tuples of them),
-a bounded number of them, and nothing of any connection: the root of a Hello is still
-unboxed by each connection's own hook.
+Owns :class:`SharedCache`. Every connection to one server receives the same preface and
+Hello (the same services, the same root described the same way) and sends the same Hello
+back; every client of one kind does the same on its side; the type descriptors a side sends,
+the first bytes of a call of each method and the bodies of common calls are the same on
+each connection. Decoding and checking those bytes, and encoding those values, once rather
+than once per connection is most of what setting a connection up would otherwise cost in the
+protocol. The cache is made and owned by the caller, who passes it to each
+:class:`Connection` made with the same config; this package keeps no state of its own. It
+holds immutable values only (strings, numbers, bytes, tuples of them), a bounded number of
+them, and nothing of any connection: the references in what it keeps (a Hello's root, a
+call's target) are still unboxed by each connection's own hooks, and what a side lends (its
+root) still goes through its own box hook.
 """
 
 from __future__ import annotations

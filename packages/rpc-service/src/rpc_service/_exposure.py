@@ -164,6 +164,7 @@ _MAX_PREFIXED: Final = 1024  # resolutions kept per exposure settings (then the 
 # resolves to depends on the object's type and these settings only, so every connection
 # with the same settings shares them (a new connection's first calls find them resolved)
 _RESOLVED: Final[dict[tuple[object, ...], dict[tuple[type, str], tuple[str, object]]]] = {}
+_MAX_SETTINGS: Final = 64
 
 # The descriptors made so far: class -> exposure settings -> descriptor (held weakly: a
 # class that goes away takes its descriptors along).
@@ -204,6 +205,8 @@ class Exposure:
         self._settings = settings = (self._prefix, self._exposed, self._safe, config.allow_all_attrs, config.allow_public_attrs)
         prefixed = _RESOLVED.get(settings)
         if prefixed is None:
+            if len(_RESOLVED) >= _MAX_SETTINGS:  # (exposed_prefix may be any string)
+                _RESOLVED.clear()
             prefixed = _RESOLVED.setdefault(settings, {})
         self._prefixed = prefixed
 

@@ -165,13 +165,15 @@ class SocketStream:
         self._armed: float | None = None  # the SO_RCVTIMEO set, None: none
         self._write_timeout: float | None = None
         self._write_timeout_set = False  # whether SO_SNDTIMEO is known to match _write_timeout
-        if inherited is None or sock.gettimeout() is not None:
+        if inherited is None:
             sock.setblocking(True)
             try:  # (asked of every stream rather than after its family and type: cheaper for TCP)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass  # not TCP (a unix socket)
         else:
+            if sock.gettimeout() is not None:  # (accepted under a socket.setdefaulttimeout())
+                sock.setblocking(True)
             self._armed = inherited.read_timeout
             self._write_timeout = inherited.write_timeout
             self._write_timeout_set = True
