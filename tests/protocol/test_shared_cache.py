@@ -358,3 +358,13 @@ def test_a_preface_and_hello_read_at_once_are_received_as_without_the_cache(
     events = events[0]
     if not tail and info != ("m", p.BackRef(4)) and isinstance(events, list) and len(events) == 2:
         assert len(shared._handshakes) == 1  # (kept, so the later ones took the shortcut: semi-private)
+
+
+def test_a_box_hook_answering_no_reference_for_the_root_is_refused() -> None:
+    """Regression (review): the Hello's root is boxed before the frame is encoded; a hook
+    returning something else than a reference is refused there, as the encoder refuses it."""
+    for shared in (None, p.SharedCache(CONFIG)):
+        conn = p.Connection(CONFIG, box=lambda obj: "not a reference", shared=shared)  # type: ignore[arg-type,return-value]  # (a broken hook, on purpose)
+        conn.send(p.Preface())
+        with pytest.raises(p.EncodeError, match="box hook returned str, not a reference"):
+            conn.send(p.Hello(root=object()))

@@ -928,3 +928,43 @@ def test_a_default_socket_timeout_set_after_the_server_started_changes_nothing(r
             assert conn.root.increment() == 2
     finally:
         socket.setdefaulttimeout(None)
+
+
+@linux_only
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda: ThreadedServer(CounterService), 0.15),  # parks quiet clients: its reads wait 0.2 s at most
+        (lambda: ThreadedServer(CounterService, idle_timeout=30), 22.5),  # 3/4 of the wait
+        (lambda: OneShotServer(CounterService), 0.0),  # waits without end: no timeout at all
+    ],
+    ids=["threaded", "idle-timeout", "one-shot"],
+)
+def test_a_serving_loop_that_waits_long_takes_the_listeners_read_timeout_off(
+    make: Callable[[], Server], expected: float, run: Callable[[Server], Server]
+) -> None:
+    """Regression (review): the 0.15 s read timeout inherited from the listener was kept by
+    loops that wait long or forever, waking an idle connection every 0.15 s (every 7.5 s
+    before the listener passed it on)."""
+    server = run(make())
+    with connect(server) as conn:
+        assert conn.root.increment() == 1
+        (client,) = server.clients
+        time.sleep(0.05)  # (the serving thread back in its read)
+        assert _seconds(sock_of(client), socket.SO_RCVTIMEO) == pytest.approx(expected, abs=0.01)
+
+
+@linux_only
+def test_an_authenticator_gets_a_socket_without_inherited_timeouts(run: Callable[[Server], Server]) -> None:
+    """Regression (review): the write timeout inherited from the listener stayed on the
+    socket an authenticator works with (its reads and writes bounded by Python's timeout)."""
+    seen: list[tuple[float, float]] = []
+
+    def look(sock: socket.socket) -> tuple[socket.socket, Any]:
+        seen.append((_seconds(sock, socket.SO_RCVTIMEO), _seconds(sock, socket.SO_SNDTIMEO)))
+        return sock, None
+
+    server = run(ThreadedServer(CounterService, authenticator=look))
+    with connect(server) as conn:
+        assert conn.root.increment() == 1
+    assert seen == [(0.0, 0.0)]

@@ -599,3 +599,14 @@ def test_large_buffers_reach_the_socket_unjoined(no_thread_leak: None) -> None:
                 assert any(buf is part for buf in write), "a large part was copied instead of passed through"
             assert sum(len(memoryview(buf)) for buf in write) > 9 * MiB
 
+
+
+def test_a_short_wait_on_a_socket_closed_underneath_says_closed() -> None:
+    """Regression (review): the poller is made on the first short wait; on a socket another
+    thread closed since, that raised ValueError (fd -1), not ConnectionClosedError."""
+    mine, theirs = socket.socketpair()
+    with theirs:
+        stream = rpc_service.SocketStream(mine)
+        mine.close()
+        with pytest.raises(rpc_service.ConnectionClosedError):
+            stream.read_into(memoryview(bytearray(16)), 0.001)

@@ -103,8 +103,8 @@ class Connection(CallPath):
     :class:`ValueEncoder` and :class:`ValueDecoder`): the service layer uses them to turn
     objects into references and references into proxies (or back into its own objects).
     ``shared``, a :class:`SharedCache` made for ``config`` (or an equal config), is what
-    this connection shares with the others made with it (the Hellos they decoded, the type
-    descriptors they encoded).
+    this connection shares with the others made with it (what their handshakes and first
+    calls decode and encode: see :mod:`._shared`).
     """
 
     def __init__(

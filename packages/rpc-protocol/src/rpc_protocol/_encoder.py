@@ -40,6 +40,10 @@ def _no_box(value: object) -> Ref | BackRef:
     raise EncodeError(f"cannot encode a value of type {type(value).__qualname__!r} by value")
 
 
+def _not_a_reference(boxed: object) -> EncodeError:
+    return EncodeError(f"box hook returned {type(boxed).__qualname__}, not a reference")
+
+
 class ValueEncoder:
     """Encodes values into a list of buffers (see :meth:`encode`).
 
@@ -96,7 +100,12 @@ class ValueEncoder:
             writer = self._writers.get(type(value))
         except TypeError:  # (unhashable class: boxed, as write does)
             writer = None
-        return value if writer is not None else self._box(value)
+        if writer is not None:
+            return value
+        boxed = self._box(value)
+        if type(boxed) is not Ref and type(boxed) is not BackRef:
+            raise _not_a_reference(boxed)
+        return boxed
 
     def _write_boxed(self, value: object, depth: int) -> None:
         boxed = self._box(value)
@@ -105,7 +114,7 @@ class ValueEncoder:
         elif type(boxed) is BackRef:
             self._backref(boxed, depth)
         else:
-            raise EncodeError(f"box hook returned {type(boxed).__qualname__}, not a reference")
+            raise _not_a_reference(boxed)
 
     def finish(self) -> list[Buffer]:
         """Close the encoding under way and return its buffers."""

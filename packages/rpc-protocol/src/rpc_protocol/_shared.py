@@ -67,7 +67,11 @@ class SharedCache:
         self.calls: dict[bytes, tuple[int, tuple[object, ...], tuple[object, ...]]] = {}
 
     def __repr__(self) -> str:
-        return f"<rpc_protocol.SharedCache hellos={len(self._hellos)} descriptors={len(self._descriptors)}>"
+        return (
+            f"<rpc_protocol.SharedCache hellos={len(self._hellos)} handshakes={len(self._handshakes)} "
+            f"hello_frames={len(self._hello_frames)} descriptors={len(self._descriptors)} "
+            f"prefixes={len(self._prefixes)} calls={len(self.calls)}>"
+        )
 
     def serves(self, limits: CodecLimits) -> bool:
         """Whether what it keeps was decoded and encoded under ``limits`` (its config's)."""

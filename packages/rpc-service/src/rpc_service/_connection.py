@@ -63,8 +63,8 @@ def protocol_for(config: Config, boxer: Boxer) -> wire.Connection:
 @lru_cache(maxsize=64)
 def _shared_cache(max_frame_size: int, max_pending: int, max_depth: int) -> wire.SharedCache:
     """One (frozen) protocol config for each set of limits, made once rather than per
-    connection, with what the connections made with it share (the Hellos they decoded, the
-    type descriptors they encoded: ``rpc_protocol.SharedCache``)."""
+    connection, with what the connections made with it share (what their handshakes and
+    first calls decode and encode: ``rpc_protocol.SharedCache``)."""
     config = wire.ProtocolConfig(max_frame_size=max_frame_size, max_pending=max_pending, limits=wire.CodecLimits(max_depth=max_depth))
     return wire.SharedCache(config)
 

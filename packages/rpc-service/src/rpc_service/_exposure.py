@@ -197,12 +197,13 @@ class Exposure:
         # RPyC's allow_safe_attrs / allow_exposed_attrs: False turns that class of names off
         self._safe = config.allow_safe_attrs or config.allow_all_attrs
         self._exposed = config.allow_exposed_attrs
+        # what resolve and describe depend on
+        self._settings = settings = (self._prefix, self._exposed, self._safe, config.allow_all_attrs, config.allow_public_attrs)
         # (type, name) -> (prefix + name, the class's attribute): what resolve found in the
         # class dicts for instances of that type (the commonest call, resolved once), used
         # while the class still has that very attribute (else resolved again); shared by the
-        # connections with these settings (_RESOLVED)
-        # what resolve and describe depend on
-        self._settings = settings = (self._prefix, self._exposed, self._safe, config.allow_all_attrs, config.allow_public_attrs)
+        # connections with these settings (_RESOLVED; it holds those classes until it starts
+        # over, where _DESCRIBED holds them weakly: a weak table would cost every call a look)
         prefixed = _RESOLVED.get(settings)
         if prefixed is None:
             if len(_RESOLVED) >= _MAX_SETTINGS:  # (exposed_prefix may be any string)

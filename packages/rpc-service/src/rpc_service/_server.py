@@ -25,7 +25,7 @@ from ._connection import Connection
 from ._errors import ConnectionClosedError, ConnectionRejectedError
 from ._hooks import Authenticator, Registrar, check_hooks
 from ._service import Service, ServiceArg, check_service, instantiate
-from ._streams import Inherited, SocketStream, Stream, check_port, prepare_listener, reset_read_timeout
+from ._streams import Inherited, SocketStream, Stream, check_port, prepare_listener, reset_inherited_timeouts
 
 __all__ = ["Server", "OneShotServer"]
 
@@ -86,6 +86,8 @@ class Server:
         self.protocol_config = make_config(protocol_config)
         self.logger = logger or logging.getLogger(f"rpc_service.{type(self).__name__}")
         self.socket_path = None if socket_path is None else os.fspath(socket_path)
+        # the options each accepted socket inherits (Linux, TCP): none is set per connection
+        self._inherited: Inherited | None = None
         if self.socket_path is not None:
             self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             address: Any = self.socket_path
@@ -93,6 +95,8 @@ class Server:
             family = socket.AF_INET6 if ipv6 else socket.AF_INET
             self.listener = socket.socket(family, socket.SOCK_STREAM)
             self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # (before listen(): a connection completed earlier would not have inherited them)
+            self._inherited = prepare_listener(self.listener, self.protocol_config.write_timeout)
             address = (hostname or ("::1" if ipv6 else "127.0.0.1"), check_port(port, listening=True))
         try:
             self.listener.bind(address)
@@ -109,11 +113,8 @@ class Server:
         self.host: str = ""
         self.port: int = 0
         self._listener_kind = (int(self.listener.family), int(self.listener.type), self.listener.proto)  # (_accept_one)
-        # the options each accepted socket inherits (Linux, TCP): none is set per connection
-        self._inherited: Inherited | None = None
         if socket_path is None:
             self.host, self.port = self.listener.getsockname()[:2]
-            self._inherited = prepare_listener(self.listener, self.protocol_config.write_timeout)
         self._active = False
         self._serving = threading.Event()  # start() is running (see start_in_thread)
         self._started = False  # start() or start_in_thread() was called (once only)
@@ -343,8 +344,8 @@ class Server:
         try:
             credentials = None
             if self.authenticator is not None:
-                if self._inherited is not None:  # (the authenticator's reads, then its channel's, are unbounded)
-                    reset_read_timeout(sock)
+                if self._inherited is not None:  # (the authenticator's reads and writes, then its channel's, are unbounded)
+                    reset_inherited_timeouts(sock)
                 sock.settimeout(config.handshake_timeout)  # the authenticator's deadline
                 channel, credentials = self.authenticator(sock)
                 if isinstance(channel, socket.socket):
@@ -408,6 +409,9 @@ class Server:
 
     def _serve_until_closed(self, conn: Connection) -> None:
         """Serve ``conn`` until it closes, or until nothing arrives for ``idle_timeout``."""
+        drop = getattr(conn._stream, "drop_listener_read_timeout", None)
+        if drop is not None:  # (these reads wait long or without end)
+            drop()
         idle = self.idle_timeout
         if idle is None:
             conn.serve_all()

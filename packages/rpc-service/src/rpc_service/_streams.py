@@ -140,10 +140,11 @@ def prepare_listener(listener: socket.socket, write_timeout: float | None) -> In
     return Inherited(write_timeout, _LISTENER_READ_TIMEOUT)
 
 
-def reset_read_timeout(sock: socket.socket) -> None:
-    """Undo the SO_RCVTIMEO a socket inherited from its listener (for code that does not
-    expect one: an authenticator, the TLS channel it returns)."""
+def reset_inherited_timeouts(sock: socket.socket) -> None:
+    """Undo the SO_RCVTIMEO and SO_SNDTIMEO a socket inherited from its listener (for code
+    that does not expect them: an authenticator, the channel or stream it returns)."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(None))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(None))
 
 
 def _timeval(seconds: float | None) -> bytes:
@@ -163,6 +164,7 @@ class SocketStream:
 
     def __init__(self, sock: socket.socket, *, inherited: Inherited | None = None) -> None:
         self._armed: float | None = None  # the SO_RCVTIMEO set, None: none
+        self._listener_armed: float | None = None  # the SO_RCVTIMEO inherited, while it is armed
         self._write_timeout: float | None = None
         self._write_timeout_set = False  # whether SO_SNDTIMEO is known to match _write_timeout
         if inherited is None:
@@ -174,7 +176,7 @@ class SocketStream:
         else:
             if sock.gettimeout() is not None:  # (accepted under a socket.setdefaulttimeout())
                 sock.setblocking(True)
-            self._armed = inherited.read_timeout
+            self._armed = self._listener_armed = inherited.read_timeout
             self._write_timeout = inherited.write_timeout
             self._write_timeout_set = True
         self.sock = sock
@@ -188,8 +190,23 @@ class SocketStream:
     def _wait_readable(self, timeout: float) -> None:
         poller = self._poller
         if poller is None:
-            poller = self._poller = _PollingReader(self.sock.fileno())
+            fd = self.sock.fileno()
+            if fd < 0:  # (closed by another thread since read_into looked)
+                raise ConnectionClosedError("the stream is closed")
+            poller = self._poller = _PollingReader(fd)
         poller.wait(timeout)
+
+    def drop_listener_read_timeout(self) -> None:
+        """Take off the short read timeout inherited from the listener (see
+        :func:`prepare_listener`) if it is still armed: for a serving loop that waits long or
+        without end, which it would otherwise wake every 0.15 s."""
+        if self._listener_armed is not None and self._armed == self._listener_armed:
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(None))
+            except OSError:
+                return  # closed meanwhile: no more reads
+            self._armed = None
+        self._listener_armed = None
 
     def __repr__(self) -> str:
         try:
