@@ -418,7 +418,9 @@ class Connection(CallPath):
 
     def _parse(self, view: memoryview, events: list[Event]) -> int:
         shared = self._shared
-        if shared is not None and self._peer_range is None and _HANDSHAKE_MIN < len(view) <= _HANDSHAKE_KEPT:
+        # (asked through a method: a test of self._peer_range here would narrow it to None for
+        # the rest of the method, in mypy's eyes and in the checks mypyc compiles from them)
+        if shared is not None and _HANDSHAKE_MIN < len(view) <= _HANDSHAKE_KEPT and self._awaiting_preface():
             # The peer's preface and Hello in one read, as every peer sends them: bytes some
             # connection sharing the cache received before need not be parsed again
             data = bytes(view)
@@ -431,6 +433,9 @@ class Connection(CallPath):
                 shared.keep_handshake(data, self._peer_range)
             return pos
         return self._parse_from(view, events)
+
+    def _awaiting_preface(self) -> bool:
+        return self._peer_range is None
 
     def _take_handshake(self, kept: tuple[tuple[int, int], Hello], events: list[Event]) -> None:
         """Receive a kept preface and Hello (see _parse) as _parse_from receives them: the same
