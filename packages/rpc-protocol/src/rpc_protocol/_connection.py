@@ -437,16 +437,20 @@ class Connection(CallPath):
     def _awaiting_preface(self) -> bool:
         return self._peer_range is None
 
-    def _take_handshake(self, kept: tuple[tuple[int, int], Hello], events: list[Event]) -> None:
-        """Receive a kept preface and Hello (see _parse) as _parse_from receives them: the same
-        checks, the same events, the same state; the root unboxed by this connection's hook."""
-        peer_range, hello = kept
-        state = self._check(RECV, Preface)
+    def _preface_received(self, state: State, peer_range: tuple[int, int], events: list[Event]) -> None:
+        """The peer's preface announced ``peer_range`` (``state``: what receiving it leads to,
+        checked by the caller first): settle the version if ours is out, then its event."""
         self._peer_range = peer_range
         if self._our_range is not None:
             self._settle()
         self.state = state
         events.append(Preface(*peer_range))
+
+    def _take_handshake(self, kept: tuple[tuple[int, int], Hello], events: list[Event]) -> None:
+        """Receive a kept preface and Hello (see _parse) as _parse_from receives them: the same
+        checks, the same events, the same state; the root unboxed by this connection's hook."""
+        peer_range, hello = kept
+        self._preface_received(self._check(RECV, Preface), peer_range, events)
         state = self._check(RECV, Hello)
         event = Hello(hello.services, hello.capabilities, hello.max_frame_size, self._decoder.unboxed(hello.root))
         self._commit(event, state)
@@ -464,12 +468,8 @@ class Connection(CallPath):
                         parse_preface(bytes(view[pos:end]).ljust(PREFACE_SIZE, b"\0"))
                     break
                 state = self._check(RECV, Preface)
-                self._peer_range = parse_preface(view[pos : pos + PREFACE_SIZE])
+                self._preface_received(state, parse_preface(view[pos : pos + PREFACE_SIZE]), events)
                 pos += PREFACE_SIZE
-                if self._our_range is not None:
-                    self._settle()
-                self.state = state
-                events.append(Preface(*self._peer_range))
                 continue
             header = self._header
             if header is None:
