@@ -259,8 +259,7 @@ class SocketStream:
                         self._wait_readable(timeout)
                         return self.sock.recv_into(buffer)
                     armed = self._armed = timeout * 0.75
-                    seconds = int(armed)
-                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(seconds, int((armed - seconds) * 1e6)))
+                    self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(armed))
             try:
                 return self.sock.recv_into(buffer)
             except BlockingIOError:  # SO_RCVTIMEO expired (a blocking socket never says EAGAIN otherwise)
@@ -274,7 +273,7 @@ class SocketStream:
         :class:`ConnectionClosedError`: a peer that stops reading cannot block a writer
         forever. Kernel-enforced (SO_SNDTIMEO): it costs nothing per write."""
         if self._write_timeout_set and seconds == self._write_timeout:
-            return  # (inherited from the listener)
+            return  # (set already: inherited from the listener, or by an earlier call)
         self._write_timeout = seconds
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(seconds))
