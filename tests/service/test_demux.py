@@ -291,20 +291,29 @@ def test_the_server_sends_nothing_until_on_connect_returned_then_preface_and_hel
         running.stop()
 
 
+# A frame no peer may send before its Hello (an ERROR header, empty payload), sent with the preface
+AFTER_PREFACE = {"nothing": b"", "a-bad-frame": bytes((rpc_protocol.FrameType.ERROR,)) + bytes(11)}
+
+
+@pytest.mark.parametrize("after", AFTER_PREFACE.values(), ids=AFTER_PREFACE.keys())
 def test_a_client_of_no_common_version_gets_the_servers_preface_and_a_clear_error(
-    caplog: pytest.LogCaptureFixture,
+    after: bytes, caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Regression (a-bad-frame, found by the live fuzz test): bad bytes read with the preface
+    had failed the protocol connection already, so asking it for the refusal's error raised
+    "the connection failed earlier" (a LocalProtocolError) instead."""
     running = Running(ThreadedServer(ApplyService))
     try:
         with caplog.at_level(logging.INFO, logger="rpc_service"):
             with socket.create_connection(("127.0.0.1", running.server.port), timeout=5) as sock:
                 future = rpc_protocol.Connection()
-                sock.sendall(b"".join(bytes(b) for b in future.send(rpc_protocol.Preface(200, 201))))
+                sock.sendall(b"".join(bytes(b) for b in future.send(rpc_protocol.Preface(200, 201))) + after)
                 answer = read_until_closed(sock, 5)
             assert answer == b"".join(bytes(b) for b in rpc_protocol.Connection().send(rpc_protocol.Preface()))
             with pytest.raises(rpc_protocol.HandshakeError, match="no protocol version in common"):
                 future.receive_data(answer)
             assert any("the peer speaks 200..201" in r.getMessage() for r in caplog.records)
+            assert not [r for r in caplog.records if "LocalProtocolError" in r.getMessage()]
     finally:
         running.stop()
 

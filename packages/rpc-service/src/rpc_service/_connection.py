@@ -82,6 +82,19 @@ def refusal_preface() -> list[wire.Buffer]:
     return wire.Connection().send(wire.Preface())
 
 
+def no_common_version(peer: wire.Preface) -> wire.HandshakeError:
+    """The HandshakeError naming both version ranges, for a peer whose preface announced no
+    version in common. From a fresh protocol connection that received that preface: the
+    connection's own may have failed already on bytes the peer sent after it."""
+    probe = wire.Connection()
+    probe.receive_data(b"".join(wire.Connection().send(wire.Preface(peer.min_version, peer.max_version))))
+    try:
+        probe.send(wire.Preface())
+    except wire.HandshakeError as exc:
+        return exc
+    raise AssertionError(f"{peer} shares a version with this side")  # (callers check shares_version first)
+
+
 class Connection(ContextCalls, Demux):
     """One end of a connection: ``root`` is the peer's service, ``close()`` ends it.
 
@@ -506,11 +519,9 @@ class Connection(ContextCalls, Demux):
                 raise ConnectionRejectedError(f"the server rejected the connection: {event.reason}")
             if type(event) is wire.Preface and accepting and not shares_version(event):
                 self._send(refusal_preface)
-                try:
-                    self._proto.send(_PREFACE)  # raises the HandshakeError naming both ranges
-                except wire.HandshakeError as exc:
-                    self._protocol_broken(exc)  # logged before the stream closes, as bad bytes read are
-                    raise
+                exc = no_common_version(event)
+                self._protocol_broken(exc)  # logged before the stream closes, as bad bytes read are
+                raise exc
             # a Preface: the version is settled (or, accepting, checked); anything else the state table refuses
 
     def _send_close_reply(self) -> None:

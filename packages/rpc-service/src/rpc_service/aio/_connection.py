@@ -24,7 +24,7 @@ from rpc_protocol import Event, Op, RemoteProtocolError
 
 from .._boxing import Boxer, release_frames
 from .._config import Config, ConfigArg, make_config
-from .._connection import _BATCHED_TYPES, _MAX_ITER_BATCH, protocol_for, refusal_preface, shares_version
+from .._connection import _BATCHED_TYPES, _MAX_ITER_BATCH, no_common_version, protocol_for, refusal_preface, shares_version
 from .._context import CURRENT, Served, expired_error, tracer_for
 from .._dispatch import Dispatcher, checked_batch, rebuild_exception
 from .._errors import AsyncResultTimeout, ConnectionClosedError, ConnectionRejectedError, HandshakeTimeout
@@ -308,15 +308,13 @@ class AsyncConnection(AsyncContextCalls, Serving, asyncio.BufferedProtocol):
                 return
             elif kind is wire.Preface and self._accepting and not shares_version(event):  # type: ignore[arg-type]
                 self._write(refusal_preface())
-                try:
-                    self._proto.send(wire.Preface())
-                except wire.HandshakeError as exc:  # the ranges do not meet: name both
-                    log.warning("%r: closing, the peer broke the protocol: %s", self, exc)
-                    if not self._hello.done():
-                        self._hello.set_exception(exc)
-                    if self._transport is not None:
-                        self._transport.close()  # (not abort: our preface goes out first)
-                    self._shutdown()
+                exc = no_common_version(event)  # type: ignore[arg-type]  # (a Preface: kind is its type)
+                log.warning("%r: closing, the peer broke the protocol: %s", self, exc)
+                if not self._hello.done():
+                    self._hello.set_exception(exc)
+                if self._transport is not None:
+                    self._transport.close()  # (not abort: our preface goes out first)
+                self._shutdown()
                 return
             # else a Preface: the version is settled (or, accepting, checked)
 
